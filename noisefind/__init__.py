@@ -1,0 +1,12 @@
+"""noisefind: find mislabeled training examples by how few neurons flip them."""
+
+from noisefind.data import LabeledData, NoiseSpec, load_data
+from noisefind.errors import NoisefindError
+from noisefind.train import Run, TrainConfig, fit, load_run
+
+__version__ = "0.1.0"
+
+train = fit
+
+__all__ = ["LabeledData", "NoiseSpec", "NoisefindError", "Run", "TrainConfig", "fit", "load_data",
+           "load_run", "train"]

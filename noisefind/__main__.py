@@ -1,0 +1,5 @@
+"""``python -m noisefind`` (and ``torchrun -m noisefind``) runs the CLI."""
+
+from noisefind.cli import main
+
+main()
