@@ -132,6 +132,11 @@ class Net(nn.Module):
         """A name for every prunable unit, in the order the flip search numbers them."""
         return [f"{name}:{k}" for name, gate in self.gates() for k in range(gate.units)]
 
+    def unit_layers(self) -> list[str]:
+        """The layer (block) of every unit, e.g. ``"layers.2.a"``, in unit order."""
+        return [name.removesuffix(".gate") for name, gate in self.gates()
+                for _ in range(gate.units)]
+
 
 @contextmanager
 def unit_masks(model: Net, masks: list[torch.Tensor]) -> Iterator[None]:

@@ -1,0 +1,255 @@
+"""``noisefind.scan``: train (or load) a model, run the flip search over the training set, rank.
+
+The search's finished results are appended to ``OUT/scan_progress.jsonl`` as they arrive
+(flushed and fsynced), next to ``OUT/scan_state.json`` which records what is being scanned
+(settings, rows, model). ``resume=True`` reads both, refuses a resume with other settings, and
+scans only the rows not yet done; because each example's search depends only on its own row and
+seed, the final table is the same as an uninterrupted run's. The final ``suspects.csv`` and
+``summary.json`` are written atomically at the end.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from noisefind.console import console
+from noisefind.data import LabeledData
+from noisefind.errors import NoisefindError
+from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
+from noisefind.report import (
+    SUSPECT_COLUMNS,
+    plot_top_suspects,
+    write_summary,
+    write_suspects,
+)
+from noisefind.train import Run, TrainConfig, check_compatible, fit, load_run, write_json
+
+PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
+
+
+def scan(data: LabeledData, model: Run | str | Path | None = None,
+         out: str | Path = "noisefind-out", settings: FlipSettings | None = None,
+         limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
+         progress: bool = True, device: str = "auto") -> pd.DataFrame:
+    """Rank the training examples of ``data`` by how few units flip the model's prediction.
+
+    Parameters
+    ----------
+    data : LabeledData
+        The training set with its given labels (and the truth, if noise was injected).
+    model : Run or path, optional
+        A trained run (or its folder). When None, a model is trained first with
+        ``train_config`` and saved to ``OUT/run``.
+    out : path
+        Output folder for ``suspects.csv``, ``summary.json``, ``top_suspects.png``.
+    settings : FlipSettings, optional
+        Flip-search settings.
+    limit : int, optional
+        Scan a seeded random subset of this many examples instead of all.
+    resume : bool
+        Continue an interrupted scan in ``out``.
+    train_config : TrainConfig, optional
+        Used only when ``model`` is None.
+    progress : bool
+        Progress bars for training and the search.
+    device : str
+        Device for a loaded model (a trained one uses ``train_config.device``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The suspects table, most suspicious first (columns of ``suspects.csv``).
+    """
+    settings = settings or FlipSettings()
+    settings.validate()
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
+    rows = scan_rows(len(data), limit, settings.seed)
+    started = time.perf_counter()
+    run = _get_model(data, model, out, train_config, progress, device, resume)
+    check_compatible(run, data)
+    trained_seconds = time.perf_counter() - started
+
+    state = {"settings": settings.as_dict(), "rows": _digest(rows.tolist()),
+             "labels": _digest(data.y.tolist()), "model": _model_digest(run)}
+    done = _resume_log(out, state) if resume else _start_log(out, state)
+    todo = rows[~np.isin(rows, done["row"].to_numpy())] if len(done) else rows
+
+    search_started = time.perf_counter()
+    with open(out / PROGRESS_FILE, "a") as log:
+        def persist(frame: pd.DataFrame) -> None:
+            log.write(frame.to_json(orient="records", lines=True))
+            log.flush()
+            os.fsync(log.fileno())
+
+        fresh = flip_search(run.model, data, settings, rows=torch.from_numpy(todo),
+                            progress=progress, on_results=persist) if len(todo) else None
+    search_seconds = time.perf_counter() - search_started
+
+    results = pd.concat([f for f in (done, fresh) if f is not None and len(f)],
+                        ignore_index=True)
+    table = suspects_table(results, data, run.model.unit_layers())
+    write_suspects(table, out)
+    if data.is_image and len(table):
+        top = table.head(32)
+        plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
+    summary = scan_summary(table, data, run, settings, limit,
+                           {"training": round(trained_seconds, 3),
+                            "search": round(search_seconds, 3),
+                            "examples_per_second": round(len(todo) / max(search_seconds, 1e-9),
+                                                         3)})
+    write_summary(summary, out)
+    return table
+
+
+def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """All rows, or a seeded random subset of ``limit`` of them (in random order)."""
+    if limit is None:
+        return np.arange(n)
+    if limit < 1:
+        raise NoisefindError(f"--limit must be at least 1, got {limit}")
+    return np.random.default_rng(seed).permutation(n)[:limit]
+
+
+def suspects_table(results: pd.DataFrame, data: LabeledData,
+                   unit_layers: list[str]) -> pd.DataFrame:
+    """Join search results with the data's labels and paths; rank by score, highest first.
+
+    ``score = -flip_cost``: fewer units to flip (and, among equal counts, less of the last unit
+    needed) means more suspicious.
+    """
+    rows = results["row"].to_numpy()
+    classes = np.array(data.classes, dtype=object)
+    table = pd.DataFrame({
+        "index": results["index"].to_numpy(),
+        "path": [data.paths[r] for r in rows] if data.paths is not None else [""] * len(rows),
+        "given_label": classes[data.y.numpy()[rows]],
+        "predicted_label": classes[results["predicted_label"].to_numpy()],
+        "units_to_flip": results["units_to_flip"].to_numpy(),
+        "flipped": results["flipped"].to_numpy(),
+        "score": -results["flip_cost"].to_numpy(),
+        "loss": results["loss"].to_numpy(),
+        "flip_cost": results["flip_cost"].to_numpy(),
+        "flipped_to": [classes[t] if t >= 0 else "" for t in results["flipped_to"]],
+        "reference_accuracy": results["reference_accuracy"].to_numpy(),
+        "layers": [_layer_summary(u, unit_layers) for u in results["units"]],
+    })
+    if data.true_y is not None:
+        table["is_noisy"] = (data.y != data.true_y).numpy()[rows]
+        table["true_label"] = classes[data.true_y.numpy()[rows]]
+    table = table.sort_values(["score", "index"], ascending=[False, True], kind="stable")
+    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    extra = [c for c in table.columns if c not in SUSPECT_COLUMNS]
+    return table[SUSPECT_COLUMNS + extra].reset_index(drop=True)
+
+
+def _positions(data: LabeledData, index) -> torch.Tensor:
+    """Rows of ``data`` holding the given example indices."""
+    where = {int(i): r for r, i in enumerate(data.index.tolist())}
+    return torch.tensor([where[int(i)] for i in index], dtype=torch.int64)
+
+
+def _layer_summary(units, unit_layers: list[str]) -> str:
+    """How many zeroed units came from each layer, e.g. ``"layers.0:2 layers.3:1"``."""
+    counts = Counter(unit_layers[u] for u in units)
+    return " ".join(f"{layer}:{k}" for layer, k in counts.items())
+
+
+def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSettings,
+                 limit: int | None, seconds: dict) -> dict:
+    """Counts, settings, timings and, when the truth is known, AUROC/AUPRC of the score."""
+    summary = {
+        "data": data.name,
+        "examples": len(data),
+        "scanned": len(table),
+        "flipped": int(table["flipped"].sum()),
+        "median_units_to_flip": float(table["units_to_flip"].median()) if len(table) else None,
+        "settings": {**settings.as_dict(), "limit": limit},
+        "model": str(run.path) if run.path else None,
+        "noise": data.noise,
+        "seconds": seconds,
+        "skipped_files": data.skipped,
+    }
+    if "is_noisy" in table and 0 < table["is_noisy"].sum() < len(table):
+        from sklearn.metrics import average_precision_score, roc_auc_score
+
+        noisy = table["is_noisy"].to_numpy()
+        summary["mislabeled_scanned"] = int(noisy.sum())
+        summary["auroc"] = float(roc_auc_score(noisy, table["score"]))
+        summary["auprc"] = float(average_precision_score(noisy, table["score"]))
+        summary["median_units_to_flip_mislabeled"] = float(
+            table.loc[noisy, "units_to_flip"].median())
+        summary["median_units_to_flip_clean"] = float(table.loc[~noisy, "units_to_flip"].median())
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and progress log
+
+
+def _get_model(data, model, out: Path, train_config, progress, device, resume) -> Run:
+    if isinstance(model, Run):
+        return model
+    if model is not None:
+        return load_run(model, device=device)
+    run_dir = out / "run"
+    if resume and (run_dir / "model.safetensors").is_file() and (run_dir / "history.npz").is_file():
+        console.print(f"resuming with the model already trained in {run_dir}")
+        return load_run(run_dir, device=(train_config or TrainConfig()).device)
+    return fit(data, train_config, out=run_dir, progress=progress)
+
+
+def _start_log(out: Path, state: dict) -> pd.DataFrame:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / PROGRESS_FILE).unlink(missing_ok=True)
+    write_json(out / STATE_FILE, state)
+    return pd.DataFrame(columns=list(RESULT_COLUMNS))
+
+
+def _resume_log(out: Path, state: dict) -> pd.DataFrame:
+    state_file, log_file = out / STATE_FILE, out / PROGRESS_FILE
+    if not state_file.is_file():
+        console.print(f"nothing to resume in {out}; starting a new scan")
+        return _start_log(out, state)
+    previous = json.loads(state_file.read_text())
+    changed = [k for k in state if previous.get(k) != state[k]]
+    if changed:
+        raise NoisefindError(
+            f"cannot resume: the interrupted scan in {out} used different "
+            f"{', '.join(changed)}; rerun without --resume or with the same settings")
+    records = []
+    if log_file.is_file():
+        for line in log_file.read_text().splitlines():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break  # a line cut by the kill: that example is simply scanned again
+    done = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
+    done = done.drop_duplicates("row", keep="first")
+    # Rewrite the log without the torn tail so later appends stay line-aligned.
+    text = done.to_json(orient="records", lines=True) if len(done) else ""
+    log_file.write_text(text)
+    console.print(f"resuming: {len(done)} examples already scanned")
+    return done.astype({"row": "int64"}) if len(done) else done
+
+
+def _digest(values) -> str:
+    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
+
+
+def _model_digest(run: Run) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(run.model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]

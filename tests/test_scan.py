@@ -1,0 +1,104 @@
+"""The scan end to end: library call, CLI, outputs, and resuming a killed run."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from noisefind.cli import app
+from noisefind.flip import FlipSettings
+from noisefind.scan import scan
+
+runner = CliRunner()
+SUSPECT_COLUMNS = ["rank", "index", "path", "given_label", "predicted_label", "units_to_flip",
+                   "flipped", "score", "loss", "is_noisy", "true_label"]
+
+
+@pytest.fixture(scope="module")
+def scanned(noisy_digits, noisy_digits_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scan")
+    table = scan(noisy_digits, noisy_digits_run, out=out, limit=120,
+                 settings=FlipSettings(max_units=50), progress=False)
+    return table, out
+
+
+def test_suspects_csv_has_every_column_and_one_row_per_example(scanned):
+    table, out = scanned
+    csv = pd.read_csv(out / "suspects.csv")
+    assert set(SUSPECT_COLUMNS) <= set(csv.columns)
+    assert len(csv) == 120 and csv["index"].is_unique
+    assert csv["rank"].tolist() == list(range(1, 121))
+    assert csv["score"].is_monotonic_decreasing
+    assert table["index"].tolist() == csv["index"].tolist()
+
+
+def test_summary_reports_quality_against_the_truth(scanned):
+    _, out = scanned
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["scanned"] == 120 and summary["settings"]["max_units"] == 50
+    assert 0.5 < summary["auroc"] <= 1.0  # better than chance on real noisy digits
+    assert summary["median_units_to_flip_mislabeled"] <= summary["median_units_to_flip_clean"]
+
+
+def test_resume_with_other_settings_is_refused(scanned, noisy_digits, noisy_digits_run):
+    _, out = scanned
+    from noisefind.errors import NoisefindError
+
+    with pytest.raises(NoisefindError, match="cannot resume"):
+        scan(noisy_digits, noisy_digits_run, out=out, limit=120, resume=True,
+             settings=FlipSettings(max_units=20), progress=False)
+
+
+def test_resume_after_kill_gives_the_same_csv(noisy_digits_run, tmp_path):
+    args = [sys.executable, "-m", "noisefind", "scan", "digits", "--model",
+            str(noisy_digits_run.path), "--limit", "150", "--max-units", "50",
+            "--scan-batch-size", "8", "--quiet"]
+    whole = tmp_path / "whole"
+    subprocess.run(args + ["--out", str(whole)], check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    log = killed / "scan_progress.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 10:
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the scan ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = len(log.read_text().splitlines())
+    assert 10 <= done_before < 150
+    assert not (killed / "suspects.csv").exists()
+
+    subprocess.run(args + ["--out", str(killed), "--resume"], check=True, capture_output=True)
+    a = pd.read_csv(whole / "suspects.csv")
+    b = pd.read_csv(killed / "suspects.csv")
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_cli_scan_on_an_image_folder(image_folder, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", str(image_folder), "--epochs", "3", "--width", "0.25",
+                                 "--max-units", "10", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    csv = pd.read_csv(out / "suspects.csv")
+    assert len(csv) == 18 and csv["path"].str.endswith(".png").all()
+    assert (out / "top_suspects.png").stat().st_size > 1000
+    assert (out / "run" / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--limit", "0"], "--limit"),
+    (["--max-units", "0"], "--max-units"),
+])
+def test_scan_bad_flags(args, message, noisy_digits_run):
+    result = runner.invoke(app, ["scan", "digits", "--model", str(noisy_digits_run.path), *args])
+    assert result.exit_code == 2 and message in result.output
