@@ -32,6 +32,15 @@ Noise = Annotated[str | None, typer.Option(
     help="Corrupt labels for benchmarking: KIND:RATE, e.g. symmetric:0.1.")]
 ImageSize = Annotated[int | None, typer.Option(help="Resize images to this side length.")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+DropoutKind = Annotated[str, typer.Option(
+    "--dropout", help="Layer after every block: none, standard, sparse or example-tied.")]
+ExampleTied = Annotated[bool, typer.Option(
+    "--example-tied-dropout", help="Same as --dropout example-tied.")]
+PGen = Annotated[float, typer.Option(
+    help="Generalization share of each layer (drop probability for standard dropout).")]
+PMem = Annotated[float, typer.Option(help="Share of memorization channels each example owns.")]
+Holdout = Annotated[float, typer.Option(
+    help="Train without this seeded share of the data; evaluate tests on it.")]
 
 
 @app.callback()
@@ -90,19 +99,186 @@ def train(
     batch_size: BatchSize = None,
     lr: Lr = 0.1,
     checkpoint_every: Annotated[int, typer.Option(help="Keep weights every N epochs.")] = 0,
+    dropout: DropoutKind = "none",
+    example_tied_dropout: ExampleTied = False,
+    p_gen: PGen = 0.2,
+    p_mem: PMem = 0.1,
+    holdout: Holdout = 0.0,
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a model; OUT holds weights, config and the per-example training history."""
     from noisefind.train import TrainConfig, fit
 
+    if example_tied_dropout and dropout not in ("none", "example-tied"):
+        raise NoisefindError(f"--example-tied-dropout conflicts with --dropout {dropout}")
+    dropout = "example-tied" if example_tied_dropout else dropout
     loaded = _load(data, noise, seed, image_size, quiet)
     config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device, checkpoint_every=checkpoint_every)
+                         seed=seed, device=device, checkpoint_every=checkpoint_every,
+                         dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout)
     run = fit(loaded, config, out=out, progress=not quiet)
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in run.config["metrics"].items())
     console.print(f"trained {run.config['arch']} on {len(loaded)} examples in "
                   f"{run.config['seconds']:.1f}s: {metrics}; run saved to {out}", highlight=False)
+
+
+RunFolder = Annotated[Path, typer.Argument(help="A run folder written by noisefind train.")]
+DropMemorization = Annotated[bool, typer.Option(
+    "--drop-memorization", help="Also evaluate with the memorization channels dropped.")]
+RunData = Annotated[str | None, typer.Option(
+    help="Load the run's data from here [default: as recorded in the run].")]
+JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
+
+
+@app.command()
+@exits_cleanly
+def evaluate(
+    run: RunFolder,
+    drop_memorization: DropMemorization = False,
+    data: RunData = None,
+    json_output: JsonOutput = False,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Accuracy on clean and mislabeled training examples and on the test set."""
+    import json
+
+    from rich.console import Console
+
+    from noisefind.evaluate import evaluate as evaluate_run
+    from noisefind.evaluate import evaluation_table, load_run_data
+    from noisefind.train import load_run
+
+    loaded_run = load_run(run, device=device)
+    loaded = load_run_data(loaded_run, data, progress=not quiet)
+    result = evaluate_run(loaded_run, loaded, drop_memorization=drop_memorization)
+    if json_output:
+        typer.echo(json.dumps(result, indent=2))
+        return
+    # The table is the command's result, so stdout; messages stay on the stderr console.
+    title = f"{run} ({loaded_run.config['train']['dropout']} dropout)"
+    Console().print(evaluation_table(result, title=title))
+    if "test" not in result["before"]:
+        console.print("no test set: train with --holdout 0.2 (or give data with a test split)")
+
+
+@app.command()
+@exits_cleanly
+def scan(
+    data: Data,
+    model: Annotated[Path | None, typer.Option(
+        "--model", help="A run folder from `noisefind train`; trains one when omitted.")] = None,
+    out: Out = Path("noisefind-out"),
+    noise: Noise = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    epochs: Epochs = 50,
+    width: Width = 1.0,
+    arch: Arch = "auto",
+    batch_size: BatchSize = None,
+    lr: Lr = 0.1,
+    limit: Annotated[int | None, typer.Option(
+        help="Scan a seeded random subset of N examples.")] = None,
+    max_units: Annotated[int, typer.Option(help="Cap on units zeroed per example.")] = 100,
+    noise_copies: Annotated[int, typer.Option(help="Noisy copies averaged per example.")] = 5,
+    reference_size: Annotated[int, typer.Option(
+        help="Reference examples whose loss the search keeps low.")] = 16,
+    reference: Annotated[str, typer.Option(
+        help="Reference examples from the example's class (same-class) or anywhere (random)."
+    )] = "same-class",
+    scan_batch_size: Annotated[int | None, typer.Option(
+        help="Searches run together [default: 64 on CPU, 256 on GPU].")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan.")] = False,
+    top: Annotated[int, typer.Option(help="Rows of the suspects table to print.")] = 10,
+    image_size: ImageSize = None,
+    quiet: Quiet = False,
+) -> None:
+    """Rank every training example by how few units flip the model's prediction."""
+    from noisefind.flip import FlipSettings
+    from noisefind.report import print_suspects
+    from noisefind.scan import scan as run_scan
+    from noisefind.train import TrainConfig, check_compatible, load_run
+
+    loaded = _load(data, None, seed, image_size, quiet)
+    run = None
+    if model is not None:
+        run = load_run(model, device=device)
+        check_compatible(run, loaded)
+        trained_noise = run.config["data"].get("noise")
+        if noise is None and trained_noise:
+            noise, seed = trained_noise, run.config["data"]["noise_seed"]
+            console.print(f"using the model's training noise {noise} (seed {seed})")
+    if noise:
+        loaded = loaded.with_noise(noise, seed)
+    settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
+                            reference_size=reference_size, reference=reference,
+                            batch_size=scan_batch_size, seed=seed)
+    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+                         seed=seed, device=device)
+    table = run_scan(loaded, run, out=out, settings=settings, limit=limit, resume=resume,
+                     train_config=config, progress=not quiet, device=device)
+    if not quiet:
+        print_suspects(table, top)
+    console.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}", highlight=False)
+
+
+@app.command()
+@exits_cleanly
+def bench(
+    data: Data,
+    noise: Annotated[str, typer.Option(
+        help="Noise settings, comma-separated KIND:RATE, e.g. symmetric:0.1,asymmetric:0.2.")],
+    seeds: Annotated[int, typer.Option(help="Seeds per noise setting: --seed, --seed+1, ...")] = 3,
+    folds: Annotated[int, typer.Option(help="K of the cross-validation (confident learning).")] = 5,
+    limit: Annotated[int | None, typer.Option(
+        help="Score a seeded random subset of N examples (every detector the same rows).")] = None,
+    detectors: Annotated[str | None, typer.Option(
+        help="Comma-separated detector names [default: all].")] = None,
+    out: Out = Path("noisefind-bench"),
+    seed: Annotated[int, typer.Option(help="First seed.")] = 0,
+    device: Device = "auto",
+    epochs: Epochs = 50,
+    width: Width = 1.0,
+    arch: Arch = "auto",
+    batch_size: BatchSize = None,
+    lr: Lr = 0.1,
+    max_units: Annotated[int, typer.Option(help="Cap on units zeroed per example.")] = 100,
+    noise_copies: Annotated[int, typer.Option(help="Noisy copies averaged per example.")] = 5,
+    reference_size: Annotated[int, typer.Option(
+        help="Reference examples whose loss the search keeps low.")] = 16,
+    scan_batch_size: Annotated[int | None, typer.Option(
+        help="Searches run together [default: 64 on CPU, 256 on GPU].")] = None,
+    image_size: ImageSize = None,
+    quiet: Quiet = False,
+) -> None:
+    """Score every detector against injected label noise: AUROC, AUPRC, TPR@5%FPR, P@k, cost."""
+    from rich.console import Console
+
+    from noisefind.bench import bench as run_bench
+    from noisefind.data import parse_noise_list
+    from noisefind.detectors import parse_detector_list
+    from noisefind.flip import FlipSettings
+    from noisefind.report import bench_table
+    from noisefind.train import TrainConfig
+
+    noises = parse_noise_list(noise)
+    chosen = parse_detector_list(detectors) if detectors is not None else None
+    if seeds < 1:
+        raise NoisefindError(f"--seeds must be at least 1, got {seeds}")
+    loaded = _load(data, None, seed, image_size, quiet)
+    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+                         seed=seed, device=device)
+    settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
+                            reference_size=reference_size, batch_size=scan_batch_size, seed=seed)
+    settings.validate()
+    runs = run_bench(loaded, noises, range(seed, seed + seeds), detectors=chosen,
+                     train_config=config, folds=folds, limit=limit, out=out,
+                     flip_settings=settings, progress=not quiet)
+    # The table is the command's result, so stdout; messages stay on the stderr console.
+    Console().print(bench_table(runs))
+    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
+                  highlight=False)
 
 
 def main() -> None:

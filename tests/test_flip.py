@@ -5,11 +5,11 @@ import torch
 from noisefind.errors import NoisefindError
 from noisefind.flip import (
     FlipSettings,
+    ReferencePool,
     flip_cost,
     flip_search,
     flip_search_reference,
     noisy_copies,
-    reference_rows,
 )
 from noisefind.train import TrainConfig, fit
 
@@ -83,12 +83,19 @@ def test_noise_copies_have_the_requested_norm_and_are_keyed_by_row(noisy_digits)
     assert torch.allclose(relative, torch.full((4,), 0.05), rtol=1e-4)
 
 
-def test_reference_rows_never_include_the_example():
-    rows = torch.arange(50)
-    refs = reference_rows(rows, 50, FlipSettings(reference_size=64))
-    assert refs.shape == (50, 64)
+@pytest.mark.parametrize("reference", ["same-class", "random"])
+def test_reference_rows_never_include_the_example(reference):
+    labels = torch.arange(60) % 3
+    rows = torch.arange(60)
+    pool = ReferencePool(labels, FlipSettings(reference_size=400, reference=reference))
+    refs = pool.draw(rows)
+    assert refs.shape == (60, 400)
     assert not (refs == rows[:, None]).any()
-    assert refs.min() >= 0 and refs.max() < 50
+    assert refs.min() >= 0 and refs.max() < 60
+    if reference == "same-class":
+        assert (labels[refs] == labels[rows][:, None]).all()
+        assert len(refs[0].unique()) == 19  # every other member of the class is reachable
+    assert torch.equal(pool.draw(rows[5:6]), refs[5:6])  # keyed by row, not by batch
 
 
 def test_flip_cost_orders_within_equal_counts():

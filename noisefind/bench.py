@@ -1,0 +1,308 @@
+"""The benchmark: noise settings x seeds x detectors -> detection metrics (METHOD.md section 9).
+
+For each noise setting and seed: corrupt the labels (seed ``s`` draws the noise and initialises
+training), train one model (with checkpoints for EL2N), build one
+:class:`~noisefind.detectors.DetectorContext` and score every detector on the same rows, then
+compare the scores with the injected truth. Mislabeled examples are the positives.
+
+Metrics, each a number per detector, noise setting and seed:
+
+- ``auroc`` and ``auprc`` (average precision) from scikit-learn; tied scores count as one
+  threshold, so ties are neither rewarded nor punished by their order;
+- ``tpr_at_5fpr``: the ROC curve linearly interpolated at 5% false-positive rate, which is the
+  expected TPR when ties are broken at random;
+- ``precision_at_k`` with ``k`` the true number of mislabeled rows scored, again the expectation
+  under random tie-breaking (integer scores such as flip counts tie often);
+- ``seconds``: what the detector would cost run alone: its own time plus every shared input it
+  used (training the model, the cross-validation models, the flip search), each charged in full
+  to every detector that uses it.
+
+With ``limit``, every detector scores the same seeded random subset of rows (the flip search
+on a CPU cannot afford them all), so the numbers stay comparable.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+
+from noisefind.console import console
+from noisefind.data import LabeledData, NoiseSpec
+from noisefind.detectors import Detector, DetectorContext, el2n_epoch, get_detectors
+from noisefind.errors import NoisefindError
+from noisefind.flip import FlipSettings
+from noisefind.train import TrainConfig, fit
+
+METRICS = ("auroc", "auprc", "tpr_at_5fpr", "precision_at_k")
+ROC_GRID = np.linspace(0.0, 1.0, 201)
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def detection_metrics(is_noisy: np.ndarray, scores: np.ndarray) -> dict[str, float]:
+    """AUROC, AUPRC, TPR at 5% FPR and precision at k for one score vector.
+
+    All are NaN when the rows hold only one kind (no mislabeled or no clean examples).
+    """
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    scores = finite_scores(scores)
+    if is_noisy.all() or not is_noisy.any():
+        return dict.fromkeys(METRICS, math.nan)
+    return {
+        "auroc": float(roc_auc_score(is_noisy, scores)),
+        "auprc": float(average_precision_score(is_noisy, scores)),
+        "tpr_at_5fpr": tpr_at_fpr(is_noisy, scores, 0.05),
+        "precision_at_k": precision_at_k(is_noisy, scores),
+    }
+
+
+def finite_scores(scores: np.ndarray) -> np.ndarray:
+    """``scores`` with infinities moved just past the finite ones, keeping the ranking.
+
+    A detector may score an example "infinitely" (un)suspicious, e.g. a flip search that hit its
+    cap; the metrics need finite numbers and only the order matters.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    if np.isnan(scores).any():
+        raise ValueError("scores must not be NaN")
+    finite = scores[np.isfinite(scores)]
+    low, high = (finite.min(), finite.max()) if len(finite) else (0.0, 0.0)
+    return np.clip(scores, low - 1.0, high + 1.0)
+
+
+def tpr_at_fpr(is_noisy: np.ndarray, scores: np.ndarray, fpr: float = 0.05) -> float:
+    """True-positive rate at false-positive rate ``fpr`` (expected under random tie-breaking)."""
+    fprs, tprs, _ = roc_curve(is_noisy, scores)
+    return float(np.interp(fpr, fprs, tprs))
+
+
+def precision_at_k(is_noisy: np.ndarray, scores: np.ndarray, k: int | None = None) -> float:
+    """Share of mislabeled rows among the ``k`` highest scores (default k = their true number).
+
+    Rows tied with the k-th score are taken in expectation: if ``m`` of ``t`` tied rows fit,
+    they contribute ``m / t`` of the tied group's mislabeled rows.
+    """
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    scores = np.asarray(scores, dtype=np.float64)
+    k = int(is_noisy.sum()) if k is None else k
+    if k <= 0:
+        return math.nan
+    kth = np.sort(scores)[::-1][min(k, len(scores)) - 1]
+    above, tied = scores > kth, scores == kth
+    room = min(k, len(scores)) - above.sum()
+    hits = is_noisy[above].sum() + room * is_noisy[tied].sum() / tied.sum()
+    return float(hits / k)
+
+
+def mean_roc(curves: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Vertical average of ROC curves ``(fpr, tpr)`` on a common FPR grid."""
+    tprs = [np.interp(ROC_GRID, fpr, tpr) for fpr, tpr in curves]
+    return ROC_GRID, np.mean(tprs, axis=0)
+
+
+# --------------------------------------------------------------------------------------------
+# One noise setting and seed
+
+
+@dataclass
+class SettingResult:
+    """Records (one per detector) and per-example scores of one noise setting and seed."""
+
+    records: list[dict]
+    scores: pd.DataFrame
+    roc: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+
+
+def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
+    """The rows every detector scores: all, or a seeded random subset of ``limit``.
+
+    The same rows, in the same order, as ``noisefind scan --limit`` picks with the same seed.
+    """
+    if limit is None or limit >= n:
+        return np.arange(n)
+    if limit < 1:
+        raise NoisefindError(f"--limit must be at least 1, got {limit}")
+    return np.random.default_rng(seed).permutation(n)[:limit]
+
+
+def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
+                  detectors: dict[str, Detector], train_config: TrainConfig, folds: int = 5,
+                  limit: int | None = None, flip_settings: FlipSettings | None = None,
+                  progress: bool = True) -> SettingResult:
+    """Inject ``noise`` with ``seed``, train, and score every detector against the truth."""
+    noisy = data.with_noise(noise, seed)
+    config = _config_for(train_config, seed, detectors)
+    flip_settings = replace(flip_settings or FlipSettings(), seed=seed)
+    rows = scan_rows(len(noisy), limit, seed)
+    with tempfile.TemporaryDirectory(prefix="noisefind-bench-") as workdir:
+        start = time.perf_counter()
+        run = fit(noisy, config, out=workdir if config.checkpoint_every else None,
+                  progress=progress)
+        context = DetectorContext(noisy, run, rows, train_config=config, folds=folds,
+                                  flip_settings=flip_settings,
+                                  train_seconds=time.perf_counter() - start, progress=progress)
+        scores = {name: _timed_scores(context, name, detector)
+                  for name, detector in detectors.items()}
+    is_noisy = noisy.is_noisy.numpy()[rows]
+    records, roc = [], {}
+    for name, (values, seconds) in scores.items():
+        record = {"detector": name, "noise": str(noise), "seed": seed,
+                  **detection_metrics(is_noisy, values), "seconds": round(seconds, 3),
+                  "examples": len(rows), "mislabeled": int(is_noisy.sum())}
+        records.append(record)
+        if 0 < is_noisy.sum() < len(is_noisy):
+            fpr, tpr, _ = roc_curve(is_noisy, finite_scores(values))
+            roc[name] = (fpr, tpr)
+    table = pd.DataFrame({
+        "row": rows, "index": noisy.index.numpy()[rows], "given_label": noisy.y.numpy()[rows],
+        "true_label": noisy.true_y.numpy()[rows], "is_noisy": is_noisy,
+        **{name: values for name, (values, _) in scores.items()}})
+    return SettingResult(records, table, roc)
+
+
+def _config_for(train_config: TrainConfig, seed: int,
+                detectors: dict[str, Detector]) -> TrainConfig:
+    # EL2N reads an early checkpoint; save one at that epoch (and its multiples) when needed.
+    every = train_config.checkpoint_every
+    if "el2n" in detectors and not every:
+        every = el2n_epoch(train_config.epochs)
+    # Every example must be trained on to be scored, so no holdout.
+    return replace(train_config, seed=seed, checkpoint_every=every, holdout=0.0)
+
+
+def _timed_scores(context: DetectorContext, name: str,
+                  detector: Detector) -> tuple[np.ndarray, float]:
+    """A detector's scores and its cost: own time plus every shared input it used."""
+    context.start_tracking()
+    shared_before = sum(context.costs.values())
+    start = time.perf_counter()
+    values = np.asarray(detector(context), dtype=np.float64)
+    elapsed = time.perf_counter() - start
+    own = elapsed - (sum(context.costs.values()) - shared_before)
+    if values.shape != context.rows.shape:
+        raise RuntimeError(f"detector {name} returned {values.shape[0] if values.ndim else 0} "
+                           f"scores for {len(context.rows)} rows")
+    if np.isnan(values).any():
+        raise RuntimeError(f"detector {name} returned NaN for {int(np.isnan(values).sum())} "
+                           "rows")
+    return values, own + context.charged_seconds()
+
+
+# --------------------------------------------------------------------------------------------
+# The whole benchmark
+
+
+def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Sequence[int] = 1,
+          detectors: Sequence[str] | None = None, train_config: TrainConfig | None = None,
+          folds: int = 5, limit: int | None = None, out: str | Path | None = None,
+          flip_settings: FlipSettings | None = None, progress: bool = True) -> pd.DataFrame:
+    """Score detectors against injected label noise, over noise settings and seeds.
+
+    Parameters
+    ----------
+    data : LabeledData
+        Clean data; its labels are taken as the truth (``true_y`` if it has one).
+    noises : sequence of NoiseSpec or str
+        Noise settings, e.g. ``["symmetric:0.1", "asymmetric:0.2"]``.
+    seeds : int or sequence of int
+        How many seeds (``0 .. seeds-1``) or which ones. A seed draws the noise, the subset of
+        rows, the training initialisation and order, and the cross-validation folds.
+    detectors : sequence of str, optional
+        Names from :data:`noisefind.detectors.DETECTORS`; default all of them.
+    train_config : TrainConfig, optional
+        How to train the model (and the cross-validation models); its seed is replaced.
+    folds : int
+        K of the K-fold cross-validation behind ``confident_learning``.
+    limit : int, optional
+        Score only a seeded random subset of this many rows (all detectors the same rows).
+    out : path, optional
+        Folder for ``results.json``, ``results.md``, ``roc.png`` and ``scores/`` (per-example
+        scores of each setting and seed, with the truth). ``results.json`` is rewritten after
+        every setting, so an interrupted bench keeps what it finished.
+    flip_settings : FlipSettings, optional
+        Settings of the flip search; its seed is replaced by each bench seed.
+    progress : bool
+        Print progress.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per detector, noise setting and seed: ``detector, noise, seed, auroc, auprc,
+        tpr_at_5fpr, precision_at_k, seconds, examples, mislabeled``.
+    """
+    from noisefind import report
+
+    noises = [NoiseSpec.parse(n) if isinstance(n, str) else n for n in noises]
+    if not noises:
+        raise NoisefindError("--noise: give at least one KIND:RATE setting")
+    seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
+    if not seed_list:
+        raise NoisefindError("--seeds must be at least 1")
+    chosen = get_detectors(detectors)
+    train_config = train_config or TrainConfig()
+    settings = bench_settings(data, noises, seed_list, chosen, train_config, folds, limit)
+    out = Path(out) if out is not None else None
+    _warm_up(data, train_config)
+    records, curves = [], {}
+    for noise in noises:
+        for seed in seed_list:
+            if progress:
+                console.print(f"[bold]{noise}[/] seed {seed}", highlight=False)
+            result = bench_setting(data, noise, seed, chosen, train_config, folds, limit,
+                                   flip_settings, progress)
+            records.extend(result.records)
+            for name, curve in result.roc.items():
+                curves.setdefault(str(noise), {}).setdefault(name, []).append(curve)
+            if out is not None:
+                report.write_bench_scores(result.scores, out / "scores" / f"{noise.kind}-"
+                                          f"{noise.rate:g}_seed{seed}.csv")
+                report.write_bench_json(pd.DataFrame(records), out / "results.json", settings)
+    runs = pd.DataFrame(records)
+    if out is not None:
+        roc = {noise: {name: mean_roc(c) for name, c in by_name.items()}
+               for noise, by_name in curves.items()}
+        report.write_bench_results(runs, out, settings=settings, roc=roc)
+    return runs
+
+
+def _warm_up(data: LabeledData, train_config: TrainConfig) -> None:
+    # The first training in a process pays one-time costs (lazy imports, kernel selection) that
+    # would otherwise be charged to whichever detector's training is timed first.
+    rows = torch.arange(0, len(data), max(1, len(data) // 256))  # spread: files sort by class
+    fit(data.subset(rows), replace(train_config, epochs=1, checkpoint_every=0, holdout=0.0),
+        progress=False)
+
+
+def bench_settings(data: LabeledData, noises: Sequence[NoiseSpec], seeds: Sequence[int],
+                   detectors: dict[str, Detector], train_config: TrainConfig, folds: int,
+                   limit: int | None) -> dict:
+    """What a bench ran on and with, for ``results.json`` (so a table can be reproduced)."""
+    from noisefind import __version__
+    from noisefind.train import resolve_device
+
+    device = resolve_device(train_config.device)
+    return {
+        "data": data.name, "examples": len(data), "noises": [str(n) for n in noises],
+        "seeds": list(seeds), "detectors": list(detectors), "folds": folds, "limit": limit,
+        "train": asdict(train_config),
+        "machine": {
+            "platform": platform.platform(), "processor": platform.processor(),
+            "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+            "torch": torch.__version__, "noisefind": __version__},
+        "started": datetime.now(UTC).isoformat(timespec="seconds"),
+    }

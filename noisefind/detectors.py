@@ -1,0 +1,400 @@
+"""Detectors: one score per training example, higher = more likely mislabeled.
+
+Every detector is a function ``detector(context) -> np.ndarray`` that returns one float per row
+in ``context.rows`` (positions in the training set, in that order). The context holds the
+training data, the trained run with its history, and the shared inputs that some detectors need
+and that are costly to make (cross-validated probabilities, the flip search, an early-epoch
+model). Shared inputs are computed lazily, once, and the context records what each one cost, so
+the bench can charge a detector for everything it used (METHOD.md sections 4 and 8).
+
+The registry :data:`DETECTORS` maps names to functions; :func:`register` adds one. Detectors of
+later modules (example-tied dropout, the memorization estimate) register the same way.
+
+Choices the method leaves open, written down here:
+
+- ``final_loss`` is the cross-entropy of the trained model in eval mode (BatchNorm running
+  statistics), the state the flip search works on.
+- ``aum`` and ``mean_loss`` average the per-epoch values recorded in each example's training
+  step (train mode, before that step's update), as Pleiss et al. and Toneva et al. record them.
+- ``forgetting`` counts correct -> wrong transitions between consecutive epochs; an example
+  never predicted right in any epoch scores ``epochs``, more than any example can be forgotten
+  (at most ``epochs // 2`` times).
+- ``el2n`` (Paul et al. 2021) uses the run's checkpoint closest to 10% of training (the paper
+  scored CIFAR-10 at epoch 20 of 200) and evaluates it in eval mode; the bench trains with
+  checkpoints so one is there. Paul et al. average over 10 independently trained models; here
+  one model is used. Without a checkpoint, the history at that epoch gives the given label's
+  probability ``p = exp(-loss)`` but not the spread over the other classes, so the score is
+  ``(1 - p) * sqrt(C / (C - 1))``: the EL2N of that example when the remaining mass is spread
+  evenly, and the same ranking as that epoch's training loss.
+- ``confident_learning`` runs cleanlab on out-of-sample probabilities from K-fold
+  cross-validation (stratified by the given labels; K models trained with :func:`fit`, seeds
+  ``seed + 1 .. seed + K``): the examples that ``cleanlab.filter.find_label_issues`` flags come
+  first, each group ordered by ``1 - cleanlab.rank.get_label_quality_scores`` (self-confidence).
+- ``flip`` is minus the number of units the flip search zeroed (fewer = more suspicious; the
+  scan's plain count); ``flip_cost`` is minus its continuous cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from noisefind.data import LabeledData
+from noisefind.errors import NoisefindError
+from noisefind.flip import FlipSettings, flip_search
+from noisefind.models import predict_logits
+from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
+
+EL2N_EPOCH_FRACTION = 0.1
+TRAIN = "train"  # the shared input every detector of the trained model depends on
+
+
+class DetectorContext:
+    """What detectors score from: data, the trained run, and lazily computed shared inputs.
+
+    Parameters
+    ----------
+    data : LabeledData
+        The training set the run was trained on (given labels, possibly noisy).
+    run : Run
+        The trained model and its :class:`~noisefind.train.History`.
+    rows : sequence of int, optional
+        Positions in ``data`` to score; default all. Every detector returns scores for exactly
+        these rows, in this order, so detectors restricted to a subset (the flip search with a
+        limit) stay comparable with the rest.
+    train_config : TrainConfig, optional
+        How to train the cross-validation models; default: the run's own configuration.
+    folds : int
+        K of the K-fold cross-validation behind ``confident_learning``.
+    flip_settings : FlipSettings, optional
+        Passed to :func:`noisefind.flip.flip_search`.
+    train_seconds : float, optional
+        What training ``run`` cost; default the training time the run recorded.
+    progress : bool
+        Show progress bars for the costly shared inputs.
+
+    Attributes
+    ----------
+    costs : dict of str to float
+        Seconds each shared input took to compute (``"train"`` is the run's training).
+    used : set of str
+        Shared inputs asked for since the last :meth:`start_tracking`.
+    """
+
+    def __init__(self, data: LabeledData, run: Run, rows: Sequence[int] | None = None, *,
+                 train_config: TrainConfig | None = None, folds: int = 5,
+                 flip_settings: FlipSettings | None = None, train_seconds: float | None = None,
+                 progress: bool = False):
+        if run.history is not None and run.history.loss.shape[1] != len(data):
+            raise NoisefindError(f"the run's history covers {run.history.loss.shape[1]} examples "
+                                 f"but the data has {len(data)}; score the data it was trained on")
+        self.data = data
+        self._run = run
+        self.rows = np.arange(len(data)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.train_config = train_config or TrainConfig(**run.config["train"])
+        self.folds = folds
+        self.flip_settings = flip_settings
+        self.progress = progress
+        self.costs: dict[str, float] = {TRAIN: float(
+            run.config.get("seconds", 0.0) if train_seconds is None else train_seconds)}
+        self.used: set[str] = set()
+        self._cache: dict[str, Any] = {}
+
+    # -- bookkeeping ------------------------------------------------------------------------
+
+    def start_tracking(self) -> None:
+        """Forget which shared inputs were used, before timing the next detector."""
+        self.used.clear()
+
+    def charged_seconds(self) -> float:
+        """Seconds of every shared input used since :meth:`start_tracking`."""
+        return sum(self.costs[name] for name in self.used)
+
+    def shared(self, name: str, compute: Callable[[], Any], depends: Iterable[str] = ()) -> Any:
+        """``compute()`` once per context, timed and charged to every detector that asks for it.
+
+        ``depends`` names the shared inputs the value is built on (``"train"`` for anything made
+        from the trained run), so that a detector reading the cached value is charged for those
+        too.
+        """
+        self.used.update((name, *depends))
+        if name not in self._cache:
+            start = time.perf_counter()
+            self._cache[name] = compute()
+            self.costs[name] = time.perf_counter() - start
+        return self._cache[name]
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    @property
+    def run(self) -> Run:
+        """The trained run; using it charges its training time."""
+        self.used.add(TRAIN)
+        return self._run
+
+    @property
+    def history(self) -> History:
+        """The run's per-example history, columns restricted to :attr:`rows`."""
+        history = self.run.history
+        if history is None:
+            raise NoisefindError("this run has no training history (history.npz); "
+                                 "retrain it with noisefind train")
+        return History(loss=history.loss[:, self.rows], margin=history.margin[:, self.rows],
+                       correct=history.correct[:, self.rows], labels=history.labels[self.rows],
+                       index=history.index[self.rows])
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Given labels of :attr:`rows`."""
+        return self.data.y.numpy()[self.rows]
+
+    def out_of_sample_probabilities(self) -> np.ndarray:
+        """Softmax of K-fold cross-validated models for every training example, shape (N, C)."""
+        return self.shared("cross_validation", lambda: cross_validated_probabilities(
+            self.data, self.train_config, self.folds, progress=self.progress))
+
+    def early_probabilities(self) -> np.ndarray | None:
+        """Eval-mode softmax of the early checkpoint for :attr:`rows`, or None without one."""
+        return self.shared("early_checkpoint", self._early_probabilities, depends=(TRAIN,))
+
+    def flip_results(self) -> pd.DataFrame:
+        """The flip search over :attr:`rows`, one table row per scanned example, in row order."""
+        return self.shared("flip_search", self._flip_search, depends=(TRAIN,))
+
+    def _early_probabilities(self) -> np.ndarray | None:
+        run = self.run
+        checkpoint = early_checkpoint(run)
+        if checkpoint is None:
+            return None
+        model = make_model(TrainConfig(**run.config["train"]), tuple(run.config["input_shape"]),
+                           len(run.classes))
+        model.load_state_dict(load_weights(checkpoint, model))
+        model.to(run.device).eval()
+        rows = torch.from_numpy(self.rows)
+        logits = predict_logits(model, self.data.x[rows], self.data.index[rows])
+        return torch.softmax(logits, 1).cpu().numpy()
+
+    def _flip_search(self) -> pd.DataFrame:
+        scan_all = len(self.rows) == len(self.data) and np.array_equal(
+            self.rows, np.arange(len(self.data)))
+        table = flip_search(self.run.model, self.data, self.flip_settings,
+                            rows=None if scan_all else self.rows.tolist(),
+                            progress=self.progress)
+        table = table.set_index("row")
+        missing = np.setdiff1d(self.rows, table.index.to_numpy())
+        if len(missing):
+            raise RuntimeError(f"the flip search returned no result for {len(missing)} rows, "
+                               f"e.g. row {missing[0]}")
+        return table.loc[self.rows]
+
+
+Detector = Callable[[DetectorContext], np.ndarray]
+DETECTORS: dict[str, Detector] = {}
+
+
+def register(name: str) -> Callable[[Detector], Detector]:
+    """Decorator: add a detector to :data:`DETECTORS` under ``name``."""
+
+    def add(detector: Detector) -> Detector:
+        DETECTORS[name] = detector
+        return detector
+
+    return add
+
+
+def get_detectors(names: Iterable[str] | None = None) -> dict[str, Detector]:
+    """The detectors called ``names`` (default: all registered), in that order.
+
+    Raises
+    ------
+    NoisefindError
+        For a name that is not registered.
+    """
+    if names is None:
+        return dict(DETECTORS)
+    names = list(names)
+    unknown = [name for name in names if name not in DETECTORS]
+    if unknown:
+        raise NoisefindError(f"unknown detector {unknown[0]!r}; choose from "
+                             f"{', '.join(DETECTORS)}")
+    return {name: DETECTORS[name] for name in names}
+
+
+def parse_detector_list(text: str) -> list[str]:
+    """``"aum,flip"`` -> ``["aum", "flip"]``, checked against the registry."""
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise NoisefindError("--detectors: give at least one detector name")
+    return list(get_detectors(names))
+
+
+# --------------------------------------------------------------------------------------------
+# Baselines (METHOD.md section 8)
+
+
+@register("final_loss")
+def final_loss(context: DetectorContext) -> np.ndarray:
+    """Cross-entropy of the trained model (eval mode) on the given label."""
+    rows = torch.from_numpy(context.rows)
+    logits = predict_logits(context.run.model, context.data.x[rows], context.data.index[rows])
+    labels = context.data.y[rows].to(logits.device)
+    return F.cross_entropy(logits, labels, reduction="none").cpu().numpy().astype(np.float64)
+
+
+@register("mean_loss")
+def mean_loss(context: DetectorContext) -> np.ndarray:
+    """Training loss averaged over the epochs."""
+    return context.history.loss.astype(np.float64).mean(0)
+
+
+@register("aum")
+def aum(context: DetectorContext) -> np.ndarray:
+    """Area under the margin (Pleiss et al. 2020), negated: low margins are suspicious."""
+    return -context.history.margin.astype(np.float64).mean(0)
+
+
+@register("forgetting")
+def forgetting(context: DetectorContext) -> np.ndarray:
+    """Forgetting events (Toneva et al. 2019); never-learned examples count as most forgotten."""
+    return forgetting_events(context.history.correct)
+
+
+@register("el2n")
+def el2n(context: DetectorContext) -> np.ndarray:
+    """EL2N (Paul et al. 2021): ``|softmax - onehot(label)|_2`` early in training."""
+    probabilities = context.early_probabilities()
+    if probabilities is not None:
+        return el2n_from_probabilities(probabilities, context.labels)
+    history = context.history
+    epoch = el2n_epoch(history.loss.shape[0]) - 1  # history row e-1 is epoch e
+    given = np.exp(-history.loss[epoch].astype(np.float64))
+    classes = context.data.num_classes
+    return (1.0 - given) * np.sqrt(classes / (classes - 1))
+
+
+@register("confident_learning")
+def confident_learning(context: DetectorContext) -> np.ndarray:
+    """Confident learning (Northcutt et al. 2021) by cleanlab on cross-validated probabilities."""
+    probabilities = context.out_of_sample_probabilities()
+    return cleanlab_scores(context.data.y.numpy(), probabilities)[context.rows]
+
+
+# --------------------------------------------------------------------------------------------
+# The flip search (METHOD.md section 4). Every flip-based detector has "flip" in its name.
+
+
+@register("flip")
+def flip(context: DetectorContext) -> np.ndarray:
+    """Fewer units zeroed to flip the prediction = more suspicious (the plain count)."""
+    return -context.flip_results()["units_to_flip"].to_numpy(dtype=np.float64)
+
+
+@register("flip_cost")
+def flip_cost(context: DetectorContext) -> np.ndarray:
+    """The flip search's continuous cost, negated."""
+    return -context.flip_results()["flip_cost"].to_numpy(dtype=np.float64)
+
+
+# --------------------------------------------------------------------------------------------
+# Detectors built on other modules register below. One that needs a costly input of its own
+# makes it through ``context.shared`` so the bench charges it, e.g. example-tied dropout:
+#     @register("etd")
+#     def etd(context):
+#         run = context.shared("etd_run", lambda: fit(context.data, replace(
+#             context.train_config, dropout="example-tied", checkpoint_every=0)))
+#         return etd_scores(run, context.data)[context.rows]
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def forgetting_events(correct: np.ndarray) -> np.ndarray:
+    """Correct -> wrong transitions per column of a (epochs, N) bool array.
+
+    Columns never correct score ``epochs``, above the most events possible (``epochs // 2``).
+    """
+    correct = np.asarray(correct, dtype=bool)
+    events = (correct[:-1] & ~correct[1:]).sum(0).astype(np.float64)
+    events[~correct.any(0)] = correct.shape[0]
+    return events
+
+
+def el2n_epoch(epochs: int) -> int:
+    """The epoch EL2N is read at: 10% of training, at least the first."""
+    return max(1, round(EL2N_EPOCH_FRACTION * epochs))
+
+
+def early_checkpoint(run: Run):
+    """The run's checkpoint file nearest :func:`el2n_epoch` (never the initial one), or None."""
+    if run.path is None or not (run.path / "checkpoints").is_dir():
+        return None
+    saved = {int(p.stem.split("_")[1]): p for p in (run.path / "checkpoints").glob(
+        "epoch_*.safetensors") if p.stem.split("_")[1].isdigit()}
+    saved.pop(0, None)
+    if not saved:
+        return None
+    target = el2n_epoch(run.config["train"]["epochs"])
+    return saved[min(saved, key=lambda epoch: (abs(epoch - target), epoch))]
+
+
+def el2n_from_probabilities(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """L2 norm of each row of ``probabilities`` minus the one-hot of its label."""
+    error = np.asarray(probabilities, dtype=np.float64).copy()
+    error[np.arange(len(labels)), labels] -= 1.0
+    return np.linalg.norm(error, axis=1)
+
+
+def cleanlab_scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Examples cleanlab flags first, each group by ``1 - label quality`` (self-confidence)."""
+    from cleanlab.filter import find_label_issues
+    from cleanlab.rank import get_label_quality_scores
+
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    probabilities = probabilities / probabilities.sum(1, keepdims=True)  # float32 softmax drift
+    quality = get_label_quality_scores(labels, probabilities)
+    # n_jobs=1: cleanlab's process pool costs more than it saves here and fights for the cores.
+    flagged = find_label_issues(labels, probabilities, n_jobs=1)
+    return flagged.astype(np.float64) + (1.0 - quality)
+
+
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Held-out rows of each fold, stratified by label when every class can fill every fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if folds < 2:
+        raise NoisefindError(f"--folds must be at least 2, got {folds}")
+    if folds > len(labels):
+        raise NoisefindError(f"--folds {folds}: more folds than the {len(labels)} examples")
+    counts = np.bincount(labels)
+    stratify = counts[counts > 0].min() >= folds
+    splitter = (StratifiedKFold if stratify else KFold)(folds, shuffle=True, random_state=seed)
+    return [held for _, held in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds: int = 5,
+                                  progress: bool = False) -> np.ndarray:
+    """Out-of-sample softmax for every example from ``folds`` models trained with :func:`fit`.
+
+    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
+    checkpoints, no holdout of its own) and predicts its held-out fold in eval mode.
+    """
+    from dataclasses import replace
+
+    labels = data.y.numpy()
+    probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
+    for fold, held in enumerate(cv_folds(labels, folds, config.seed)):
+        kept = np.setdiff1d(np.arange(len(data)), held)
+        fold_config = replace(config, seed=config.seed + fold + 1, checkpoint_every=0,
+                              holdout=0.0)
+        run = fit(data.subset(torch.from_numpy(kept)), fold_config, progress=progress)
+        held_rows = torch.from_numpy(held)
+        logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows])
+        probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
+    return probabilities

@@ -1,0 +1,246 @@
+"""Each detector on cases where the answer is known, and the context they share."""
+
+from dataclasses import asdict, replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from noisefind.data import LabeledData
+from noisefind.detectors import (
+    DETECTORS,
+    DetectorContext,
+    cleanlab_scores,
+    cross_validated_probabilities,
+    cv_folds,
+    early_checkpoint,
+    el2n_epoch,
+    el2n_from_probabilities,
+    forgetting_events,
+    get_detectors,
+    parse_detector_list,
+    register,
+)
+from noisefind.errors import NoisefindError
+from noisefind.models import predict_logits
+from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
+
+CLASSES = ["a", "b", "c"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # These models are tiny: a second thread gains nothing, and on a busy shared machine the
+    # threads' synchronisation made training up to ten times slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def constructed(correct, margin, loss, labels=None):
+    """Data and a run whose history is given, for detectors that read only the history."""
+    correct = np.asarray(correct, dtype=bool)
+    epochs, n = correct.shape
+    labels = np.arange(n) % len(CLASSES) if labels is None else np.asarray(labels)
+    data = LabeledData(torch.zeros(n, 4), torch.as_tensor(labels, dtype=torch.int64), CLASSES,
+                       "constructed")
+    config = TrainConfig(arch="mlp", width=0.05, epochs=epochs, device="cpu")
+    run = Run(model=make_model(config, (4,), len(CLASSES)),
+              config={"train": asdict(config), "seconds": 1.5, "classes": CLASSES,
+                      "input_shape": [4]},
+              history=History(loss=np.asarray(loss, dtype=np.float16),
+                              margin=np.asarray(margin, dtype=np.float16), correct=correct,
+                              labels=labels, index=np.arange(n)))
+    return data, run
+
+
+# Three examples over six epochs: learned at once, learned and forgotten twice, never learned.
+CORRECT = np.array([[1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 0, 0], [1, 1, 0], [1, 1, 0]])
+MARGIN = np.array([[3.0, 0.5, -2.0], [3.0, -0.5, -2.5], [3.0, 1.0, -1.0], [3.0, -0.5, -2.0],
+                   [3.0, 1.0, -1.0], [3.0, 2.0, -0.5]])
+LOSS = np.array([[0.01, 0.5, 2.0], [0.01, 0.9, 2.2], [0.01, 0.4, 1.5], [0.01, 0.9, 2.0],
+                 [0.01, 0.4, 1.5], [0.01, 0.1, 1.1]])
+
+
+@pytest.fixture
+def three_examples():
+    data, run = constructed(CORRECT, MARGIN, LOSS)
+    return DetectorContext(data, run)
+
+
+def test_never_learned_is_most_forgotten_and_has_lowest_aum(three_examples):
+    forgetting = DETECTORS["forgetting"](three_examples)
+    assert forgetting.tolist() == [0.0, 2.0, 6.0]
+    aum = DETECTORS["aum"](three_examples)
+    assert aum.argmax() == 2 and aum.argmin() == 0
+    assert aum == pytest.approx(-MARGIN.mean(0), abs=1e-2)
+    mean_loss = DETECTORS["mean_loss"](three_examples)
+    assert mean_loss == pytest.approx(LOSS.mean(0), abs=1e-2)
+    assert mean_loss.argmax() == 2
+
+
+def test_forgetting_events_counts_only_correct_to_wrong():
+    correct = np.array([[0, 1, 0, 0], [1, 1, 0, 0], [0, 1, 1, 0], [1, 1, 1, 0]], dtype=bool)
+    # columns: wrong-right-wrong-right (forgotten once), always right, learned late, never
+    assert forgetting_events(correct).tolist() == [1.0, 0.0, 0.0, 4.0]
+
+
+def test_scores_on_a_subset_of_rows_match_the_full_scores(three_examples):
+    data, run = three_examples.data, three_examples.run
+    subset = DetectorContext(data, run, rows=[2, 0])
+    for name in ("forgetting", "aum", "mean_loss", "el2n", "final_loss"):
+        full = DETECTORS[name](three_examples)
+        assert DETECTORS[name](subset) == pytest.approx(full[[2, 0]]), name
+
+
+def test_el2n_norm_of_softmax_minus_onehot():
+    probabilities = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.5, 0.25, 0.25]])
+    scores = el2n_from_probabilities(probabilities, np.array([0, 0, 0]))
+    assert scores == pytest.approx([0.0, np.sqrt(2.0), np.sqrt(0.25 + 2 * 0.0625)])
+
+
+def test_el2n_without_checkpoint_reads_the_early_history(three_examples):
+    # 10% of six epochs rounds to epoch 1: history row 0. There, the given label's probability
+    # p = exp(-loss), and the score is EL2N with the rest spread evenly over the other classes.
+    assert el2n_epoch(6) == 1 and el2n_epoch(50) == 5 and el2n_epoch(3) == 1
+    p = np.exp(-LOSS[0].astype(np.float16).astype(np.float64))
+    rest = (1 - p) / 2
+    exact = el2n_from_probabilities(np.stack([p, rest, rest], 1), np.zeros(3, dtype=int))
+    assert DETECTORS["el2n"](three_examples) == pytest.approx(exact, rel=1e-6)
+
+
+def test_el2n_uses_the_early_checkpoint(digits, tmp_path):
+    small = digits.subset(torch.arange(0, 1797, 9))
+    run = fit(small, TrainConfig(width=0.25, epochs=10, checkpoint_every=2, device="cpu"),
+              out=tmp_path, progress=False)
+    chosen = early_checkpoint(run)
+    assert chosen.name == "epoch_002.safetensors"  # nearest epoch 1 that is not the initial one
+    model = make_model(TrainConfig(**run.config["train"]), small.input_shape, 10)
+    model.load_state_dict(load_weights(chosen, model))
+    probabilities = torch.softmax(predict_logits(model.eval(), small.x), 1).numpy()
+    context = DetectorContext(small, run)
+    scores = DETECTORS["el2n"](context)
+    assert scores == pytest.approx(el2n_from_probabilities(probabilities, small.y.numpy()),
+                                   abs=1e-5)
+    assert "early_checkpoint" in context.costs
+
+
+def test_final_loss_is_eval_cross_entropy_and_ranks_a_wrong_label_first(digits):
+    small = digits.subset(torch.arange(0, 1797, 6))
+    run = fit(small, TrainConfig(width=0.25, epochs=6, device="cpu"), progress=False)
+    relabeled = small.with_noise("symmetric:0.05", seed=1)  # labels the model never saw
+    scores = DETECTORS["final_loss"](DetectorContext(relabeled, run))
+    logits = predict_logits(run.model, relabeled.x)
+    assert scores == pytest.approx(F.cross_entropy(logits, relabeled.y, reduction="none").numpy(),
+                                   rel=1e-5)
+    wrong = relabeled.is_noisy.numpy()
+    assert scores[wrong].min() > np.median(scores[~wrong])
+
+
+def test_cleanlab_scores_put_confident_mistakes_first():
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1, 2], 20)
+    probabilities = np.full((60, 3), 0.05)
+    probabilities[np.arange(60), labels] = 0.9
+    probabilities += rng.uniform(0, 0.02, size=probabilities.shape)
+    mistakes = [3, 25, 47]
+    for row in mistakes:  # the model is sure these belong to the next class
+        probabilities[row] = 0.05
+        probabilities[row, (labels[row] + 1) % 3] = 0.9
+    scores = cleanlab_scores(labels, probabilities / probabilities.sum(1, keepdims=True))
+    assert sorted(np.argsort(-scores)[:3].tolist()) == mistakes
+    assert scores[mistakes].min() > 1.0  # flagged by find_label_issues: ranked above the rest
+
+
+def test_cv_folds_partition_the_rows_stratified():
+    labels = np.repeat([0, 1, 2], [10, 20, 30])
+    folds = cv_folds(labels, 5, seed=0)
+    held = np.concatenate(folds)
+    assert sorted(held.tolist()) == list(range(60))
+    assert all(np.bincount(labels[f], minlength=3).tolist() == [2, 4, 6] for f in folds)
+    with pytest.raises(NoisefindError, match="at least 2"):
+        cv_folds(labels, 1, seed=0)
+
+
+def test_confident_learning_finds_noise_from_out_of_sample_probabilities(digits):
+    noisy = digits.subset(torch.arange(0, 1797, 4)).with_noise("symmetric:0.2", seed=0)
+    config = TrainConfig(width=0.25, epochs=8, device="cpu")
+    # confident_learning never reads the run, so a one-epoch model stands in for it here.
+    run = fit(noisy, replace(config, epochs=1), progress=False)
+    context = DetectorContext(noisy, run, train_config=config, folds=2)
+    context.start_tracking()
+    scores = DETECTORS["confident_learning"](context)
+    assert context.used == {"cross_validation"}
+    probabilities = context.out_of_sample_probabilities()
+    assert probabilities.shape == (len(noisy), 10)
+    assert probabilities.sum(1) == pytest.approx(1.0, abs=1e-4)
+    assert roc_auc_score(noisy.is_noisy.numpy(), scores) > 0.9
+
+
+def test_cross_validated_probabilities_come_from_models_that_did_not_see_the_row(digits):
+    # A model that has seen an example memorises its (wrong) label; one that has not cannot.
+    noisy = digits.subset(torch.arange(0, 1797, 6)).with_noise("symmetric:0.3", seed=0)
+    config = TrainConfig(width=0.25, epochs=12, device="cpu")
+    probabilities = cross_validated_probabilities(noisy, config, folds=2)
+    wrong = noisy.is_noisy.numpy()
+    given = probabilities[np.arange(len(noisy)), noisy.y.numpy()]
+    assert given[wrong].mean() < 0.3 < given[~wrong].mean()
+
+
+def test_flip_detectors_read_one_shared_search_on_the_given_rows(digits):
+    small = digits.subset(torch.arange(0, 1797, 6))
+    run = fit(small, TrainConfig(width=0.25, epochs=6, device="cpu"), progress=False)
+    from noisefind.flip import FlipSettings
+
+    context = DetectorContext(small, run, rows=[7, 3, 11],
+                              flip_settings=FlipSettings(max_units=20, noise_copies=2,
+                                                         reference_size=4))
+    context.start_tracking()
+    counts = DETECTORS["flip"](context)
+    assert context.used == {"flip_search", "train"}
+    table = context.flip_results()
+    assert table.index.tolist() == [7, 3, 11]
+    assert counts.tolist() == (-table["units_to_flip"].to_numpy(dtype=float)).tolist()
+    first_cost = context.costs["flip_search"]
+    costs = DETECTORS["flip_cost"](context)
+    assert context.costs["flip_search"] == first_cost  # not searched again
+    assert costs.tolist() == (-table["flip_cost"].to_numpy(dtype=float)).tolist()
+
+
+def test_context_charges_what_a_detector_used(three_examples):
+    three_examples.start_tracking()
+    DETECTORS["aum"](three_examples)
+    assert three_examples.used == {"train"}
+    assert three_examples.charged_seconds() == 1.5  # the run's recorded training time
+
+
+def test_registry_by_name():
+    assert list(DETECTORS)[:6] == ["final_loss", "mean_loss", "aum", "forgetting", "el2n",
+                                   "confident_learning"]
+    assert {"flip", "flip_cost"} <= set(DETECTORS)
+    assert list(get_detectors(["aum", "flip"])) == ["aum", "flip"]
+    assert parse_detector_list(" aum, el2n ,") == ["aum", "el2n"]
+    with pytest.raises(NoisefindError, match="unknown detector 'nope'"):
+        get_detectors(["nope"])
+    with pytest.raises(NoisefindError, match="at least one"):
+        parse_detector_list(",")
+
+
+def test_a_registered_detector_joins_the_registry(three_examples):
+    @register("constant_for_test")
+    def constant(context):
+        return np.zeros(len(context.rows))
+
+    try:
+        assert get_detectors(["constant_for_test"])["constant_for_test"](three_examples).shape \
+            == (3,)
+    finally:
+        del DETECTORS["constant_for_test"]
+
+
+def test_context_rejects_data_the_run_was_not_trained_on(three_examples, digits):
+    with pytest.raises(NoisefindError, match="history covers 3 examples"):
+        DetectorContext(digits, three_examples.run)
