@@ -74,6 +74,14 @@ def exits_cleanly(command):
     return wrapper
 
 
+def _join_torchrun(device: str, quiet: bool) -> tuple[str, bool]:
+    """Under torchrun, join the process group; only rank 0 talks to the terminal."""
+    from noisefind import distributed
+
+    device = distributed.init_from_environment(device)
+    return device, quiet or not distributed.is_main()
+
+
 def _load(data: str, noise: str | None, seed: int, image_size: int | None, quiet: bool):
     from noisefind.data import load_data
 
@@ -104,6 +112,9 @@ def train(
     p_gen: PGen = 0.2,
     p_mem: PMem = 0.1,
     holdout: Holdout = 0.0,
+    track_gradients: Annotated[bool, typer.Option(
+        "--track-gradients", help="Record per-layer gradients of clean vs mislabeled examples "
+                                  "(needs --noise; see noisefind localize gradients).")] = False,
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
@@ -113,13 +124,17 @@ def train(
     if example_tied_dropout and dropout not in ("none", "example-tied"):
         raise NoisefindError(f"--example-tied-dropout conflicts with --dropout {dropout}")
     dropout = "example-tied" if example_tied_dropout else dropout
+    device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, noise, seed, image_size, quiet)
     config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                          seed=seed, device=device, checkpoint_every=checkpoint_every,
-                         dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout)
+                         dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout,
+                         track_gradients=track_gradients)
     run = fit(loaded, config, out=out, progress=not quiet)
+    if quiet and run.path is None:
+        return  # a torchrun rank other than 0
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in run.config["metrics"].items())
-    console.print(f"trained {run.config['arch']} on {len(loaded)} examples in "
+    console.print(f"trained {run.config['arch']} on {run.config['data']['examples']} examples in "
                   f"{run.config['seconds']:.1f}s: {metrics}; run saved to {out}", highlight=False)
 
 
@@ -127,7 +142,7 @@ RunFolder = Annotated[Path, typer.Argument(help="A run folder written by noisefi
 DropMemorization = Annotated[bool, typer.Option(
     "--drop-memorization", help="Also evaluate with the memorization channels dropped.")]
 RunData = Annotated[str | None, typer.Option(
-    help="Load the run's data from here [default: as recorded in the run].")]
+    help="Load the run's data from here (default: where the run recorded it).")]
 JsonOutput = Annotated[bool, typer.Option("--json", help="Print JSON to stdout.")]
 
 
@@ -157,7 +172,8 @@ def evaluate(
         typer.echo(json.dumps(result, indent=2))
         return
     # The table is the command's result, so stdout; messages stay on the stderr console.
-    title = f"{run} ({loaded_run.config['train']['dropout']} dropout)"
+    kind = loaded_run.config["train"]["dropout"]
+    title = f"{run} ({'no' if kind == 'none' else kind} dropout)"
     Console().print(evaluation_table(result, title=title))
     if "test" not in result["before"]:
         console.print("no test set: train with --holdout 0.2 (or give data with a test split)")
@@ -200,6 +216,7 @@ def scan(
     from noisefind.scan import scan as run_scan
     from noisefind.train import TrainConfig, check_compatible, load_run
 
+    device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, None, seed, image_size, quiet)
     run = None
     if model is not None:
@@ -208,7 +225,8 @@ def scan(
         trained_noise = run.config["data"].get("noise")
         if noise is None and trained_noise:
             noise, seed = trained_noise, run.config["data"]["noise_seed"]
-            console.print(f"using the model's training noise {noise} (seed {seed})")
+            if not quiet:
+                console.print(f"using the model's training noise {noise} (seed {seed})")
     if noise:
         loaded = loaded.with_noise(noise, seed)
     settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
@@ -220,7 +238,8 @@ def scan(
                      train_config=config, progress=not quiet, device=device)
     if not quiet:
         print_suspects(table, top)
-    console.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}", highlight=False)
+        console.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}",
+                      highlight=False)
 
 
 @app.command()
@@ -278,6 +297,171 @@ def bench(
     # The table is the command's result, so stdout; messages stay on the stderr console.
     Console().print(bench_table(runs))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
+                  highlight=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Where memorization lives: layer analyses of a run (METHOD.md section 6)
+
+localize_app = typer.Typer(no_args_is_help=True, help="Where does memorization live? Layer "
+                           "analyses of a run trained with injected noise.")
+app.add_typer(localize_app, name="localize")
+LocalizeOut = Annotated[Path | None, typer.Option(
+    "--out", help="Folder for the JSON and PNG files [default: RUN/localize].")]
+
+
+def _localize_out(run: Path, out: Path | None) -> Path:
+    return out if out is not None else run / "localize"
+
+
+def _print_written(paths) -> None:
+    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
+
+
+@localize_app.command("gradients")
+@exits_cleanly
+def localize_gradients(run: RunFolder, out: LocalizeOut = None) -> None:
+    """Per-layer gradient norms of clean vs mislabeled examples and their cosine (Figs. 1, 2).
+
+    The run must be trained with --noise and --track-gradients.
+    """
+    from rich.console import Console
+
+    from noisefind.localize import gradient_figures, save_analysis
+    from noisefind.report import gradient_table
+
+    result = gradient_figures(run)
+    written = save_analysis("gradients", result, _localize_out(run, out))
+    Console().print(gradient_table(result["summary"]))
+    _print_written(written)
+
+
+@localize_app.command("rewind")
+@exits_cleanly
+def localize_rewind(
+    run: RunFolder,
+    out: LocalizeOut = None,
+    epochs: Annotated[str | None, typer.Option(
+        help="Checkpoint epochs to rewind to, comma-separated [default: all kept].")] = None,
+    bn: Annotated[str, typer.Option(
+        help="BatchNorm statistics of a rewound layer: checkpoint (with its weights) or "
+             "recalibrate (re-estimate all on the training inputs).")] = "checkpoint",
+    data: RunData = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Rewind each layer to each kept checkpoint; clean and mislabeled accuracy (Fig. 3)."""
+    from rich.console import Console
+
+    from noisefind.evaluate import load_run_data
+    from noisefind.localize import rewind, save_analysis
+    from noisefind.report import rewind_table
+    from noisefind.train import load_run
+
+    chosen = _int_list(epochs, "--epochs") if epochs is not None else None
+    loaded_run = load_run(run, device=device)
+    loaded = load_run_data(loaded_run, data, progress=not quiet)
+    result = rewind(loaded_run, loaded, epochs=chosen, bn=bn, progress=not quiet)
+    written = save_analysis("rewind", result, _localize_out(run, out))
+    Console().print(rewind_table(result))
+    _print_written(written)
+
+
+@localize_app.command("retrain")
+@exits_cleanly
+def localize_retrain(
+    run: RunFolder,
+    out: LocalizeOut = None,
+    layers: Annotated[str | None, typer.Option(
+        help="Layer groups to retrain, comma-separated module names [default: all].")] = None,
+    epochs: Annotated[int, typer.Option(help="Retraining epochs per layer.")] = 20,
+    lr: Annotated[float, typer.Option(help="Peak learning rate of the retraining.")] = 0.01,
+    batch_size: BatchSize = None,
+    data: RunData = None,
+    device: Device = "auto",
+    quiet: Quiet = False,
+) -> None:
+    """Reset each layer to its initial weights, retrain it alone on clean examples (Fig. 4)."""
+    from rich.console import Console
+
+    from noisefind.evaluate import load_run_data
+    from noisefind.localize import RetrainSettings, retrain, save_analysis
+    from noisefind.report import retrain_table
+    from noisefind.train import load_run
+
+    groups = [g.strip() for g in layers.split(",") if g.strip()] if layers else None
+    settings = RetrainSettings(epochs=epochs, lr=lr, batch_size=batch_size)
+    settings.validate()
+    loaded_run = load_run(run, device=device)
+    loaded = load_run_data(loaded_run, data, progress=not quiet)
+    result = retrain(loaded_run, loaded, groups=groups, settings=settings, progress=not quiet)
+    written = save_analysis("retrain", result, _localize_out(run, out))
+    Console().print(retrain_table(result))
+    _print_written(written)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise NoisefindError(f"{flag} {text!r}: give comma-separated integers") from None
+
+
+@app.command()
+@exits_cleanly
+def memorization(
+    data: Data,
+    models: Annotated[int, typer.Option(help="Models trained on random subsets.")] = 32,
+    subset: Annotated[float, typer.Option(help="Share of the examples each model trains on.")
+                      ] = 0.7,
+    influence: Annotated[bool, typer.Option(
+        "--influence", help="Also estimate each training example's influence on each test "
+                            "example (needs a test split or --holdout).")] = False,
+    holdout: Holdout = 0.0,
+    out: Out = Path("noisefind-memorization"),
+    noise: Noise = None,
+    seed: Seed = 0,
+    device: Device = "auto",
+    epochs: Epochs = 50,
+    width: Width = 1.0,
+    arch: Arch = "auto",
+    batch_size: BatchSize = None,
+    lr: Lr = 0.1,
+    top: Annotated[int, typer.Option(help="Most memorized examples to print.")] = 10,
+    image_size: ImageSize = None,
+    quiet: Quiet = False,
+) -> None:
+    """Feldman-Zhang memorization of every training example from subset-trained models.
+
+    Resumable: rerun the same command to continue; a larger --models extends the estimate.
+    """
+    from rich.console import Console
+
+    from noisefind.data import split_holdout
+    from noisefind.memorization import MemorizationSettings, summarize
+    from noisefind.memorization import memorization as estimate
+    from noisefind.report import memorization_table
+    from noisefind.train import TrainConfig
+
+    settings = MemorizationSettings(models=models, subset=subset, seed=seed)
+    settings.validate()
+    if not 0.0 <= holdout < 1.0:
+        raise NoisefindError(f"--holdout must be in [0, 1), got {holdout}")
+    loaded = _load(data, noise, seed, image_size, quiet)
+    if holdout:
+        loaded = split_holdout(loaded, holdout, seed)
+    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+                         seed=seed, device=device)
+    result = estimate(loaded, settings, config, out=out, with_influence=influence,
+                      progress=not quiet)
+    summary = summarize(result, settings)
+    # The table is the command's result, so stdout; messages stay on the stderr console.
+    Console().print(memorization_table(result.table, top))
+    if "auroc" in summary:
+        console.print(f"mean memorization: clean {summary['mean_memorization_clean']:.3f}, "
+                      f"mislabeled {summary['mean_memorization_mislabeled']:.3f}; AUROC as a "
+                      f"detector {summary['auroc']:.3f}", highlight=False)
+    console.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
                   highlight=False)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from noisefind import distributed
 from noisefind.console import console
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
@@ -82,33 +83,28 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
 
     state = {"settings": settings.as_dict(), "rows": _digest(rows.tolist()),
              "labels": _digest(data.y.tolist()), "model": _model_digest(run)}
-    done = _resume_log(out, state) if resume else _start_log(out, state)
-    todo = rows[~np.isin(rows, done["row"].to_numpy())] if len(done) else rows
+    rank, world = distributed.rank_and_world()
+    log = ScanLog(out, rank)
+    done_rows = log.resume(state) if resume else log.start(state)
+    mine = rows[rank::world]  # this process's share, by position (all of it outside torchrun)
+    todo = mine[~np.isin(mine, done_rows)]
 
     search_started = time.perf_counter()
-    with open(out / PROGRESS_FILE, "a") as log:
-        def persist(frame: pd.DataFrame) -> None:
-            log.write(frame.to_json(orient="records", lines=True))
-            log.flush()
-            os.fsync(log.fileno())
-
-        fresh = flip_search(run.model, data, settings, rows=torch.from_numpy(todo),
-                            progress=progress, on_results=persist) if len(todo) else None
+    if len(todo):
+        flip_search(run.model, data, settings, rows=torch.from_numpy(todo), progress=progress,
+                    on_results=log.append)
     search_seconds = time.perf_counter() - search_started
+    distributed.barrier()  # every shard is on disk before the merge
 
-    results = pd.concat([f for f in (done, fresh) if f is not None and len(f)],
-                        ignore_index=True)
-    table = suspects_table(results, data, run.model.unit_layers())
-    write_suspects(table, out)
-    if data.is_image and len(table):
-        top = table.head(32)
-        plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
-    summary = scan_summary(table, data, run, settings, limit,
-                           {"training": round(trained_seconds, 3),
-                            "search": round(search_seconds, 3),
-                            "examples_per_second": round(len(todo) / max(search_seconds, 1e-9),
-                                                         3)})
-    write_summary(summary, out)
+    table = suspects_table(log.read_all(), data, run.model.unit_layers())
+    if distributed.is_main():
+        write_suspects(table, out)
+        if data.is_image and len(table):
+            top = table.head(32)
+            plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
+        seconds = {"training": round(trained_seconds, 3), "search": round(search_seconds, 3),
+                   "examples_per_second": round(len(todo) / max(search_seconds, 1e-9), 3)}
+        write_summary(scan_summary(table, data, run, settings, limit, seconds), out)
     return table
 
 
@@ -209,38 +205,81 @@ def _get_model(data, model, out: Path, train_config, progress, device, resume) -
     return fit(data, train_config, out=run_dir, progress=progress)
 
 
-def _start_log(out: Path, state: dict) -> pd.DataFrame:
-    out.mkdir(parents=True, exist_ok=True)
-    (out / PROGRESS_FILE).unlink(missing_ok=True)
-    write_json(out / STATE_FILE, state)
-    return pd.DataFrame(columns=list(RESULT_COLUMNS))
+class ScanLog:
+    """The scan's progress on disk: one JSON line per finished example, one file per rank.
+
+    Rank 0 appends to ``scan_progress.jsonl``, rank r > 0 to ``scan_progress.r.jsonl``;
+    ``scan_state.json`` says what is being scanned. Reading merges every rank's file, so a
+    resumed scan may run with another number of processes.
+    """
+
+    def __init__(self, out: Path, rank: int = 0):
+        self.out, self.rank = out, rank
+        name = PROGRESS_FILE if rank == 0 else f"scan_progress.{rank}.jsonl"
+        self.file = out / name
+
+    def files(self) -> list[Path]:
+        return sorted(self.out.glob("scan_progress*.jsonl"))
+
+    def start(self, state: dict) -> np.ndarray:
+        """Begin a new scan: forget earlier progress. Returns the rows already done (none)."""
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for file in self.files():
+                file.unlink()
+            write_json(self.out / STATE_FILE, state)
+        distributed.barrier()
+        return np.array([], dtype=np.int64)
+
+    def resume(self, state: dict) -> np.ndarray:
+        """Check that ``state`` matches the interrupted scan; return the rows already done."""
+        state_file = self.out / STATE_FILE
+        if not state_file.is_file():
+            console.print(f"nothing to resume in {self.out}; starting a new scan")
+            return self.start(state)
+        previous = json.loads(state_file.read_text())
+        changed = [k for k in state if previous.get(k) != state[k]]
+        if changed:
+            raise NoisefindError(
+                f"cannot resume: the interrupted scan in {self.out} used different "
+                f"{', '.join(changed)}; rerun without --resume or with the same settings")
+        done = self.read_all()
+        distributed.barrier()  # everyone has read before anyone rewrites its file
+        self._drop_torn_tail()
+        if self.rank == 0:
+            console.print(f"resuming: {len(done)} examples already scanned")
+        return done["row"].to_numpy(dtype=np.int64)
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Append finished examples and force them to disk before the search goes on."""
+        with open(self.file, "a") as f:
+            f.write(frame.to_json(orient="records", lines=True))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_all(self) -> pd.DataFrame:
+        """Every finished example in every rank's file, each once."""
+        records = []
+        for file in self.files():
+            records += _complete_lines(file)
+        done = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
+        return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
+
+    def _drop_torn_tail(self) -> None:
+        # A kill can cut the last line; rewrite the file so later appends stay line-aligned.
+        if self.file.is_file():
+            lines = _complete_lines(self.file)
+            self.file.write_text("".join(json.dumps(r) + "\n" for r in lines))
 
 
-def _resume_log(out: Path, state: dict) -> pd.DataFrame:
-    state_file, log_file = out / STATE_FILE, out / PROGRESS_FILE
-    if not state_file.is_file():
-        console.print(f"nothing to resume in {out}; starting a new scan")
-        return _start_log(out, state)
-    previous = json.loads(state_file.read_text())
-    changed = [k for k in state if previous.get(k) != state[k]]
-    if changed:
-        raise NoisefindError(
-            f"cannot resume: the interrupted scan in {out} used different "
-            f"{', '.join(changed)}; rerun without --resume or with the same settings")
+def _complete_lines(file: Path) -> list[dict]:
     records = []
-    if log_file.is_file():
-        for line in log_file.read_text().splitlines():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break  # a line cut by the kill: that example is simply scanned again
-    done = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
-    done = done.drop_duplicates("row", keep="first")
-    # Rewrite the log without the torn tail so later appends stay line-aligned.
-    text = done.to_json(orient="records", lines=True) if len(done) else ""
-    log_file.write_text(text)
-    console.print(f"resuming: {len(done)} examples already scanned")
-    return done.astype({"row": "int64"}) if len(done) else done
+    for line in file.read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # a line cut by a kill: that example is simply scanned again
+    return records
 
 
 def _digest(values) -> str:

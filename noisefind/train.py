@@ -24,8 +24,9 @@ import torch.nn.functional as F
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from noisefind import distributed
 from noisefind.console import console, progress_bar
-from noisefind.data import LabeledData
+from noisefind.data import LabeledData, split_holdout
 from noisefind.errors import NoisefindError
 from noisefind.models import Net, autocast, build_model, choose_arch
 
@@ -39,6 +40,15 @@ class TrainConfig:
     ``batch_size=None`` picks min(512, N // 8) (at least 32), so small data sets still get enough
     steps per epoch. The learning rate warms up linearly over the first ``warmup`` share of steps
     to ``lr``, then decays linearly to zero, which lets the last epochs memorise the stragglers.
+
+    ``holdout > 0`` trains on all but a seeded, stratified ``holdout`` share of the examples
+    (:func:`noisefind.data.split_holdout` with ``seed``), which become the test set; a data set
+    with a test split of its own keeps it instead. The share is saved with the run, so
+    :func:`noisefind.evaluate.run_data` rebuilds the same split from the same data.
+
+    ``track_gradients`` splits every step's gradient into the parts from clean and from
+    mislabeled examples, per layer (:class:`noisefind.localize.GradientTracker`; needs injected
+    noise); the optimizer steps on the same gradient as without it.
     """
 
     arch: str = "auto"
@@ -54,7 +64,9 @@ class TrainConfig:
     dropout: str = "none"
     p_gen: float = 0.2
     p_mem: float = 0.1
+    holdout: float = 0.0
     checkpoint_every: int = 0
+    track_gradients: bool = False
     extra: dict = field(default_factory=dict)
 
     def resolved_batch_size(self, n: int) -> int:
@@ -85,7 +97,7 @@ class History:
                       labels=self.labels, index=self.index)
         if self.true_labels is not None:
             arrays["true_labels"] = self.true_labels
-        _atomic(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+        atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
 
     @classmethod
     def load(cls, path: Path) -> History:
@@ -101,6 +113,7 @@ class Run:
     config: dict
     history: History | None
     path: Path | None = None
+    gradients: dict | None = None  # per-layer clean/mislabeled gradient statistics, if tracked
 
     @property
     def classes(self) -> list[str]:
@@ -156,6 +169,10 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     config = config or TrainConfig()
     if config.epochs < 1:
         raise NoisefindError("--epochs must be at least 1")
+    if not 0.0 <= config.holdout < 1.0:
+        raise NoisefindError(f"--holdout must be in [0, 1), got {config.holdout}")
+    if config.holdout:
+        data = split_holdout(data, config.holdout, config.seed)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
     model = make_model(config, data.input_shape, data.num_classes)
@@ -163,12 +180,18 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     model.to(device)
     if device.type == "cuda" and data.is_image:
         model.to(memory_format=torch.channels_last)
-    out = Path(out) if out is not None else None
+    tracker = None
+    if config.track_gradients:
+        from noisefind.localize import GradientTracker
+
+        tracker = GradientTracker(model, data, config.epochs)
+    rank, world = distributed.rank_and_world()
+    out = Path(out) if out is not None and rank == 0 else None  # rank 0 writes the run folder
     if out is not None:
         _prepare_run_folder(out)
         if config.checkpoint_every:
             save_file(model.state_dict(), str(_checkpoint_path(out, 0)))
-
+    trained = distributed.wrap_for_training(model, device)
     n = len(data)
     x = data.x.to(device, non_blocking=True)
     if device.type == "cuda" and data.is_image:
@@ -180,7 +203,7 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     total_steps = config.epochs * batches_per_epoch
 
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():  # no weight decay on BatchNorm scales and shifts
         (no_decay if p.dim() == 1 else decay).append(p)
     optimizer = torch.optim.SGD(
         [{"params": decay, "weight_decay": config.weight_decay},
@@ -201,18 +224,24 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         for epoch in range(config.epochs):
             order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
             # Near-equal batches: a trailing batch of one would break BatchNorm.
-            for rows in torch.tensor_split(order, batches_per_epoch):
+            for batch in torch.tensor_split(order, batches_per_epoch):
+                rows = batch[rank::world]  # each rank its share of the batch
                 with autocast(device):
-                    logits = model(x[rows], index[rows]).float()
+                    logits = trained(x[rows], index[rows]).float()
                 losses = F.cross_entropy(logits, y[rows], reduction="none")
                 optimizer.zero_grad(set_to_none=True)
-                losses.mean().backward()
+                if tracker is None:
+                    losses.mean().backward()
+                else:
+                    tracker.backward(losses, rows, epoch)
                 optimizer.step()
                 schedule.step()
                 with torch.no_grad():
                     loss_hist[epoch, rows] = losses.detach().to(torch.float16)
                     margin_hist[epoch, rows] = label_margin(logits.detach(), y[rows]).half()
                     correct_hist[epoch, rows] = logits.argmax(1) == y[rows]
+            distributed.sum_across_ranks(loss_hist[epoch], margin_hist[epoch],
+                                         correct_hist[epoch])
             epoch_loss = loss_hist[epoch].float().mean().item()  # one sync per epoch
             if not math.isfinite(epoch_loss):
                 raise NoisefindError(
@@ -232,7 +261,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         correct=correct_hist.cpu().numpy(), labels=data.y.numpy(), index=data.index.numpy(),
         true_labels=None if data.true_y is None else data.true_y.numpy())
     run_config = _run_config(data, config, model, seconds, device)
-    run = Run(model=model, config=run_config, history=history, path=out)
+    run = Run(model=model, config=run_config, history=history, path=out,
+              gradients=None if tracker is None else tracker.result())
     run.config["metrics"] = training_accuracy(run, data)
     if out is not None:
         save_run(run, out)
@@ -247,10 +277,16 @@ def label_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 
 def training_accuracy(run: Run, data: LabeledData) -> dict:
-    """Eval-mode accuracy on all, clean and mislabeled training examples (given labels)."""
+    """Eval-mode accuracy on all, clean and mislabeled training examples (given labels).
+
+    Each example goes through the channels it was trained with (example-tied dropout's
+    ``"example"`` mode), so the metrics say how well the network fit its training set.
+    """
+    from noisefind.dropout import dropout_mode
     from noisefind.models import predict_logits
 
-    predicted = predict_logits(run.model, data.x, data.index).argmax(1).cpu()
+    with dropout_mode(run.model, "example"):
+        predicted = predict_logits(run.model, data.x, data.index).argmax(1).cpu()
     right = predicted == data.y
     metrics = {"train_accuracy": right.float().mean().item()}
     if data.true_y is not None:
@@ -281,7 +317,7 @@ def _run_config(data: LabeledData, config: TrainConfig, model: Net, seconds: flo
 # Run folders
 
 
-def _atomic(path: Path, write, suffix: str = "") -> None:
+def atomic_write(path: Path, write, suffix: str = "") -> None:
     """Write through a temporary file and rename, so a crash never leaves a half-written file."""
     tmp = path.with_name(f".{path.name}.tmp{suffix}")
     write(tmp)
@@ -292,7 +328,7 @@ def _atomic(path: Path, write, suffix: str = "") -> None:
 
 def write_json(path: Path, obj) -> None:
     """Atomically write ``obj`` as indented JSON."""
-    _atomic(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
+    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
 def _prepare_run_folder(out: Path) -> None:
@@ -312,10 +348,12 @@ def save_run(run: Run, out: str | Path) -> None:
     out = Path(out)
     _prepare_run_folder(out)
     state = {k: v.detach().cpu().contiguous() for k, v in run.model.state_dict().items()}
-    _atomic(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(state, str(tmp)))
     write_json(out / "config.json", run.config)
     if run.history is not None:
         run.history.save(out / "history.npz")
+    if run.gradients is not None:
+        write_json(out / "gradients.json", run.gradients)
     run.path = out
 
 
@@ -359,10 +397,13 @@ def check_compatible(run: Run, data: LabeledData) -> None:
         raise NoisefindError(
             f"the model was trained on classes {run.classes[:6]}... but the data has "
             f"{data.classes[:6]}...; scan the data the model was trained on")
-    if list(data.input_shape) != list(run.config["input_shape"]):
-        raise NoisefindError(
-            f"the model expects inputs of shape {tuple(run.config['input_shape'])} but the data "
-            f"has {data.input_shape}; pass --image-size to match")
+    expected = tuple(run.config["input_shape"])
+    if data.input_shape != expected:
+        fix = (f"; pass --image-size {expected[-1]} to match"
+               if len(expected) == 3 and data.input_shape[0] == expected[0]
+               else "; scan data of the kind the model was trained on")
+        raise NoisefindError(f"the model expects inputs of shape {expected} but the data has "
+                             f"{data.input_shape}{fix}")
     if run.config["data"]["fingerprint"] != data.fingerprint():
         console.print("[yellow]warning:[/] the data differs from the data the model was "
                       "trained on (fingerprint mismatch); flip counts assume a trained-on set")
