@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import resource
 import time
 from pathlib import Path
 
@@ -24,13 +23,8 @@ from rich.table import Table
 
 from noisefind.data import load_data
 from noisefind.flip import FlipSettings, flip_search, flip_search_reference
+from noisefind.scan import peak_memory_mb
 from noisefind.train import TrainConfig, fit, resolve_device
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main() -> None:
@@ -81,7 +75,7 @@ def main() -> None:
                    f"{torch.get_num_threads()} threads",
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),
         "data": args.data, "width": args.width, "examples": len(rows),
-        "batch_size": settings.search_batch_size(device),
+        "batch_size": settings.batch_size or "auto",
         "batched_examples_per_second": round(batched_rate, 2),
         "reference_examples_per_second": round(reference_rate, 2),
         "speedup": round(batched_rate / reference_rate, 2),

@@ -208,7 +208,7 @@ def _asymmetric_map(classes: Sequence[str]) -> dict[int, int]:
 
 def split_holdout(data: LabeledData, fraction: float = 0.2,
                   seed: int = 0) -> LabeledData:
-    """Give ``data`` a seeded, stratified test split when it has none (for commands that need one)."""
+    """Give ``data`` a seeded, stratified test split when it has none (for commands needing one)."""
     if data.x_test is not None:
         return data
     rng = np.random.default_rng(seed)
@@ -343,9 +343,11 @@ class _ImageFiles(torch.utils.data.Dataset):
                 if img.size != (self.size, self.size):
                     img = img.resize((self.size, self.size), Image.BILINEAR)
                 array = np.asarray(img, dtype=np.uint8).reshape(self.size, self.size, -1)
-            return torch.from_numpy(array.copy()).permute(2, 0, 1), ""
+            # numpy, not torch: worker results then travel pickled instead of as one shared
+            # file descriptor per image, which runs out on large folders.
+            return array.transpose(2, 0, 1).copy(), ""
         except Exception as exc:  # any decoder failure means "unreadable": record, do not crash
-            return torch.zeros(0, dtype=torch.uint8), f"{type(exc).__name__}: {exc}"
+            return None, f"{type(exc).__name__}: {exc}"
 
 
 def _probe_images(files: list[str]) -> tuple[int, str]:
@@ -380,11 +382,11 @@ def _decode_images(files: list[str], size: int | None, workers: int | None, prog
     with progress_bar(progress) as bar:
         task = bar.add_task("decoding images", total=len(files), info="")
         for batch in loader:
-            for tensor, reason in batch:
+            for array, reason in batch:
                 if reason:
                     skipped.append({"path": files[len(ok)], "reason": reason})
                 else:
-                    images.append(tensor)
+                    images.append(torch.from_numpy(array))
                 ok.append(not reason)
             bar.advance(task, len(batch))
     if not images:

@@ -72,8 +72,8 @@ class FlipSettings:
         shared features, needs more units; a memorised one does not (digits, 10% symmetric
         noise, 300 examples: AUROC of the count 0.88 against 0.86 with random references).
     batch_size : int or None
-        Searches advanced together (each runs K + R examples); None picks 64 on CPU and 256 on
-        a GPU.
+        Searches advanced together (each runs K + R examples); None picks 64 on CPU and, on a
+        GPU, as many as fit in half the free memory (:func:`auto_batch_size`).
     seed : int
         Seed of the noise copies and the reference draws.
     flush_every : int
@@ -103,8 +103,6 @@ class FlipSettings:
         if self.batch_size is not None and self.batch_size < 1:
             raise NoisefindError("--scan-batch-size must be at least 1")
 
-    def search_batch_size(self, device: torch.device) -> int:
-        return self.batch_size or (256 if device.type == "cuda" else 64)
 
     def as_dict(self) -> dict:
         """The settings that change results (not batching), to guard resumes."""
@@ -261,7 +259,9 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
     device, queue, x, y = _prepare(model, data, rows, settings)
     n_scan, cap = len(queue), settings.max_units
     total_units = sum(g.units for _, g in model.gates())
-    slots = min(settings.search_batch_size(device), max(1, n_scan))
+    pool = ReferencePool(y, settings)
+    slots = settings.batch_size or auto_batch_size(model, x, y, settings, pool)
+    slots = min(slots, max(1, n_scan))
     trash = n_scan  # finished or empty slots write their results to this extra row
 
     def results(shape=(), dtype=torch.float32, fill=0):
@@ -284,7 +284,6 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
     queue_padded = torch.cat([queue, queue[:1].clone() if n_scan else queue.new_zeros(1)])
 
     model.eval()
-    pool = ReferencePool(y, settings)
     was_requiring = [p.requires_grad for p in model.parameters()]
     model.requires_grad_(False)
     handed_over = np.zeros(n_scan, dtype=bool)
@@ -347,7 +346,8 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
                         frames.append(frame)
                         if on_results is not None:
                             on_results(frame)
-                        finished_units = res_units[:n_scan][torch.from_numpy(handed_over)]
+                        finished = torch.from_numpy(handed_over).to(device)
+                        finished_units = res_units[:n_scan][finished]
                         bar.update(task, completed=int(handed_over.sum()), info="median units "
                                    f"{int(finished_units.float().median())}")
                     if handed_over.all():
@@ -360,6 +360,30 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
     out = pd.concat(frames, ignore_index=True)
     order = {int(r): i for i, r in enumerate(queue.cpu().tolist())}
     return out.sort_values("row", key=lambda s: s.map(order)).reset_index(drop=True)
+
+
+def auto_batch_size(model: Net, x: torch.Tensor, y: torch.Tensor, settings: FlipSettings,
+                    pool: ReferencePool) -> int:
+    """Searches per pass: 64 on CPU; on a GPU, as many as fit in half the free memory.
+
+    The memory of one search is measured on a probe step of 8 searches.
+    """
+    device = x.device
+    if device.type != "cuda":
+        return 64
+    probe = 8
+    rows = torch.arange(probe, device=device) % len(x)
+    total_units = sum(g.units for _, g in model.gates())
+    torch.cuda.synchronize(device)
+    base = torch.cuda.memory_allocated(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    model.eval()
+    mask = torch.ones(probe, total_units, device=device, dtype=x.dtype, requires_grad=True)
+    _, objective, _ = search_forward(model, x, y, rows, mask, settings, pool)
+    torch.autograd.grad(objective.sum(), mask)
+    per_search = max(1, (torch.cuda.max_memory_allocated(device) - base) // probe)
+    free, _ = torch.cuda.mem_get_info(device)
+    return int(min(4096, max(16, free // 2 // per_search)))
 
 
 def _batch_frame(new: np.ndarray, queue, data, units, flipped, cost, loss, predicted,

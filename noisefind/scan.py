@@ -23,8 +23,10 @@ import torch
 
 from noisefind import distributed
 from noisefind.console import console
+from noisefind.cutoff import CutoffSettings, calibrate, mark_suspected
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
+from noisefind.export import save_training_set
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
 from noisefind.report import (
     SUSPECT_COLUMNS,
@@ -40,7 +42,8 @@ PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
 def scan(data: LabeledData, model: Run | str | Path | None = None,
          out: str | Path = "noisefind-out", settings: FlipSettings | None = None,
          limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
-         progress: bool = True, device: str = "auto") -> pd.DataFrame:
+         progress: bool = True, device: str = "auto",
+         cutoff: CutoffSettings | None = None) -> pd.DataFrame:
     """Rank the training examples of ``data`` by how few units flip the model's prediction.
 
     Parameters
@@ -64,6 +67,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         Progress bars for training and the search.
     device : str
         Device for a loaded model (a trained one uses ``train_config.device``).
+    cutoff : CutoffSettings, optional
+        How the ``suspected`` flag and ``estimated_mislabeled`` are calibrated (default:
+        canaries in a replica model, seeded with the flip search's seed; see
+        :mod:`noisefind.cutoff`).
 
     Returns
     -------
@@ -96,16 +103,36 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     search_seconds = time.perf_counter() - search_started
     distributed.barrier()  # every shard is on disk before the merge
 
-    table = suspects_table(log.read_all(), data, run.model.unit_layers())
+    results = log.read_all()
+    table = suspects_table(results, data, run.model.unit_layers())
     if distributed.is_main():
+        decision = calibrate(data, run, results, cutoff or CutoffSettings(seed=settings.seed),
+                             settings, progress)
+        table = mark_suspected(table, decision, data)
         write_suspects(table, out)
+        save_training_set(data, out)
         if data.is_image and len(table):
             top = table.head(32)
             plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
         seconds = {"training": round(trained_seconds, 3), "search": round(search_seconds, 3),
                    "examples_per_second": round(len(todo) / max(search_seconds, 1e-9), 3)}
-        write_summary(scan_summary(table, data, run, settings, limit, seconds), out)
+        summary = scan_summary(table, data, run, settings, limit, seconds)
+        summary["peak_memory_mb"] = peak_memory_mb(run.device)
+        noisy = None if data.true_y is None else data.is_noisy.numpy()
+        summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
+                                        None if noisy is None else int(noisy.sum())))
+        summary["seconds"]["cutoff"] = decision.details.get("seconds", 0.0)
+        write_summary(summary, out)
     return table
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch, or the process's peak resident memory on a CPU."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
