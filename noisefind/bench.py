@@ -125,6 +125,8 @@ class SettingResult:
     records: list[dict]
     scores: pd.DataFrame
     roc: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    decisions: list[dict] = field(default_factory=list)
+    retrain: list[dict] = field(default_factory=list)
 
 
 def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
@@ -142,9 +144,15 @@ def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
 def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
                   detectors: dict[str, Detector], train_config: TrainConfig, folds: int = 5,
                   limit: int | None = None, flip_settings: FlipSettings | None = None,
-                  progress: bool = True) -> SettingResult:
-    """Inject ``noise`` with ``seed``, train, and score every detector against the truth."""
+                  progress: bool = True, retrain: bool = False) -> SettingResult:
+    """Inject ``noise`` with ``seed``, train, and score every detector against the truth.
+
+    Also decides (:func:`bench_decisions`) and, with ``retrain``, holds out a clean test split
+    (when the data has none) and measures :func:`retrain_records` on it.
+    """
     noisy = data.with_noise(noise, seed)
+    if retrain:
+        noisy = with_test_split(noisy, seed)
     config = _config_for(train_config, seed, detectors)
     flip_settings = replace(flip_settings or FlipSettings(), seed=seed)
     rows = scan_rows(len(noisy), limit, seed)
@@ -157,6 +165,8 @@ def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
                                   train_seconds=time.perf_counter() - start, progress=progress)
         scores = {name: _timed_scores(context, name, detector)
                   for name, detector in detectors.items()}
+        decisions = bench_decisions(context, detectors, seed)
+        retrained = retrain_records(context, decisions, noise, seed) if retrain else []
     is_noisy = noisy.is_noisy.numpy()[rows]
     records, roc = [], {}
     for name, (values, seconds) in scores.items():
@@ -171,7 +181,8 @@ def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
         "row": rows, "index": noisy.index.numpy()[rows], "given_label": noisy.y.numpy()[rows],
         "true_label": noisy.true_y.numpy()[rows], "is_noisy": is_noisy,
         **{name: values for name, (values, _) in scores.items()}})
-    return SettingResult(records, table, roc)
+    return SettingResult(records, table, roc, decision_records(decisions, is_noisy, noise, seed),
+                         retrained)
 
 
 def _config_for(train_config: TrainConfig, seed: int,
@@ -209,7 +220,8 @@ def _timed_scores(context: DetectorContext, name: str,
 def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Sequence[int] = 1,
           detectors: Sequence[str] | None = None, train_config: TrainConfig | None = None,
           folds: int = 5, limit: int | None = None, out: str | Path | None = None,
-          flip_settings: FlipSettings | None = None, progress: bool = True) -> pd.DataFrame:
+          flip_settings: FlipSettings | None = None, progress: bool = True,
+          retrain: bool = False) -> pd.DataFrame:
     """Score detectors against injected label noise, over noise settings and seeds.
 
     Parameters
@@ -222,7 +234,8 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
         How many seeds (``0 .. seeds-1``) or which ones. A seed draws the noise, the subset of
         rows, the training initialisation and order, and the cross-validation folds.
     detectors : sequence of str, optional
-        Names from :data:`noisefind.detectors.DETECTORS`; default all of them.
+        Names from :data:`noisefind.detectors.DETECTORS`; default all but the opt-in ones
+        (:data:`noisefind.detectors.OPT_IN`, e.g. ``memorization``).
     train_config : TrainConfig, optional
         How to train the model (and the cross-validation models); its seed is replaced.
     folds : int
@@ -237,12 +250,19 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
         Settings of the flip search; its seed is replaced by each bench seed.
     progress : bool
         Print progress.
+    retrain : bool
+        Hold out a clean test split (when the data has none) and report the test accuracy of
+        the recipe trained on the noisy set, on each cleaned set and on the true labels.
 
     Returns
     -------
     pandas.DataFrame
         One row per detector, noise setting and seed: ``detector, noise, seed, auroc, auprc,
-        tpr_at_5fpr, precision_at_k, seconds, examples, mislabeled``.
+        tpr_at_5fpr, precision_at_k, seconds, examples, mislabeled``. ``attrs["decisions"]``
+        holds one record per decision method (the flip cutoff, cleanlab), noise setting and
+        seed: ``flagged, precision, recall, f1, estimated, count_error, seconds``;
+        ``attrs["retrain"]`` the retraining records (empty without ``retrain``). Both are
+        also in ``results.json`` and ``results.md``.
     """
     from noisefind import report
 
@@ -257,25 +277,29 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
     settings = bench_settings(data, noises, seed_list, chosen, train_config, folds, limit)
     out = Path(out) if out is not None else None
     _warm_up(data, train_config)
-    records, curves = [], {}
+    records, curves, extra = [], {}, {"decisions": [], "retrain": []}
     for noise in noises:
         for seed in seed_list:
             if progress:
                 console.print(f"[bold]{noise}[/] seed {seed}", highlight=False)
             result = bench_setting(data, noise, seed, chosen, train_config, folds, limit,
-                                   flip_settings, progress)
+                                   flip_settings, progress, retrain)
             records.extend(result.records)
+            extra["decisions"].extend(result.decisions)
+            extra["retrain"].extend(result.retrain)
             for name, curve in result.roc.items():
                 curves.setdefault(str(noise), {}).setdefault(name, []).append(curve)
             if out is not None:
                 report.write_bench_scores(result.scores, out / "scores" / f"{noise.kind}-"
                                           f"{noise.rate:g}_seed{seed}.csv")
-                report.write_bench_json(pd.DataFrame(records), out / "results.json", settings)
+                report.write_bench_json(pd.DataFrame(records), out / "results.json", settings,
+                                        extra)
     runs = pd.DataFrame(records)
+    runs.attrs.update(extra)
     if out is not None:
         roc = {noise: {name: mean_roc(c) for name, c in by_name.items()}
                for noise, by_name in curves.items()}
-        report.write_bench_results(runs, out, settings=settings, roc=roc)
+        report.write_bench_results(runs, out, settings=settings, roc=roc, extra=extra)
     return runs
 
 
@@ -306,3 +330,149 @@ def bench_settings(data: LabeledData, noises: Sequence[NoiseSpec], seeds: Sequen
             "torch": torch.__version__, "noisefind": __version__},
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Decisions (which rows to flag, how many are wrong) and retraining on the cleaned set
+
+
+RETRAIN_TEST_FRACTION = 0.2
+
+
+@dataclass
+class Decision:
+    """One method's flag over the bench rows and its estimated number of mislabeled rows."""
+
+    method: str
+    suspected: np.ndarray
+    estimated: float | None
+    seconds: float
+
+
+def bench_decisions(context: DetectorContext, detectors: dict[str, Detector],
+                    seed: int) -> list[Decision]:
+    """The flip cutoff (when a flip detector ran) and cleanlab's ``find_label_issues`` (when
+    ``confident_learning`` ran), on the same run and rows."""
+    decisions = []
+    if any("flip" in name for name in detectors):
+        decisions.append(_timed_decision(context, "flip_cutoff", lambda: _flip_cutoff(
+            context, seed)))
+    if "confident_learning" in detectors:
+        decisions.append(_timed_decision(context, "cleanlab", lambda: _cleanlab_decision(
+            context)))
+    return decisions
+
+
+def _timed_decision(context: DetectorContext, method: str, decide) -> Decision:
+    context.start_tracking()
+    shared_before = sum(context.costs.values())
+    start = time.perf_counter()
+    suspected, estimated = decide()
+    own = time.perf_counter() - start - (sum(context.costs.values()) - shared_before)
+    return Decision(method, suspected, estimated, own + context.charged_seconds())
+
+
+def _flip_cutoff(context: DetectorContext, seed: int) -> tuple[np.ndarray, float | None]:
+    from noisefind.cutoff import CutoffSettings, calibrate
+
+    results = context.flip_results().reset_index()  # back to a "row" column, in row order
+    cutoff = context.shared("flip_cutoff", lambda: calibrate(
+        context.data, context.run, results, CutoffSettings(seed=seed), context.flip_settings,
+        progress=context.progress), depends=("train", "flip_search"))
+    return cutoff.suspected, cutoff.estimated_scanned
+
+
+def _cleanlab_decision(context: DetectorContext) -> tuple[np.ndarray, float]:
+    from cleanlab.count import num_label_issues
+    from cleanlab.filter import find_label_issues
+
+    probabilities = context.out_of_sample_probabilities()
+    probabilities = probabilities / probabilities.sum(1, keepdims=True)
+    labels = context.data.y.numpy()
+    flagged = find_label_issues(labels, probabilities, n_jobs=1)
+    # cleanlab estimates over the whole set; scale to the bench rows like the flip cutoff.
+    estimated = num_label_issues(labels, probabilities) * len(context.rows) / len(labels)
+    return flagged[context.rows], float(estimated)
+
+
+def decision_records(decisions: list[Decision], is_noisy: np.ndarray, noise: NoiseSpec,
+                     seed: int) -> list[dict]:
+    """One record per decision: flag precision, recall, F1 and the estimated count's error."""
+    from noisefind.cutoff import flag_metrics
+
+    records = []
+    for decision in decisions:
+        metrics = flag_metrics(is_noisy, decision.suspected, decision.estimated)
+        records.append({
+            "method": decision.method, "noise": str(noise), "seed": seed,
+            "examples": len(is_noisy), "mislabeled": metrics["mislabeled_true"],
+            "flagged": int(decision.suspected.sum()),
+            "precision": metrics["flag_precision"], "recall": metrics["flag_recall"],
+            "f1": metrics["flag_f1"],
+            "estimated": None if decision.estimated is None else round(decision.estimated, 1),
+            "count_error": metrics["count_error"], "seconds": round(decision.seconds, 3)})
+    return records
+
+
+def with_test_split(data: LabeledData, seed: int) -> LabeledData:
+    """``data`` with a test split: its own, else a seeded stratified share with clean labels."""
+    from noisefind.data import split_holdout
+
+    return split_holdout(data, RETRAIN_TEST_FRACTION, seed)
+
+
+def retrain_records(context: DetectorContext, decisions: list[Decision], noise: NoiseSpec,
+                    seed: int) -> list[dict]:
+    """Test accuracy of the recipe trained on the noisy set, on each cleaned set and on the
+    truly clean labels.
+
+    The noisy model is the bench's own run. Each cleaned set is what ``noisefind export
+    --drop`` writes: the flagged rows left out, written as a manifest with
+    :func:`noisefind.export.write_manifest` and read back with ``load_data``.
+    """
+    data, config = context.data, replace(context.train_config, checkpoint_every=0)
+    records = [_retrain_record("noisy", noise, seed, context.run.model, data, 0,
+                               context.costs["train"])]
+    for decision in decisions:
+        keep = np.ones(len(data), dtype=bool)
+        keep[context.rows[decision.suspected]] = False
+        start = time.perf_counter()
+        cleaned = _through_manifest(data, keep)
+        model = fit(cleaned, config, progress=context.progress).model
+        records.append(_retrain_record(f"dropped by {decision.method}", noise, seed, model,
+                                       data, int((~keep).sum()), time.perf_counter() - start,
+                                       cleaned.classes))
+    start = time.perf_counter()
+    clean = replace(data, y=data.true_y.clone())
+    model = fit(clean, config, progress=context.progress).model
+    records.append(_retrain_record("clean labels", noise, seed, model, data, 0,
+                                   time.perf_counter() - start))
+    return records
+
+
+def _through_manifest(data: LabeledData, keep: np.ndarray) -> LabeledData:
+    """The kept rows as ``export --drop`` writes them, loaded back as a user would."""
+    from noisefind.data import load_data
+    from noisefind.export import training_set, write_manifest
+
+    with tempfile.TemporaryDirectory(prefix="noisefind-retrain-") as folder:
+        training = training_set(data)
+        file = write_manifest(training, keep, training.y, Path(folder) / "cleaned.csv")
+        return load_data(file, image_size=data.x.shape[-1] if data.is_image else None)
+
+
+def _retrain_record(training_set: str, noise: NoiseSpec, seed: int, model, data: LabeledData,
+                    dropped: int, seconds: float, classes: list[str] | None = None) -> dict:
+    from noisefind.models import predict_logits
+
+    predicted = predict_logits(model, data.x_test).argmax(1).cpu().numpy()
+    if classes is not None:  # a manifest may order (or lose) class names: compare by name
+        names = np.array(classes, dtype=object)[predicted]
+        truth = np.array(data.classes, dtype=object)[data.y_test.numpy()]
+        accuracy = float((names == truth).mean())
+    else:
+        accuracy = float((predicted == data.y_test.numpy()).mean())
+    return {"training_set": training_set, "noise": str(noise), "seed": seed,
+            "examples": len(data) - dropped, "dropped": dropped,
+            "test_examples": len(data.y_test), "test_accuracy": round(accuracy, 4),
+            "seconds": round(seconds, 3)}

@@ -207,10 +207,18 @@ def scan(
         help="Searches run together [default: 64 on CPU, 256 on GPU].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the suspects table to print.")] = 10,
+    cutoff: Annotated[str, typer.Option(
+        help="Calibrate the 'suspected' flag with canaries in a replica model (canaries: one "
+             "more training), or none.")] = "canaries",
+    canary_fraction: Annotated[float, typer.Option(
+        help="Share of examples relabelled as canaries in the replica.")] = 0.02,
+    canary_recall: Annotated[float, typer.Option(
+        help="Share of the canaries the flag must catch (higher: more flagged).")] = 0.8,
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
     """Rank every training example by how few units flip the model's prediction."""
+    from noisefind.cutoff import CutoffSettings
     from noisefind.flip import FlipSettings
     from noisefind.report import print_suspects
     from noisefind.scan import scan as run_scan
@@ -234,10 +242,17 @@ def scan(
                             batch_size=scan_batch_size, seed=seed)
     config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                          seed=seed, device=device)
+    cutoff_settings = CutoffSettings(method=cutoff, canary_fraction=canary_fraction,
+                                     canary_recall=canary_recall, seed=seed)
+    cutoff_settings.validate()
     table = run_scan(loaded, run, out=out, settings=settings, limit=limit, resume=resume,
-                     train_config=config, progress=not quiet, device=device)
+                     train_config=config, progress=not quiet, device=device,
+                     cutoff=cutoff_settings)
     if not quiet:
         print_suspects(table, top)
+        flagged = int(table["suspected"].sum()) if "suspected" in table else 0
+        console.print(f"{flagged} of {len(table)} scanned examples flagged as suspected",
+                      highlight=False)
         console.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}",
                       highlight=False)
 
@@ -253,7 +268,8 @@ def bench(
     limit: Annotated[int | None, typer.Option(
         help="Score a seeded random subset of N examples (every detector the same rows).")] = None,
     detectors: Annotated[str | None, typer.Option(
-        help="Comma-separated detector names [default: all].")] = None,
+        help="Comma-separated detector names [default: all but the costly opt-in "
+             "memorization].")] = None,
     out: Out = Path("noisefind-bench"),
     seed: Annotated[int, typer.Option(help="First seed.")] = 0,
     device: Device = "auto",
@@ -268,6 +284,10 @@ def bench(
         help="Reference examples whose loss the search keeps low.")] = 16,
     scan_batch_size: Annotated[int | None, typer.Option(
         help="Searches run together [default: 64 on CPU, 256 on GPU].")] = None,
+    retrain: Annotated[bool, typer.Option(
+        "--retrain", help="Also report the test accuracy of models retrained on the cleaned "
+                          "sets (a clean test split is held out when the data has none).")
+    ] = False,
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
@@ -293,9 +313,17 @@ def bench(
     settings.validate()
     runs = run_bench(loaded, noises, range(seed, seed + seeds), detectors=chosen,
                      train_config=config, folds=folds, limit=limit, out=out,
-                     flip_settings=settings, progress=not quiet)
+                     flip_settings=settings, progress=not quiet, retrain=retrain)
     # The table is the command's result, so stdout; messages stay on the stderr console.
     Console().print(bench_table(runs))
+    if runs.attrs.get("decisions"):
+        from noisefind.report import decisions_table
+
+        Console().print(decisions_table(runs.attrs["decisions"]))
+    if runs.attrs.get("retrain"):
+        from noisefind.report import cleaned_retrain_table
+
+        Console().print(cleaned_retrain_table(runs.attrs["retrain"]))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
                   highlight=False)
 
@@ -463,6 +491,45 @@ def memorization(
                       f"detector {summary['auroc']:.3f}", highlight=False)
     console.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
                   highlight=False)
+
+
+ScanOut = Annotated[Path, typer.Argument(help="A scan's output folder (noisefind scan --out).")]
+
+
+@app.command()
+@exits_cleanly
+def review(
+    out: ScanOut,
+    top: Annotated[int, typer.Option(
+        help="Besides every flagged example, show this many of the most suspicious others.")
+    ] = 1000,
+) -> None:
+    """Write OUT/report.html: one self-contained page of the suspects, filterable."""
+    from noisefind.review import write_review
+
+    path = write_review(out, top=top)
+    console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+@exits_cleanly
+def export(
+    out: ScanOut,
+    manifest: Annotated[Path, typer.Option(
+        "--out", help="The cleaned manifest to write (.csv).")],
+    drop: Annotated[bool, typer.Option("--drop", help="Leave the flagged examples out.")] = False,
+    relabel: Annotated[bool, typer.Option(
+        "--relabel", help="Give the flagged examples the label their prediction flips to.")
+    ] = False,
+) -> None:
+    """Write a cleaned manifest (flagged examples dropped or relabelled), ready to train on."""
+    from noisefind.export import export as export_manifest
+
+    if drop == relabel:
+        raise NoisefindError("export: give exactly one of --drop or --relabel")
+    result = export_manifest(out, manifest, "drop" if drop else "relabel")
+    console.print(f"wrote {result['file']}: {result['examples']} examples, {result['dropped']} "
+                  f"dropped, {result['relabelled']} relabelled", highlight=False)
 
 
 def main() -> None:

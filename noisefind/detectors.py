@@ -32,6 +32,10 @@ Choices the method leaves open, written down here:
   first, each group ordered by ``1 - cleanlab.rank.get_label_quality_scores`` (self-confidence).
 - ``flip`` is minus the number of units the flip search zeroed (fewer = more suspicious; the
   scan's plain count); ``flip_cost`` is minus its continuous cost.
+- ``memorization`` is the Feldman-Zhang estimate (:mod:`noisefind.memorization`) from
+  ``MemorizationSettings().models`` models trained with the context's training configuration on
+  random 70% subsets. It costs that many trainings, so it is opt-in (``register(...,
+  default=False)``): the bench runs it only when ``--detectors`` names it.
 """
 
 from __future__ import annotations
@@ -196,20 +200,26 @@ class DetectorContext:
 
 Detector = Callable[[DetectorContext], np.ndarray]
 DETECTORS: dict[str, Detector] = {}
+OPT_IN: set[str] = set()  # registered, but run only when asked for by name (too costly)
 
 
-def register(name: str) -> Callable[[Detector], Detector]:
-    """Decorator: add a detector to :data:`DETECTORS` under ``name``."""
+def register(name: str, default: bool = True) -> Callable[[Detector], Detector]:
+    """Decorator: add a detector to :data:`DETECTORS` under ``name``.
+
+    ``default=False`` makes it opt-in: :func:`get_detectors` leaves it out unless named.
+    """
 
     def add(detector: Detector) -> Detector:
         DETECTORS[name] = detector
+        if not default:
+            OPT_IN.add(name)
         return detector
 
     return add
 
 
 def get_detectors(names: Iterable[str] | None = None) -> dict[str, Detector]:
-    """The detectors called ``names`` (default: all registered), in that order.
+    """The detectors called ``names`` (default: all registered but the opt-in ones), in order.
 
     Raises
     ------
@@ -217,7 +227,7 @@ def get_detectors(names: Iterable[str] | None = None) -> dict[str, Detector]:
         For a name that is not registered.
     """
     if names is None:
-        return dict(DETECTORS)
+        return {name: d for name, d in DETECTORS.items() if name not in OPT_IN}
     names = list(names)
     unknown = [name for name in names if name not in DETECTORS]
     if unknown:
@@ -309,6 +319,18 @@ def flip_cost(context: DetectorContext) -> np.ndarray:
 #         run = context.shared("etd_run", lambda: fit(context.data, replace(
 #             context.train_config, dropout="example-tied", checkpoint_every=0)))
 #         return etd_scores(run, context.data)[context.rows]
+
+
+@register("memorization", default=False)
+def memorization(context: DetectorContext) -> np.ndarray:
+    """Feldman-Zhang memorization estimate (METHOD.md section 7), opt-in: it trains
+    :data:`noisefind.memorization.MemorizationSettings` ``.models`` subset models."""
+    from noisefind.memorization import MemorizationSettings, memorization_scores
+
+    settings = MemorizationSettings(seed=context.train_config.seed)
+    scores = context.shared("memorization", lambda: memorization_scores(
+        context.data, context.train_config, settings, progress=context.progress))
+    return scores[context.rows]
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Every file a user reads (CSV, JSON, PNG) and every terminal table, for the bench and the scan.
 
 Files are written atomically (a temporary file, then a rename), so a crash never leaves a
-half-written CSV or JSON that looks complete. Bench writers take the records :func:`noisefind.bench.bench` returns (one row per detector,
-noise setting and seed) and know nothing of how they were computed.
+half-written CSV or JSON that looks complete. Bench writers take the records
+:func:`noisefind.bench.bench` returns (one row per detector, noise setting and seed) and know
+nothing of how they were computed.
 """
 
 from __future__ import annotations
@@ -78,13 +79,19 @@ def _noise_sections(runs: pd.DataFrame):
 # Bench: files
 
 
-def write_bench_json(runs: pd.DataFrame, path: str | Path, settings: dict | None = None) -> None:
-    """``results.json``: ``{"runs": [...], "settings": {...}}``; NaN metrics become null."""
+def write_bench_json(runs: pd.DataFrame, path: str | Path, settings: dict | None = None,
+                     extra: dict | None = None) -> None:
+    """``results.json``: ``{"runs": [...], "settings": {...}}``; NaN metrics become null.
+
+    ``extra`` adds further lists of records under their own keys (``decisions``, ``retrain``).
+    """
     records = [{key: _plain(value) for key, value in record.items()}
                for record in runs.to_dict("records")]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_json(path, {"runs": records, **({"settings": settings} if settings else {})})
+    more = {key: [{k: _plain(v) for k, v in record.items()} for record in value]
+            for key, value in (extra or {}).items() if value}
+    write_json(path, {"runs": records, **({"settings": settings} if settings else {}), **more})
 
 
 def _plain(value):
@@ -161,16 +168,21 @@ def write_bench_scores(scores: pd.DataFrame, path: str | Path) -> None:
     """Per-example scores of one noise setting and seed, with the truth, as CSV."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    scores.to_csv(path, index=False)
+    atomic_write(path, lambda tmp: scores.to_csv(tmp, index=False))
 
 
 def write_bench_results(runs: pd.DataFrame, out: str | Path, settings: dict | None = None,
-                        roc: dict | None = None) -> None:
-    """Write ``results.json``, ``results.md`` and (given curves) ``roc.png`` into ``out``."""
+                        roc: dict | None = None, extra: dict | None = None) -> None:
+    """Write ``results.json``, ``results.md`` and (given curves) ``roc.png`` into ``out``.
+
+    ``extra`` (``decisions`` and ``retrain`` records) goes into both files.
+    """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    write_bench_json(runs, out / "results.json", settings)
-    (out / "results.md").write_text(bench_markdown(runs, settings))
+    write_bench_json(runs, out / "results.json", settings, extra)
+    (out / "results.md").write_text(bench_markdown(runs, settings)
+                                    + decisions_markdown((extra or {}).get("decisions", []),
+                                                         (extra or {}).get("retrain", [])))
     if roc:
         plot_bench_roc(roc, out / "roc.png")
 
@@ -261,3 +273,304 @@ def print_suspects(table: pd.DataFrame, top: int = 10) -> None:
         shown.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
                         for c in columns])
     console.print(shown)
+
+
+# --------------------------------------------------------------------------------------------
+# Localize (layer analyses) and memorization: figures and terminal tables
+
+
+def _agg_figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    # A bare Figure on the Agg canvas: no pyplot, so no global backend switch for the caller.
+    figure = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save_figure(figure, path: str | Path) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda tmp: figure.savefig(tmp, dpi=120, format="png"))
+    return path
+
+
+def _group_labels(result: dict) -> list[str]:
+    return [f"{k + 1} {kind} ({group})"
+            for k, (group, kind) in enumerate(zip(result["groups"], result["kinds"],
+                                                  strict=True))]
+
+
+def _series(table: list, g: int) -> np.ndarray:
+    return np.array([np.nan if row[g] is None else row[g] for row in table], dtype=np.float64)
+
+
+def plot_gradient_norms(gradients: dict, path: str | Path) -> Path:
+    """The paper's Figure 1: per layer group and epoch, the gradient norm from clean and from
+    mislabeled examples, each over sqrt(parameters): epoch-summed (solid) and per step (dashed).
+    """
+    labels = _group_labels(gradients)
+    cols = min(3, len(labels))
+    rows = math.ceil(len(labels) / cols)
+    figure = _agg_figure(4.2 * cols, 2.9 * rows)
+    axes = figure.subplots(rows, cols, squeeze=False).ravel()
+    epochs = gradients["epochs"]
+    for g, (ax, label) in enumerate(zip(axes, labels, strict=False)):
+        for key, name, color in (("clean", "clean", "tab:blue"),
+                                 ("noisy", "mislabeled", "tab:red")):
+            ax.plot(epochs, _series(gradients[f"{key}_norm"], g), color=color,
+                    label=f"{name} (epoch sum)")
+            ax.plot(epochs, _series(gradients[f"step_{key}_norm"], g), color=color, ls="--",
+                    lw=0.9, alpha=0.7, label=f"{name} (per step)")
+        ax.set(title=label, xlabel="epoch", ylabel="grad norm / sqrt(params)")
+        ax.title.set_fontsize(9)
+    for ax in axes[len(labels):]:
+        ax.axis("off")
+    figure.axes[0].legend(fontsize=7)
+    examples = gradients["examples"]
+    figure.suptitle(f"gradient norm per layer: {examples['clean']} clean vs "
+                    f"{examples['mislabeled']} mislabeled examples", fontsize=10)
+    return _save_figure(figure, path)
+
+
+def plot_gradient_cosine(gradients: dict, path: str | Path) -> Path:
+    """The paper's Figure 2: cosine between the clean and mislabeled gradients, per layer."""
+    from matplotlib import colormaps
+
+    figure = _agg_figure(10, 3.8)
+    axes = figure.subplots(1, 2)
+    labels = _group_labels(gradients)
+    colors = colormaps["viridis"](np.linspace(0, 0.9, len(labels)))
+    for ax, key, title in ((axes[0], "cosine", "epoch-summed gradients (paper)"),
+                           (axes[1], "step_cosine", "single steps, averaged over the epoch")):
+        for g, label in enumerate(labels):
+            ax.plot(gradients["epochs"], _series(gradients[key], g), color=colors[g],
+                    label=label)
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.axhline(-0.75, color="grey", lw=0.8, ls="--")
+        ax.set(title=title, xlabel="epoch", ylabel="cosine(clean, mislabeled)", ylim=(-1, 1))
+    axes[1].legend(fontsize=7, loc="upper right")
+    return _save_figure(figure, path)
+
+
+def plot_rewind(result: dict, path: str | Path) -> Path:
+    """The paper's Figure 3: training accuracy after rewinding one layer group to a checkpoint,
+    as two heat maps (clean, mislabeled against their given labels), groups x epochs."""
+    labels = _group_labels(result)
+    epochs = result["epochs"]
+    figure = _agg_figure(2.5 + 2 * (1.2 + 0.42 * len(epochs)), 1.4 + 0.42 * len(labels))
+    axes = figure.subplots(1, 2)
+    figure.suptitle("training accuracy (%) after rewinding one layer group", fontsize=10)
+    for ax, key, title in ((axes[0], "clean_accuracy", "clean examples"),
+                           (axes[1], "noisy_accuracy", "mislabeled (given label)")):
+        values = 100 * np.array(result[key], dtype=np.float64).T  # groups x epochs
+        image = ax.imshow(values, vmin=0, vmax=100, cmap="magma", aspect="auto")
+        ax.set(xticks=range(len(epochs)), xticklabels=epochs, yticks=range(len(labels)),
+               xlabel="rewound to epoch", title=title)
+        ax.set_yticklabels(labels if ax is axes[0] else [""] * len(labels), fontsize=8)
+        for (g, e), v in np.ndenumerate(values):
+            ax.text(e, g, f"{v:.0f}", ha="center", va="center", fontsize=7,
+                    color="white" if v < 60 else "black")
+    figure.colorbar(image, ax=axes, shrink=0.8)
+    return _save_figure(figure, path)
+
+
+def plot_retrain(result: dict, path: str | Path) -> Path:
+    """The paper's Figure 4: accuracy after one group is reset and retrained on clean examples."""
+    labels = _group_labels(result)
+    bars = (("train_clean", "clean (trained on)", "tab:blue"),
+            ("train_noisy", "mislabeled, given label (still fit)", "tab:red"),
+            ("train_noisy_true", "mislabeled, true label", "tab:green"))
+    figure = _agg_figure(max(6, 1.1 * len(labels) + 2), 4.2)
+    ax = figure.subplots()
+    x = np.arange(len(labels))
+    for k, (key, name, color) in enumerate(bars):
+        values = [100 * result["records"][g]["retrained"].get(key, np.nan)
+                  for g in result["groups"]]
+        ax.bar(x + (k - 1) * 0.27, values, width=0.27, color=color, label=name)
+    ax.axhline(100 * result["final"]["train_noisy"], color="tab:red", ls="--", lw=1,
+               label="mislabeled fit by the final model")
+    ax.set_xticks(x, labels, rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="accuracy (%)", ylim=(0, 135), yticks=range(0, 101, 20),
+           title="one layer group reset and retrained on clean examples, the rest frozen")
+    ax.legend(fontsize=7, loc="upper center", ncol=2)
+    return _save_figure(figure, path)
+
+
+def plot_memorization(table: pd.DataFrame, path: str | Path) -> Path:
+    """Histogram of the memorization estimate, clean vs mislabeled when the truth is known."""
+    figure = _agg_figure(6, 3.8)
+    ax = figure.subplots()
+    values = table["memorization"].to_numpy(dtype=np.float64)
+    bins = np.linspace(-1, 1, 41)
+    if "is_noisy" in table:
+        noisy = table["is_noisy"].to_numpy(dtype=bool)
+        ax.hist(values[~noisy & ~np.isnan(values)], bins, alpha=0.7, label="clean",
+                color="tab:blue", density=True)
+        ax.hist(values[noisy & ~np.isnan(values)], bins, alpha=0.7, label="mislabeled",
+                color="tab:red", density=True)
+        ax.legend()
+    else:
+        ax.hist(values[~np.isnan(values)], bins, color="tab:blue")
+    ax.set(xlabel="memorization = acc(trained on it) - acc(not trained on it)",
+           ylabel="density", title="Feldman-Zhang memorization estimate")
+    return _save_figure(figure, path)
+
+
+def gradient_table(summary: list[dict]) -> Table:
+    """Per layer group: mean clean and mislabeled gradient norms and their cosine."""
+    table = Table(title="gradient per layer, mean over epochs (norm / sqrt(params))",
+                  box=box.SIMPLE_HEAD)
+    for name in ("layer", "params", "clean", "mislabeled", "ratio", "cosine (median)",
+                 "epochs < -0.75"):
+        table.add_column(name, justify="left" if name == "layer" else "right",
+                         no_wrap=name == "layer")
+    for k, row in enumerate(summary):
+        table.add_row(f"{k + 1} {row['kind']} ({row['group']})", str(row["parameters"]),
+                      f"{row['clean_norm']:.2e}", f"{row['noisy_norm']:.2e}",
+                      f"{row['noisy_to_clean']:.2f}", f"{row['cosine_median']:+.2f}",
+                      str(row["epochs_cosine_below_-0.75"]))
+    return table
+
+
+def rewind_table(result: dict) -> Table:
+    """Clean / mislabeled training accuracy (%) per rewound group (rows) and epoch (columns)."""
+    final = result["final"]
+    table = Table(title=f"rewinding: train accuracy % clean/mislabeled (final model "
+                        f"{100 * final['train_clean']:.0f}/{100 * final['train_noisy']:.0f})",
+                  box=box.SIMPLE_HEAD)
+    table.add_column("layer rewound", no_wrap=True)
+    for epoch in result["epochs"]:
+        table.add_column(f"ep {epoch}", justify="right")
+    for g, label in enumerate(_group_labels(result)):
+        table.add_row(label, *(f"{100 * c[g]:.0f}/{100 * n[g]:.0f}" for c, n in zip(
+            result["clean_accuracy"], result["noisy_accuracy"], strict=True)))
+    return table
+
+
+def retrain_table(result: dict) -> Table:
+    """Accuracy (%) after resetting and after retraining each group on clean examples."""
+    table = Table(title="retraining one layer on clean examples, the rest frozen (accuracy %)",
+                  box=box.SIMPLE_HEAD)
+    columns = ["layer", "reset: clean", "reset: mislabeled", "clean", "mislabeled (given)",
+               "mislabeled (true)"]
+    has_test = "test" in result["final"]
+    columns += ["test"] if has_test else []
+    for name in columns:
+        table.add_column(name, justify="left" if name == "layer" else "right",
+                         no_wrap=name == "layer")
+    for g, label in zip(result["groups"], _group_labels(result), strict=True):
+        reset, after = result["records"][g]["reset"], result["records"][g]["retrained"]
+        cells = [reset["train_clean"], reset["train_noisy"], after["train_clean"],
+                 after["train_noisy"], after["train_noisy_true"]]
+        cells += [after["test"]] if has_test else []
+        table.add_row(label, *(f"{100 * v:.1f}" for v in cells))
+    return table
+
+
+def memorization_table(table: pd.DataFrame, top: int = 10) -> Table:
+    """The ``top`` most memorized training examples of a Feldman-Zhang estimate."""
+    ranked = table.sort_values("memorization", ascending=False, na_position="last",
+                               kind="stable").head(top)
+    shown = Table(title=f"most memorized {len(ranked)} of {len(table)} training examples",
+                  box=box.SIMPLE_HEAD)
+    columns = ["index", "given_label", "memorization", "accuracy_in", "accuracy_out"]
+    if table["path"].astype(bool).any():
+        columns.insert(1, "path")
+    columns += ["true_label", "is_noisy"] if "is_noisy" in table else []
+    for name in columns:
+        shown.add_column(name.replace("_", " "), overflow="fold")
+    for _, row in ranked.iterrows():
+        shown.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
+                        for c in columns])
+    return shown
+
+
+# --------------------------------------------------------------------------------------------
+# Bench: decisions (flag and estimated count) and retraining on the cleaned set
+
+DECISION_COLUMNS = {"flagged": "flagged", "precision": "precision", "recall": "recall",
+                    "f1": "F1", "estimated": "estimated", "mislabeled": "true",
+                    "count_error": "count error", "seconds": "seconds"}
+RETRAIN_COLUMNS = {"examples": "examples", "dropped": "dropped",
+                   "test_accuracy": "test accuracy"}
+
+
+def _mean_table(records: list[dict], key: str, columns: dict[str, str]) -> pd.DataFrame:
+    """Mean ± std over seeds of ``columns`` per noise setting and ``key``, formatted."""
+    frame = pd.DataFrame(records)
+    rows = []
+    for (noise, name), group in frame.groupby(["noise", key], sort=False):
+        row = {"noise": noise, key: name, "seeds": len(group)}
+        for column in columns:
+            values = pd.to_numeric(group[column], errors="coerce").astype(float)
+            mean = values.mean()
+            std = values.std(ddof=1) if len(group) > 1 else math.nan
+            digits = 1 if column in ("flagged", "estimated", "mislabeled", "seconds",
+                                     "examples", "dropped") else 3
+            if digits == 1 and float(mean).is_integer() and not std > 0:  # a count
+                digits = 0
+            row[column] = ("n/a" if math.isnan(mean) else f"{mean:.{digits}f}"
+                           + ("" if math.isnan(std) else f" ± {std:.{digits}f}"))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def decisions_markdown(decisions: list[dict], retrain: list[dict]) -> str:
+    """Markdown sections for the flag's quality, the estimated count and the retraining."""
+    lines = []
+    if decisions:
+        table = _mean_table(decisions, "method", DECISION_COLUMNS)
+        lines += ["## Decisions: which rows to flag, how many are mislabeled", "",
+                  "`flip_cutoff`: the scan's calibrated cutoff (canaries in a replica model, "
+                  "noisefind.cutoff); `cleanlab`: `find_label_issues` on the same K-fold "
+                  "probabilities as `confident_learning`, its estimate `num_label_issues` "
+                  "(scaled to the rows scored). `count error` = (estimated - true) / true.", "",
+                  "| noise | method | " + " | ".join(DECISION_COLUMNS.values()) + " |",
+                  "| --- | --- | " + " | ".join("---:" for _ in DECISION_COLUMNS) + " |"]
+        lines += [f"| {row['noise']} | {row['method']} | "
+                  + " | ".join(row[c] for c in DECISION_COLUMNS) + " |"
+                  for _, row in table.iterrows()]
+        lines.append("")
+    if retrain:
+        table = _mean_table(retrain, "training_set", RETRAIN_COLUMNS)
+        lines += ["## Retraining: test accuracy after cleaning", "",
+                  "The same recipe trained on the noisy labels, on each cleaned set (flagged "
+                  "rows dropped, written and read back as `noisefind export --drop` does) and "
+                  "on the true labels; tested on a held-out split with clean labels.", "",
+                  "| noise | training set | " + " | ".join(RETRAIN_COLUMNS.values()) + " |",
+                  "| --- | --- | " + " | ".join("---:" for _ in RETRAIN_COLUMNS) + " |"]
+        lines += [f"| {row['noise']} | {row['training_set']} | "
+                  + " | ".join(row[c] for c in RETRAIN_COLUMNS) + " |"
+                  for _, row in table.iterrows()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def decisions_table(decisions: list[dict]) -> Table:
+    """A rich table of the decisions: the flag's quality and the estimated count."""
+    table = Table(title="decisions (flag and estimated count)", box=box.SIMPLE_HEAD)
+    short = {"precision": "prec.", "estimated": "est.", "count_error": "count err."}
+    shown = {c: short.get(c, t) for c, t in DECISION_COLUMNS.items() if c != "seconds"}
+    table.add_column("method", no_wrap=True)
+    for title in shown.values():
+        table.add_column(title, justify="right")
+    for noise, part in _mean_table(decisions, "method", shown).groupby("noise", sort=False):
+        table.add_row(f"[bold]{noise}[/]")
+        for _, row in part.iterrows():
+            table.add_row(f"  {row['method']}", *[row[c] for c in shown])
+    return table
+
+
+def cleaned_retrain_table(retrain: list[dict]) -> Table:
+    """A rich table of the bench's test accuracy after retraining on each training set."""
+    table = Table(title="retraining (clean test split)", box=box.SIMPLE_HEAD)
+    table.add_column("training set", no_wrap=True)
+    for title in RETRAIN_COLUMNS.values():
+        table.add_column(title, justify="right")
+    for noise, part in _mean_table(retrain, "training_set", RETRAIN_COLUMNS).groupby(
+            "noise", sort=False):
+        table.add_row(f"[bold]{noise}[/]")
+        for _, row in part.iterrows():
+            table.add_row(f"  {row['training_set']}", *[row[c] for c in RETRAIN_COLUMNS])
+    return table
