@@ -55,7 +55,7 @@ from noisefind.console import progress_bar
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.models import ConvBlock, DenseBlock, Net, autocast
-from noisefind.train import Run, TrainConfig, check_compatible, load_weights
+from noisefind.train import Run, TrainConfig, check_compatible, load_weights, make_optimizer
 
 GRADIENT_FILE = "gradients.json"
 BN_MODES = ("checkpoint", "recalibrate")
@@ -511,7 +511,9 @@ def retrain_group(model: Net, group: str, data: LabeledData, settings: RetrainSe
     generator = torch.Generator().manual_seed(settings.seed)
     n = len(data)
     batches = max(1, math.ceil(n / batch_size))
-    optimizer, schedule = _optimizer(trainable, settings, settings.epochs * batches)
+    optimizer, schedule = make_optimizer(trainable, settings.lr, settings.momentum,
+                                         settings.weight_decay, settings.warmup,
+                                         settings.epochs * batches)
     x, y, index = data.x.to(device), data.y.to(device), data.index.to(device)
     try:
         for name, p in model.named_parameters():
@@ -535,19 +537,6 @@ def retrain_group(model: Net, group: str, data: LabeledData, settings: RetrainSe
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
         model.eval()
-
-
-def _optimizer(params: list[nn.Parameter], settings: RetrainSettings, total_steps: int):
-    decay = [p for p in params if p.dim() > 1]
-    no_decay = [p for p in params if p.dim() <= 1]
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": settings.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=settings.lr, momentum=settings.momentum, nesterov=True)
-    warmup = max(1, int(settings.warmup * total_steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup, max(0.0, (total_steps - s) / max(1, total_steps - warmup))))
-    return optimizer, schedule
 
 
 # --------------------------------------------------------------------------------------------

@@ -202,16 +202,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     batches_per_epoch = math.ceil(n / batch_size)
     total_steps = config.epochs * batches_per_epoch
 
-    decay, no_decay = [], []
-    for p in model.parameters():  # no weight decay on BatchNorm scales and shifts
-        (no_decay if p.dim() == 1 else decay).append(p)
-    optimizer = torch.optim.SGD(
-        [{"params": decay, "weight_decay": config.weight_decay},
-         {"params": no_decay, "weight_decay": 0.0}],
-        lr=config.lr, momentum=config.momentum, nesterov=True)
-    warmup_steps = max(1, int(config.warmup * total_steps))
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
-        (s + 1) / warmup_steps, max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))))
+    optimizer, schedule = make_optimizer(list(model.parameters()), config.lr, config.momentum,
+                                         config.weight_decay, config.warmup, total_steps)
 
     loss_hist = torch.zeros(config.epochs, n, dtype=torch.float16, device=device)
     margin_hist = torch.zeros_like(loss_hist)
@@ -267,6 +259,23 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     if out is not None:
         save_run(run, out)
     return run
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, momentum: float,
+                   weight_decay: float, warmup: float, total_steps: int):
+    """SGD with Nesterov momentum, and the schedule: linear warm-up over the first ``warmup``
+    share of steps to ``lr``, then linear decay to zero. BatchNorm scales and shifts (1-D
+    parameters) get no weight decay."""
+    decay = [p for p in params if p.dim() > 1]
+    no_decay = [p for p in params if p.dim() <= 1]
+    optimizer = torch.optim.SGD(
+        [{"params": decay, "weight_decay": weight_decay},
+         {"params": no_decay, "weight_decay": 0.0}],
+        lr=lr, momentum=momentum, nesterov=True)
+    warmup_steps = max(1, int(warmup * total_steps))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(
+        (s + 1) / warmup_steps, max(0.0, (total_steps - s) / max(1, total_steps - warmup_steps))))
+    return optimizer, schedule
 
 
 def label_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

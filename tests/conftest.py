@@ -10,7 +10,10 @@ from PIL import Image
 from noisefind.data import load_data
 from noisefind.train import TrainConfig, fit
 
-torch.set_num_threads(2)
+# The test models are tiny: a second intra-op thread gains little, and on a busy machine two
+# threads spin against each other (measured: one small training 0.4 s with one thread, 15-40 s
+# with two, under load).
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -26,16 +26,6 @@ from noisefind.train import TrainConfig
 IS_NOISY = np.array([True] * 10 + [False] * 90)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: a second thread gains nothing, and on a busy shared machine the
-    # threads' synchronisation made training up to ten times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_a_perfect_ranking_scores_one_everywhere():
     scores = np.linspace(1.0, 0.0, 100)  # the ten mislabeled rows score highest
     metrics = detection_metrics(IS_NOISY, scores)

@@ -30,16 +30,6 @@ from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_m
 CLASSES = ["a", "b", "c"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # These models are tiny: a second thread gains nothing, and on a busy shared machine the
-    # threads' synchronisation made training up to ten times slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def constructed(correct, margin, loss, labels=None):
     """Data and a run whose history is given, for detectors that read only the history."""
     correct = np.asarray(correct, dtype=bool)

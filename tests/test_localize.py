@@ -28,16 +28,6 @@ from noisefind.train import TrainConfig, fit, load_run, load_weights
 CONFIG = TrainConfig(width=0.25, epochs=6, checkpoint_every=2, device="cpu")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny models gain nothing from a second intra-op thread, and on a loaded shared machine
-    # two threads spin against each other (measured: 0.4 s vs 15-40 s for one training).
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny(digits):
     return digits.subset(torch.arange(400)).with_noise("symmetric:0.1", seed=0)
