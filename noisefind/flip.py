@@ -70,7 +70,7 @@ class FlipSettings:
         or the whole training set. Same-class references make the search pay for damaging the
         class the example claims to belong to, so a clean example, supported by its class's
         shared features, needs more units; a memorised one does not (digits, 10% symmetric
-        noise, 300 examples: AUROC of the count 0.88 against 0.86 with random references).
+        noise, 300 examples: AUROC of the count 0.88 against 0.85 with random references).
     batch_size : int or None
         Searches advanced together (each runs K + R examples); None picks 64 on CPU and, on a
         GPU, as many as fit in half the free memory (:func:`auto_batch_size`).
