@@ -32,6 +32,8 @@ Choices the method leaves open, written down here:
   first, each group ordered by ``1 - cleanlab.rank.get_label_quality_scores`` (self-confidence).
 - ``flip`` is minus the number of units the flip search zeroed (fewer = more suspicious; the
   scan's plain count); ``flip_cost`` is minus its continuous cost.
+- ``etd`` trains a second model with example-tied dropout (:mod:`noisefind.dropout`) and scores
+  minus the label margin with the memorization channels dropped; opt-in, as it costs a training.
 - ``memorization`` is the Feldman-Zhang estimate (:mod:`noisefind.memorization`) from
   ``MemorizationSettings().models`` models trained with the context's training configuration on
   random 70% subsets. It costs that many trainings, so it is opt-in (``register(...,
@@ -313,12 +315,22 @@ def flip_cost(context: DetectorContext) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # Detectors built on other modules register below. One that needs a costly input of its own
-# makes it through ``context.shared`` so the bench charges it, e.g. example-tied dropout:
-#     @register("etd")
-#     def etd(context):
-#         run = context.shared("etd_run", lambda: fit(context.data, replace(
-#             context.train_config, dropout="example-tied", checkpoint_every=0)))
-#         return etd_scores(run, context.data)[context.rows]
+# makes it through ``context.shared`` so the bench charges it.
+
+
+@register("etd", default=False)
+def etd(context: DetectorContext) -> np.ndarray:
+    """Example-tied dropout (METHOD.md section 5), opt-in: a second model trained with
+    example-tied dropout; minus each example's label margin once its memorization channels are
+    dropped."""
+    from dataclasses import replace
+
+    from noisefind.evaluate import etd_scores
+
+    run = context.shared("etd_run", lambda: fit(context.data, replace(
+        context.train_config, dropout="example-tied", checkpoint_every=0, holdout=0.0),
+        progress=context.progress))
+    return etd_scores(run, context.data)[context.rows]
 
 
 @register("memorization", default=False)

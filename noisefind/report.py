@@ -180,9 +180,10 @@ def write_bench_results(runs: pd.DataFrame, out: str | Path, settings: dict | No
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_bench_json(runs, out / "results.json", settings, extra)
+    sections = decisions_markdown((extra or {}).get("decisions", []),
+                                  (extra or {}).get("retrain", []))
     (out / "results.md").write_text(bench_markdown(runs, settings)
-                                    + decisions_markdown((extra or {}).get("decisions", []),
-                                                         (extra or {}).get("retrain", [])))
+                                    + (f"\n{sections}" if sections else ""))
     if roc:
         plot_bench_roc(roc, out / "roc.png")
 
@@ -510,8 +511,8 @@ def _mean_table(records: list[dict], key: str, columns: dict[str, str]) -> pd.Da
                                      "examples", "dropped") else 3
             if digits == 1 and float(mean).is_integer() and not std > 0:  # a count
                 digits = 0
-            row[column] = ("n/a" if math.isnan(mean) else f"{mean:.{digits}f}"
-                           + ("" if math.isnan(std) else f" ± {std:.{digits}f}"))
+            spread = "" if math.isnan(std) or std == 0 else f" ± {std:.{digits}f}"
+            row[column] = "n/a" if math.isnan(mean) else f"{mean:.{digits}f}{spread}"
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -105,10 +105,11 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
 
     results = log.read_all()
     table = suspects_table(results, data, run.model.unit_layers())
+    # Every rank calibrates alone (the same replica, the same decision as a single process).
+    decision = calibrate(data, run, results, cutoff or CutoffSettings(seed=settings.seed),
+                         settings, progress)
+    table = mark_suspected(table, decision, data)
     if distributed.is_main():
-        decision = calibrate(data, run, results, cutoff or CutoffSettings(seed=settings.seed),
-                             settings, progress)
-        table = mark_suspected(table, decision, data)
         write_suspects(table, out)
         save_training_set(data, out)
         if data.is_image and len(table):

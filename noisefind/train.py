@@ -148,7 +148,7 @@ def make_model(config: TrainConfig, data_shape: tuple[int, ...], num_classes: in
 
 
 def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | None = None,
-        progress: bool = True) -> Run:
+        progress: bool = True, data_parallel: bool = True) -> Run:
     """Train a model on ``data`` and record every example's history.
 
     Parameters
@@ -161,6 +161,10 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         Run folder to write (weights, config, history, checkpoints).
     progress : bool
         Show a progress bar with epoch, loss and training accuracy.
+    data_parallel : bool
+        Under torchrun, train across all ranks with DistributedDataParallel. False trains in
+        this process alone, exactly as a single process would (for a model every rank needs
+        bit-identical to the single-process one, such as the cutoff's replica).
 
     Returns
     -------
@@ -185,13 +189,13 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         from noisefind.localize import GradientTracker
 
         tracker = GradientTracker(model, data, config.epochs)
-    rank, world = distributed.rank_and_world()
+    rank, world = distributed.rank_and_world() if data_parallel else (0, 1)
     out = Path(out) if out is not None and rank == 0 else None  # rank 0 writes the run folder
     if out is not None:
         _prepare_run_folder(out)
         if config.checkpoint_every:
             save_file(model.state_dict(), str(_checkpoint_path(out, 0)))
-    trained = distributed.wrap_for_training(model, device)
+    trained = distributed.wrap_for_training(model, device) if world > 1 else model
     n = len(data)
     x = data.x.to(device, non_blocking=True)
     if device.type == "cuda" and data.is_image:
@@ -232,8 +236,9 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                     loss_hist[epoch, rows] = losses.detach().to(torch.float16)
                     margin_hist[epoch, rows] = label_margin(logits.detach(), y[rows]).half()
                     correct_hist[epoch, rows] = logits.argmax(1) == y[rows]
-            distributed.sum_across_ranks(loss_hist[epoch], margin_hist[epoch],
-                                         correct_hist[epoch])
+            if world > 1:
+                distributed.sum_across_ranks(loss_hist[epoch], margin_hist[epoch],
+                                             correct_hist[epoch])
             epoch_loss = loss_hist[epoch].float().mean().item()  # one sync per epoch
             if not math.isfinite(epoch_loss):
                 raise NoisefindError(

@@ -1,0 +1,392 @@
+"""A calibrated cutoff: which scanned examples to flag, and how many labels are wrong.
+
+A ranking leaves the user asking where to stop. The cutoff answers from inside the run, with
+**canaries**: examples whose labels we corrupted ourselves, so we know they are wrong and can
+watch how a wrong label looks in this data, with this model and this recipe.
+
+1. Canaries are *real* training examples (``canary_fraction`` of them, at least
+   ``min_canaries``), each relabelled to a uniformly random other class. Relabelled real
+   examples look like real label noise; relabelled near-copies do not. In an exploratory
+   comparison on digits (10% symmetric noise, one model each), the AUROC of the training margin
+   (AUM) for telling canaries from the truly mislabeled examples was 0.95 for shifted copies
+   and 0.27 for within-class mixup copies (0.5 = indistinguishable), but 0.50 to 0.59 for
+   relabelled real examples (five replicas).
+2. A real example cannot be a canary and be scored under its own label by the same model, so the
+   canaries go into a **replica**: a second model trained with the scanned model's recipe and
+   seed on the same data, with only the canaries' labels changed. The scanned model stays a
+   model of the user's data (``OUT/run`` is reusable), and a model passed with ``--model`` can
+   be calibrated too (the replica follows its recipe). The canaries are flip-searched on the
+   replica and never appear in any output.
+3. Each example (scanned ones on the model, canaries on the replica) is described by three
+   signals a wrong label leaves: the flip search's cost (``log1p``), the model's loss on the
+   given label (``log``), and the area under the margin of its training history (AUM, Pleiss
+   et al. 2020; left out when a run has no history for these rows). The flip cost alone
+   overlaps too much between clean and mislabeled examples to set a cutoff on small models (on
+   digits many clean examples flip with 2 to 4 units, as mislabeled ones do), so the cutoff
+   learns how to weigh the three.
+4. The weighing is positive-unlabelled learning: a logistic regression tells the canaries
+   (positives) from the scanned examples (unlabelled, a mixture of clean and mislabeled), on
+   standardised signals with balanced class weights. Its decision value is ``cutoff_score``.
+   The canaries' own scores are cross-fitted (each scored by a model fit without it), so the
+   threshold is not flattered by overfitting.
+5. ``suspected = cutoff_score >= t`` with ``t`` the canaries' ``1 - canary_recall`` quantile:
+   the flag catches about ``canary_recall`` (0.8) of the canaries, hence of the mislabeled
+   examples they stand for. The estimated number of mislabeled examples among the scanned ones
+   is ``flagged / r``, r the canaries' measured recall at ``t``; with ``--limit`` it is scaled
+   to the whole training set. It counts flagged clean examples too, so it errs high when the
+   flag's precision is low.
+
+Caveats: canaries get *uniformly* random wrong labels, like symmetric noise. Real annotation
+errors are between confusable classes and may look cleaner than canaries, which makes the
+estimate low for them. The replica costs one more training.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import pandas as pd
+import torch
+
+from noisefind.console import console
+from noisefind.data import LabeledData
+from noisefind.errors import NoisefindError
+from noisefind.flip import FlipSettings, flip_search
+from noisefind.train import History, Run, TrainConfig, fit
+
+METHODS = ("canaries", "none")
+SIGNALS = ("log_flip_cost", "log_loss", "aum")
+
+
+@dataclass(frozen=True)
+class CutoffSettings:
+    """How the cutoff is calibrated.
+
+    Parameters
+    ----------
+    method : {"canaries", "none"}
+        ``canaries`` (see the module docstring) or ``none`` (no flag, no estimate; no replica is
+        trained).
+    canary_fraction : float
+        Share of the training examples relabelled in the replica.
+    min_canaries : int
+        At least this many canaries (but never more than a fifth of the data), so the
+        canaries' quantiles mean something on small data.
+    canary_recall : float
+        Share of the canaries the flag must catch; sets the threshold.
+    seed : int
+        Draws the canaries and their labels.
+    """
+
+    method: str = "canaries"
+    canary_fraction: float = 0.02
+    min_canaries: int = 30
+    canary_recall: float = 0.8
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise NoisefindError(f"--cutoff {self.method!r}: use {' or '.join(METHODS)}")
+        if not 0.0 < self.canary_fraction <= 0.2:
+            raise NoisefindError(
+                f"--canary-fraction must be in (0, 0.2], got {self.canary_fraction}")
+        if self.min_canaries < 2:
+            raise NoisefindError(f"min_canaries must be at least 2, got {self.min_canaries}")
+        if not 0.0 < self.canary_recall < 1.0:
+            raise NoisefindError(f"--canary-recall must be in (0, 1), got {self.canary_recall}")
+
+
+@dataclass
+class Cutoff:
+    """The decision for the scanned rows.
+
+    Attributes
+    ----------
+    method : str
+        ``canaries`` or ``none``.
+    rows : numpy.ndarray
+        Positions in the training set, in the order of the arrays below.
+    suspected : numpy.ndarray
+        Bool per row: flagged as probably mislabeled.
+    cutoff_score : numpy.ndarray
+        Float per row (higher = more like the canaries); NaN without a cutoff.
+    estimated_scanned : float or None
+        Estimated number of mislabeled examples among ``rows``.
+    details : dict
+        How the cutoff was set, for ``summary.json``.
+    """
+
+    method: str
+    rows: np.ndarray
+    suspected: np.ndarray
+    cutoff_score: np.ndarray
+    estimated_scanned: float | None = None
+    details: dict = field(default_factory=dict)
+
+    def estimated_total(self, examples: int) -> float | None:
+        """The estimate scaled from the scanned rows to ``examples`` training examples."""
+        if self.estimated_scanned is None or not len(self.rows):
+            return None
+        return self.estimated_scanned * examples / len(self.rows)
+
+    def summary(self, examples: int, is_noisy: np.ndarray | None = None,
+                mislabeled_total: int | None = None) -> dict:
+        """``summary.json`` entries; given the truth, the flag's quality and the count's error.
+
+        Parameters
+        ----------
+        examples : int
+            Size of the training set (the estimate is scaled to it).
+        is_noisy : numpy.ndarray, optional
+            Truth of :attr:`rows`: flag precision, recall, F1 and ``count_error_scanned``.
+        mislabeled_total : int, optional
+            True number of mislabeled examples in the training set: ``count_error``.
+        """
+        total = self.estimated_total(examples)
+        out = {
+            "suspected": int(self.suspected.sum()),
+            "estimated_mislabeled": None if total is None else int(round(total)),
+            "estimated_noise_rate": None if total is None else round(total / examples, 4),
+            "cutoff": self.details,
+        }
+        if is_noisy is not None:
+            metrics = flag_metrics(is_noisy, self.suspected, self.estimated_scanned)
+            out.update({k: v for k, v in metrics.items() if k != "mislabeled_true"})
+            out["count_error_scanned"] = out.pop("count_error")
+        if mislabeled_total is not None:
+            out["mislabeled_total"] = mislabeled_total
+            out["count_error"] = (None if total is None or not mislabeled_total
+                                  else round((total - mislabeled_total) / mislabeled_total, 4))
+        return out
+
+
+def no_cutoff(rows: np.ndarray, reason: str) -> Cutoff:
+    """A cutoff that flags nothing and estimates nothing, saying why."""
+    rows = np.asarray(rows, dtype=np.int64)
+    return Cutoff("none", rows, np.zeros(len(rows), dtype=bool), np.full(len(rows), np.nan),
+                  None, {"method": "none", "note": reason})
+
+
+# --------------------------------------------------------------------------------------------
+# Canaries
+
+
+def canary_count(examples: int, settings: CutoffSettings) -> int:
+    """How many canaries: ``canary_fraction`` of the data, at least ``min_canaries``, at most
+    a fifth of it."""
+    wanted = max(settings.min_canaries, math.ceil(settings.canary_fraction * examples))
+    return int(min(wanted, examples // 5))
+
+
+def choose_canaries(labels: np.ndarray, num_classes: int,
+                    settings: CutoffSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded canary rows and their new labels, each uniformly one of the other classes."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rng = np.random.default_rng([settings.seed, 0xCA4A])
+    rows = np.sort(rng.choice(len(labels), canary_count(len(labels), settings), replace=False))
+    shift = rng.integers(1, num_classes, size=len(rows))  # never 0: never the given label
+    return rows, (labels[rows] + shift) % num_classes
+
+
+def replica_config(run: Run) -> TrainConfig:
+    """The scanned run's recipe and seed, on every row (no hold-out), without checkpoints."""
+    config = TrainConfig(**run.config["train"])
+    return replace(config, holdout=0.0, checkpoint_every=0, device=str(run.device))
+
+
+def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
+                   settings: CutoffSettings, progress: bool) -> tuple[pd.DataFrame, History]:
+    """Train the replica with canaries and flip-search them: their results and its history."""
+    rows, new_labels = choose_canaries(data.y.numpy(), data.num_classes, settings)
+    y = data.y.clone()
+    y[torch.from_numpy(rows)] = torch.from_numpy(new_labels)
+    relabelled = replace(data, y=y)
+    if progress:
+        console.print(f"calibrating the cutoff: a replica with {len(rows)} canaries (real "
+                      "examples relabelled), then their flip search", highlight=False)
+    # Each rank trains the whole replica alone: a data-parallel one would differ in its
+    # BatchNorm statistics and rounding from the single-process replica, and so would the flag.
+    replica = fit(relabelled, replica_config(run), progress=progress, data_parallel=False)
+    results = flip_search(replica.model, relabelled, flip_settings, rows=torch.from_numpy(rows),
+                          progress=progress)
+    return results, replica.history
+
+
+# --------------------------------------------------------------------------------------------
+# Signals and the decision
+
+
+def signals(results: pd.DataFrame, history: History | None) -> np.ndarray:
+    """(rows, signals) array of :data:`SIGNALS` for the rows of a flip-search result.
+
+    ``history`` gives the AUM column; pass None to leave it out (then two columns).
+    """
+    cost = results["flip_cost"].to_numpy(dtype=np.float64)
+    loss = results["loss"].to_numpy(dtype=np.float64)
+    # Costs of already-misclassified examples lie in (-1, 0]; clip so log1p stays finite.
+    columns = [np.log1p(np.clip(cost, -0.99, None)), np.log(np.clip(loss, 1e-8, None))]
+    if history is not None:
+        margin = history.margin[:, results["row"].to_numpy()].astype(np.float64)
+        columns.append(margin.mean(axis=0))
+    return np.stack(columns, axis=1)
+
+
+def history_for(run: Run, data: LabeledData) -> History | None:
+    """The run's history when its columns are exactly ``data``'s rows, else None."""
+    history = run.history
+    if history is None or history.margin.shape[1] != len(data):
+        return None
+    return history if np.array_equal(history.index, data.index.numpy()) else None
+
+
+def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
+               seed: int = 0) -> tuple[np.ndarray, float, float, dict]:
+    """Positive-unlabelled logistic regression: canaries against the scanned examples.
+
+    Parameters
+    ----------
+    scanned, canaries : numpy.ndarray
+        (rows, signals) of the scanned examples and of the canaries.
+    canary_recall : float
+        Share of the canaries the threshold keeps.
+    seed : int
+        Seeds the canaries' cross-fitting folds.
+
+    Returns
+    -------
+    scores : numpy.ndarray
+        Decision values of the scanned examples (higher = more like the canaries).
+    threshold : float
+        The canaries' ``1 - canary_recall`` quantile of cross-fitted scores.
+    measured_recall : float
+        Share of the canaries' cross-fitted scores at or above the threshold.
+    weights : dict
+        Coefficient per standardised signal.
+    """
+    from sklearn.model_selection import KFold
+
+    if len(canaries) < 2 or len(scanned) < 2:
+        raise NoisefindError("the cutoff needs at least 2 scanned examples and 2 canaries")
+    score, weights = _pu_classifier(scanned, canaries)
+    canary_scores = np.empty(len(canaries))
+    folds = KFold(min(5, len(canaries)), shuffle=True, random_state=seed)
+    for fit_rows, held in folds.split(canaries):
+        canary_scores[held] = _pu_classifier(scanned, canaries[fit_rows])[0](canaries[held])
+    threshold = float(np.quantile(canary_scores, 1.0 - canary_recall))
+    measured = float((canary_scores >= threshold).mean())
+    return score(scanned), threshold, measured, weights
+
+
+def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray):
+    """A scoring function (decision values) and its weights per standardised signal."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    scaler = StandardScaler().fit(unlabelled)
+    model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
+    model.fit(scaler.transform(np.concatenate([positives, unlabelled])),
+              np.r_[np.ones(len(positives)), np.zeros(len(unlabelled))])
+    weights = {name: round(float(w), 4) for name, w in zip(SIGNALS, model.coef_[0], strict=False)}
+    return (lambda x: model.decision_function(scaler.transform(x))), weights
+
+
+def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
+              settings: CutoffSettings | None = None, flip_settings: FlipSettings | None = None,
+              progress: bool = False) -> Cutoff:
+    """The cutoff for the scanned rows of ``results`` (a flip search of ``run`` on ``data``).
+
+    Parameters
+    ----------
+    data : LabeledData
+        The scanned training set, with its given labels.
+    run : Run
+        The scanned model; the replica copies its recipe (``run.config["train"]``).
+    results : pandas.DataFrame
+        :func:`noisefind.flip.flip_search` results of the scanned rows.
+    settings : CutoffSettings, optional
+    flip_settings : FlipSettings, optional
+        The scan's flip-search settings, used for the canaries too.
+    progress : bool
+        Print what is being trained and searched.
+
+    Returns
+    -------
+    Cutoff
+    """
+    settings = settings or CutoffSettings()
+    settings.validate()
+    flip_settings = flip_settings or FlipSettings()
+    rows = results["row"].to_numpy(dtype=np.int64)
+    if settings.method == "none":
+        return no_cutoff(rows, "no cutoff asked for (--cutoff none)")
+    if canary_count(len(data), settings) < 2 or len(rows) < 2:
+        return no_cutoff(rows, f"too few examples ({len(data)}) for canaries")
+    started = time.perf_counter()
+    canary, replica_history = canary_results(data, run, flip_settings, settings, progress)
+    history = history_for(run, data)
+    use_aum = history is not None  # both sides need it; the replica always has one
+    scanned_signals = signals(results, history)
+    canary_signals = signals(canary, replica_history if use_aum else None)
+    scores, threshold, recall, weights = fit_cutoff(scanned_signals, canary_signals,
+                                                    settings.canary_recall, settings.seed)
+    suspected = scores >= threshold
+    details = {
+        "method": "canaries",
+        "canaries": len(canary),
+        "calibration": "a replica of the scanned model's recipe and seed, trained with the "
+                       "canaries (real examples relabelled to a random other class); the "
+                       "canaries are flip-searched on it and never appear in the outputs",
+        "signals": list(SIGNALS if use_aum else SIGNALS[:2]),
+        "weights": weights,
+        "canary_recall_target": settings.canary_recall,
+        "canary_recall": round(recall, 4),
+        "threshold": round(threshold, 6),
+        "canary_median_units_to_flip": float(canary["units_to_flip"].median()),
+        "seconds": round(time.perf_counter() - started, 3),
+    }
+    return Cutoff("canaries", rows, suspected, scores, suspected.sum() / max(recall, 1e-9),
+                  details)
+
+
+def flag_metrics(is_noisy: np.ndarray, suspected: np.ndarray,
+                 estimated: float | None) -> dict:
+    """Precision, recall and F1 of a flag and the relative error of an estimated count.
+
+    ``count_error`` is ``(estimated - true) / true`` over the same rows (None when either is
+    missing or nothing is mislabeled).
+    """
+    is_noisy = np.asarray(is_noisy, dtype=bool)
+    suspected = np.asarray(suspected, dtype=bool)
+    hits = int((is_noisy & suspected).sum())
+    precision = hits / suspected.sum() if suspected.any() else math.nan
+    recall = hits / is_noisy.sum() if is_noisy.any() else math.nan
+    if not is_noisy.any():
+        f1 = math.nan
+    elif hits:
+        f1 = 2 * precision * recall / (precision + recall)
+    else:
+        f1 = 0.0  # nothing right (or nothing flagged) among real mislabeled rows
+    true = int(is_noisy.sum())
+    error = (estimated - true) / true if estimated is not None and true else None
+    return {"flag_precision": _rounded(precision), "flag_recall": _rounded(recall),
+            "flag_f1": _rounded(f1), "mislabeled_true": true,
+            "count_error": None if error is None else round(error, 4)}
+
+
+def _rounded(value: float) -> float | None:
+    return None if math.isnan(value) else round(float(value), 4)
+
+
+def mark_suspected(table: pd.DataFrame, cutoff: Cutoff, data: LabeledData) -> pd.DataFrame:
+    """``table`` (a suspects table) with ``suspected`` after ``score`` and ``cutoff_score`` last."""
+    index = data.index.numpy()[cutoff.rows]
+    flagged = dict(zip(index.tolist(), cutoff.suspected.tolist(), strict=True))
+    scores = dict(zip(index.tolist(), cutoff.cutoff_score.tolist(), strict=True))
+    table = table.copy()
+    table.insert(table.columns.get_loc("score") + 1, "suspected",
+                 table["index"].map(flagged).fillna(False).astype(bool))
+    table["cutoff_score"] = table["index"].map(scores).astype(np.float64)
+    return table

@@ -1,0 +1,156 @@
+"""The calibrated cutoff: canaries, the positive-unlabelled decision, and the scan's outputs."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from noisefind.cli import app
+from noisefind.cutoff import (
+    CutoffSettings,
+    canary_count,
+    choose_canaries,
+    fit_cutoff,
+    flag_metrics,
+)
+from noisefind.errors import NoisefindError
+
+runner = CliRunner()
+TINY = ["--width", "0.25", "--epochs", "8", "--max-units", "20", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def scanned(tmp_path_factory):
+    """A real scan (digits, 10% symmetric noise, tiny CNN) of 150 rows through the CLI."""
+    out = tmp_path_factory.mktemp("scan")
+    result = runner.invoke(app, ["scan", "digits", "--noise", "symmetric:0.1", "--limit", "150",
+                                 "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_canaries_are_seeded_distinct_rows_with_another_label():
+    labels = np.random.default_rng(0).integers(0, 10, size=1000)
+    settings = CutoffSettings(seed=3)
+    rows, new = choose_canaries(labels, 10, settings)
+    again, _ = choose_canaries(labels, 10, settings)
+    other, _ = choose_canaries(labels, 10, CutoffSettings(seed=4))
+    assert len(rows) == canary_count(1000, settings) == 30 and len(set(rows)) == len(rows)
+    assert (new != labels[rows]).all() and ((new >= 0) & (new < 10)).all()
+    assert np.array_equal(rows, again) and not np.array_equal(rows, other)
+
+
+def test_canary_count_bounds():
+    assert canary_count(10_000, CutoffSettings()) == 200  # 2%
+    assert canary_count(500, CutoffSettings()) == 30  # at least min_canaries
+    assert canary_count(60, CutoffSettings()) == 12  # never more than a fifth
+
+
+def test_fit_cutoff_recovers_the_share_of_canary_like_examples():
+    rng = np.random.default_rng(0)
+    clean = rng.normal(0.0, 1.0, size=(1800, 3))
+    noisy = rng.normal([-2.5, 2.0, -3.0], 1.0, size=(200, 3))
+    canaries = rng.normal([-2.5, 2.0, -3.0], 1.0, size=(60, 3))
+    scores, threshold, recall, weights = fit_cutoff(np.concatenate([clean, noisy]), canaries,
+                                                    canary_recall=0.8)
+    suspected = scores >= threshold
+    truth = np.r_[np.zeros(1800, bool), np.ones(200, bool)]
+    metrics = flag_metrics(truth, suspected, suspected.sum() / recall)
+    assert 0.7 <= recall <= 0.9 and set(weights) == {"log_flip_cost", "log_loss", "aum"}
+    assert metrics["flag_precision"] > 0.9 and metrics["flag_recall"] > 0.6
+    assert abs(metrics["count_error"]) < 0.2
+
+
+def test_flag_metrics_by_hand():
+    truth = np.array([1, 1, 1, 0, 0, 0, 0, 0], bool)
+    flag = np.array([1, 1, 0, 1, 0, 0, 0, 0], bool)
+    metrics = flag_metrics(truth, flag, 4.5)
+    assert metrics["flag_precision"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics["flag_recall"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics["flag_f1"] == pytest.approx(2 / 3, abs=1e-4)
+    assert metrics["count_error"] == 0.5 and metrics["mislabeled_true"] == 3
+
+
+@pytest.mark.parametrize("settings,message", [
+    (CutoffSettings(method="quantile"), "--cutoff"),
+    (CutoffSettings(canary_fraction=0.5), "--canary-fraction"),
+    (CutoffSettings(canary_recall=1.0), "--canary-recall"),
+])
+def test_bad_settings(settings, message):
+    with pytest.raises(NoisefindError, match=message):
+        settings.validate()
+
+
+def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
+    table = pd.read_csv(scanned / "suspects.csv")
+    summary = json.loads((scanned / "summary.json").read_text())
+    assert table["suspected"].dtype == bool and table["suspected"].any()
+    assert len(table) == 150 and table["index"].is_unique  # scanned rows only: no canaries
+    cutoff = summary["cutoff"]
+    assert cutoff["method"] == "canaries" and cutoff["canaries"] == 36
+    assert summary["suspected"] == int(table["suspected"].sum())
+    # The estimate is for the whole training set (the truth: 179 of 1797).
+    assert 0 < summary["estimated_mislabeled"] < 1797
+    assert summary["mislabeled_total"] == 179 and "count_error" in summary
+    for key in ("flag_precision", "flag_recall", "flag_f1", "count_error_scanned"):
+        assert key in summary
+    # Flagged examples are mostly the truly mislabeled ones even with this tiny model.
+    assert summary["flag_precision"] >= 0.5
+
+
+def test_cutoff_none_flags_nothing(tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", "digits", "--noise", "symmetric:0.1", "--limit", "40",
+                                 "--cutoff", "none", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out / "suspects.csv")
+    summary = json.loads((out / "summary.json").read_text())
+    assert not table["suspected"].any() and summary["estimated_mislabeled"] is None
+    assert summary["cutoff"]["method"] == "none" and "--cutoff none" in summary["cutoff"]["note"]
+
+
+def test_a_given_model_is_calibrated_by_a_replica_of_its_recipe(scanned, tmp_path):
+    out = tmp_path / "again"
+    result = runner.invoke(app, ["scan", "digits", "--model", str(scanned / "run"), "--limit",
+                                 "60", "--out", str(out), "--max-units", "20", "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["noise"] == "symmetric:0.1"  # taken from the run
+    assert summary["cutoff"]["method"] == "canaries" and "replica" in summary["cutoff"][
+        "calibration"]
+    assert not (out / "run").exists()  # the given model was used; the replica is not kept
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--cutoff", "quantile"], "--cutoff"),
+    (["--canary-fraction", "0"], "--canary-fraction"),
+])
+def test_bad_cutoff_flags_exit_2(args, message):
+    result = runner.invoke(app, ["scan", "digits", *args, "--quiet"])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_bench_reports_decisions_beside_cleanlab(tmp_path):
+    from noisefind.bench import bench
+    from noisefind.data import load_data
+    from noisefind.flip import FlipSettings
+    from noisefind.train import TrainConfig
+
+    runs = bench(load_data("digits"), ["symmetric:0.1"], seeds=1,
+                 detectors=["flip", "confident_learning"], folds=2, limit=80,
+                 train_config=TrainConfig(width=0.25, epochs=6), out=tmp_path / "bench",
+                 flip_settings=FlipSettings(max_units=20), progress=False)
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    assert {"detector", "noise", "seed", "auroc", "auprc", "tpr_at_5fpr", "precision_at_k",
+            "seconds"} <= set(results["runs"][0])
+    decisions = {d["method"]: d for d in results["decisions"]}
+    assert set(decisions) == {"flip_cutoff", "cleanlab"} == {
+        d["method"] for d in runs.attrs["decisions"]}
+    for record in decisions.values():
+        assert record["examples"] == 80 and record["seconds"] > 0
+        assert {"precision", "recall", "f1", "estimated", "count_error", "flagged"} <= set(record)
+    markdown = (tmp_path / "bench" / "results.md").read_text()
+    assert "## Decisions" in markdown and "| symmetric:0.1 | flip_cutoff |" in markdown

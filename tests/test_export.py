@@ -1,0 +1,134 @@
+"""Export: cleaned manifests that load_data reads back, from real scans through the CLI; and the
+bench's retraining on the cleaned set."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from noisefind.cli import app
+from noisefind.data import load_data
+from noisefind.export import load_training_set
+
+runner = CliRunner()
+TINY = ["--width", "0.25", "--max-units", "20", "--quiet"]
+
+
+def scan(out, data: str, *args: str):
+    result = runner.invoke(app, ["scan", data, "--out", str(out), *TINY, *args])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_out(tmp_path_factory):
+    return scan(tmp_path_factory.mktemp("digits"), "digits", "--noise", "symmetric:0.1",
+                "--limit", "150", "--epochs", "8")
+
+
+def export(out, manifest, *modes):
+    return runner.invoke(app, ["export", str(out), *modes, "--out", str(manifest)])
+
+
+def suspects(out) -> pd.DataFrame:
+    return pd.read_csv(out / "suspects.csv", dtype={"flipped_to": str, "given_label": str})
+
+
+def test_drop_writes_pngs_and_a_manifest_without_the_flagged(digits_out, tmp_path):
+    result = export(digits_out, tmp_path / "clean.csv", "--drop")
+    assert result.exit_code == 0, result.output
+    flagged = set(suspects(digits_out).query("suspected")["index"])
+    assert flagged
+    manifest = pd.read_csv(tmp_path / "clean.csv")
+    assert list(manifest.columns) == ["path", "label"] and len(manifest) == 1797 - len(flagged)
+    kept_index = {int(p.split("/")[-1].removesuffix(".png")) for p in manifest["path"]}
+    assert not kept_index & flagged
+
+    cleaned = load_data(tmp_path / "clean.csv")  # trains as image data again
+    original = load_data("digits").with_noise("symmetric:0.1", seed=0)
+    keep = np.setdiff1d(np.arange(1797), sorted(flagged))
+    assert cleaned.is_image and cleaned.input_shape == (1, 8, 8)
+    assert cleaned.classes == original.classes
+    assert torch.equal(cleaned.y, original.y[keep])  # the given labels, noisy ones included
+    assert torch.allclose(cleaned.x, original.x[keep], atol=1 / 255)
+
+
+def test_relabel_gives_the_flipped_to_label(digits_out, tmp_path):
+    result = export(digits_out, tmp_path / "relabelled.csv", "--relabel")
+    assert result.exit_code == 0, result.output
+    table = suspects(digits_out)
+    flagged = table[table["suspected"]]
+    manifest = pd.read_csv(tmp_path / "relabelled.csv", dtype={"label": str})
+    by_index = dict(zip([int(p.split("/")[-1][:-4]) for p in manifest["path"]],
+                        manifest["label"], strict=True))
+    relabelled = flagged[flagged["flipped_to"].notna()]
+    assert len(relabelled)
+    for _, row in relabelled.iterrows():
+        assert by_index[row["index"]] == row["flipped_to"] != row["given_label"]
+    training = load_training_set(digits_out)
+    assert len(manifest) == len(training.y) - len(flagged) + len(relabelled)
+
+
+def test_tabular_export_keeps_the_features(tmp_path):
+    out = scan(tmp_path / "wine", "wine", "--noise", "symmetric:0.1", "--epochs", "20")
+    result = export(out, tmp_path / "wine.csv", "--drop")
+    assert result.exit_code == 0, result.output
+    flagged = suspects(out).query("suspected")["index"].to_numpy()
+    keep = np.setdiff1d(np.arange(178), flagged)
+    manifest = pd.read_csv(tmp_path / "wine.csv")
+    assert list(manifest.columns) == [f"x{k}" for k in range(13)] + ["label"]
+    cleaned = load_data(tmp_path / "wine.csv")
+    original = load_data("wine").with_noise("symmetric:0.1", seed=0)
+    np.testing.assert_allclose(cleaned.x.numpy(), original.x[keep].numpy(), rtol=1e-6)
+    names = np.array(cleaned.classes)[cleaned.y.numpy()]
+    assert (names == np.array(original.classes)[original.y.numpy()[keep]]).all()
+
+
+def test_image_files_export_their_absolute_paths(image_folder, tmp_path):
+    out = scan(tmp_path / "out", str(image_folder), "--epochs", "3")
+    result = export(out, tmp_path / "files.csv", "--drop")
+    assert result.exit_code == 0, result.output
+    manifest = pd.read_csv(tmp_path / "files.csv")
+    assert manifest["path"].str.startswith(str(image_folder)).all()
+    assert len(load_data(tmp_path / "files.csv")) == len(manifest)
+
+
+@pytest.mark.parametrize("modes,name,message", [
+    (["--drop", "--relabel"], "x.csv", "exactly one of --drop or --relabel"),
+    ([], "x.csv", "exactly one of --drop or --relabel"),
+    (["--drop"], "x.txt", "ending in .csv"),
+])
+def test_bad_export_flags_exit_2(digits_out, tmp_path, modes, name, message):
+    result = export(digits_out, tmp_path / name, *modes)
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_export_without_a_scan_exits_2(tmp_path):
+    (tmp_path / "suspects.csv").write_text("rank,index\n1,0\n")
+    result = export(tmp_path, tmp_path / "x.csv", "--drop")
+    assert result.exit_code == 2 and "training_set.npz" in result.output
+
+
+def test_bench_retrain_compares_noisy_cleaned_and_clean(tmp_path):
+    from noisefind.bench import bench
+    from noisefind.flip import FlipSettings
+    from noisefind.train import TrainConfig
+
+    result = runner.invoke(app, ["bench", "digits", "--noise", "symmetric:0.1", "--seeds", "1",
+                                 "--detectors", "flip", "--limit", "60", "--width", "0.25",
+                                 "--epochs", "6", "--max-units", "20", "--retrain", "--out",
+                                 str(tmp_path / "bench"), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert "retraining" in result.output
+    markdown = (tmp_path / "bench" / "results.md").read_text()
+    assert "## Retraining" in markdown and "dropped by flip_cutoff" in markdown
+    runs = bench(load_data("wine"), ["symmetric:0.1"], seeds=1, detectors=["flip"],
+                 train_config=TrainConfig(width=0.25, epochs=20), retrain=True,
+                 flip_settings=FlipSettings(max_units=20), progress=False)
+    records = {r["training_set"]: r for r in runs.attrs["retrain"]}
+    assert list(records) == ["noisy", "dropped by flip_cutoff", "clean labels"]
+    assert records["noisy"]["test_examples"] == 36  # a fifth of wine, held out with clean labels
+    assert records["dropped by flip_cutoff"]["dropped"] == runs.attrs["decisions"][0]["flagged"]
+    assert all(0.0 <= r["test_accuracy"] <= 1.0 for r in records.values())

@@ -1,0 +1,136 @@
+"""The review page: one self-contained HTML file with every flagged example, for images and
+tables, written by the real CLI."""
+
+import base64
+import io
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from noisefind.cli import app
+
+runner = CliRunner()
+TINY = ["--width", "0.25", "--max-units", "20", "--quiet"]
+
+
+class Page(HTMLParser):
+    """Collects tags, attributes and the items the page lists."""
+
+    def __init__(self, html: str):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.items: list[dict] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.tags.append((tag, attrs))
+        if "suspect" in (attrs.get("class") or "").split():
+            self.items.append({"tag": tag, **attrs})
+
+    def count(self, tag: str) -> int:
+        return sum(1 for t, _ in self.tags if t == tag)
+
+
+def scan(tmp_path_factory, data: str, *args: str):
+    out = tmp_path_factory.mktemp("scan")
+    result = runner.invoke(app, ["scan", data, "--noise", "symmetric:0.1", "--out", str(out),
+                                 *TINY, *args])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def digits_out(tmp_path_factory):
+    return scan(tmp_path_factory, "digits", "--limit", "150", "--epochs", "8")
+
+
+@pytest.fixture(scope="module")
+def wine_out(tmp_path_factory):
+    return scan(tmp_path_factory, "wine", "--epochs", "30")
+
+
+def review(out, *args) -> Page:
+    result = runner.invoke(app, ["review", str(out), *args])
+    assert result.exit_code == 0, result.output
+    return Page((out / "report.html").read_text(encoding="utf-8"))
+
+
+def test_image_page_is_one_self_contained_file(digits_out):
+    page = review(digits_out)
+    html = (digits_out / "report.html").read_text(encoding="utf-8")
+    assert html.startswith("<!doctype html>")
+    assert page.count("style") == 1 and page.count("script") == 1
+    assert page.count("link") == 0  # no stylesheet or font to fetch
+    for _, attrs in page.tags:  # nothing loads from anywhere but the page itself
+        for key in ("src", "href"):
+            assert not attrs.get(key) or attrs[key].startswith("data:")
+    assert "http://" not in html and "https://" not in html
+
+
+def test_every_flagged_example_is_listed_in_suspicion_order(digits_out):
+    page = review(digits_out)
+    suspects = pd.read_csv(digits_out / "suspects.csv")
+    flagged = set(suspects.loc[suspects["suspected"], "index"])
+    listed = {int(item["data-index"]): item for item in page.items}
+    assert flagged and flagged <= set(listed)
+    assert all(listed[i]["data-suspected"] == "true" for i in flagged)
+    assert all("flagged" in listed[i]["class"] for i in flagged)
+    ranks = [int(item["data-rank"]) for item in page.items]
+    assert ranks == sorted(ranks) and len(page.items) == len(suspects)  # all 150 under --top
+
+
+def test_cards_carry_labels_units_score_and_a_png_thumbnail(digits_out):
+    page = review(digits_out)
+    suspects = pd.read_csv(digits_out / "suspects.csv", dtype={"given_label": str})
+    first = suspects.iloc[0]
+    item = page.items[0]
+    assert item["tag"] == "article" and item["data-label"] == first["given_label"]
+    images = [attrs for tag, attrs in page.tags if tag == "img"]
+    assert len(images) == len(page.items)
+    data = images[0]["src"].removeprefix("data:image/png;base64,")
+    with Image.open(io.BytesIO(base64.b64decode(data))) as thumbnail:
+        assert thumbnail.format == "PNG" and thumbnail.size == (8, 8)
+    html = (digits_out / "report.html").read_text(encoding="utf-8")
+    assert f"score {first['score']:.3f}" in html and "flips to" in html
+
+
+def test_filters_list_every_class_and_both_flag_states(digits_out):
+    page = review(digits_out)
+    selects = [attrs.get("id") for tag, attrs in page.tags if tag == "select"]
+    assert selects == ["class-filter", "flag-filter"]
+    values = [attrs.get("value") for tag, attrs in page.tags if tag == "option"]
+    assert values[:11] == ["", *[str(k) for k in range(10)]]
+    assert values[11:] == ["all", "flagged", "unflagged"]
+
+
+def test_top_limits_the_unflagged_examples_only(digits_out):
+    page = review(digits_out, "--top", "5")
+    suspects = pd.read_csv(digits_out / "suspects.csv")
+    flagged = int(suspects["suspected"].sum())
+    assert len(page.items) == flagged + 5
+    assert sum(item["data-suspected"] == "false" for item in page.items) == 5
+
+
+def test_tabular_page_shows_the_feature_rows(wine_out):
+    page = review(wine_out)
+    suspects = pd.read_csv(wine_out / "suspects.csv")
+    headers = [t for t, _ in page.tags if t == "th"]
+    assert len(headers) == 8 + 13  # the scan's columns and wine's 13 features
+    assert all(item["tag"] == "tr" for item in page.items)
+    assert set(suspects.loc[suspects["suspected"], "index"]) <= {
+        int(item["data-index"]) for item in page.items}
+    assert page.count("img") == 0
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda p: p, "no suspects.csv"),
+    (lambda p: p / "missing", "no suspects.csv"),
+])
+def test_review_of_a_folder_without_a_scan_exits_2(tmp_path, make, message):
+    result = runner.invoke(app, ["review", str(make(tmp_path))])
+    assert result.exit_code == 2 and message in result.output
+    assert len(result.output.strip().splitlines()) == 1
