@@ -274,7 +274,8 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
         raise NoisefindError("--seeds must be at least 1")
     chosen = get_detectors(detectors)
     train_config = train_config or TrainConfig()
-    settings = bench_settings(data, noises, seed_list, chosen, train_config, folds, limit)
+    settings = bench_settings(data, noises, seed_list, chosen, train_config, folds, limit,
+                              flip_settings or FlipSettings())
     out = Path(out) if out is not None else None
     _warm_up(data, train_config)
     records, curves, extra = [], {}, {"decisions": [], "retrain": []}
@@ -313,7 +314,7 @@ def _warm_up(data: LabeledData, train_config: TrainConfig) -> None:
 
 def bench_settings(data: LabeledData, noises: Sequence[NoiseSpec], seeds: Sequence[int],
                    detectors: dict[str, Detector], train_config: TrainConfig, folds: int,
-                   limit: int | None) -> dict:
+                   limit: int | None, flip_settings: FlipSettings | None = None) -> dict:
     """What a bench ran on and with, for ``results.json`` (so a table can be reproduced)."""
     from noisefind import __version__
     from noisefind.train import resolve_device
@@ -323,6 +324,7 @@ def bench_settings(data: LabeledData, noises: Sequence[NoiseSpec], seeds: Sequen
         "data": data.name, "examples": len(data), "noises": [str(n) for n in noises],
         "seeds": list(seeds), "detectors": list(detectors), "folds": folds, "limit": limit,
         "train": asdict(train_config),
+        "flip": (flip_settings or FlipSettings()).as_dict(),
         "machine": {
             "platform": platform.platform(), "processor": platform.processor(),
             "cpus": os.cpu_count(), "threads": torch.get_num_threads(), "device": str(device),

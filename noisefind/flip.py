@@ -4,7 +4,8 @@ For one training example (x, y) and a trained model in eval mode, the search zer
 (conv channels, hidden neurons) one by one until the model's prediction leaves y:
 
 1. the example's logits are averaged over K copies of x with Gaussian noise of norm
-   ``noise_scale * |x|``, so the search cannot take an adversarial shortcut;
+   ``noise_scale * |x|``, both measured after the model's input standardisation, so the
+   search cannot take an adversarial shortcut;
 2. the objective O = loss(x, y) - mean loss of R other training examples, all under the same
    mask: the second term keeps the edit from wrecking the model as a whole;
 3. every still-active unit is scored by the first-order estimate of O's increase if zeroed,
@@ -116,17 +117,28 @@ class FlipSettings:
 # Pieces shared by the batched and the one-at-a-time search
 
 
-def noisy_copies(x: torch.Tensor, rows: torch.Tensor, settings: FlipSettings) -> torch.Tensor:
-    """K noisy copies of each example: (len(rows), K, *input_shape)."""
+def noisy_copies(x: torch.Tensor, rows: torch.Tensor, settings: FlipSettings,
+                 mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> torch.Tensor:
+    """K noisy copies of each example: (len(rows), K, *input_shape).
+
+    The noise is drawn where the model sees the input, after its standardisation by ``mean``
+    and ``std`` (per channel or per feature; the model's ``Net.mean`` and ``Net.std``), with a
+    norm of ``noise_scale`` times the standardised input's norm. A share of the raw norm would
+    drown the small features of a table whose features have mixed scales (wine: one feature
+    near 1000, another with a spread of 0.1). Without ``mean`` and ``std``, the raw input.
+    """
     inputs = x[rows]
-    flat = inputs.reshape(len(rows), -1)
-    k, d = settings.noise_copies, flat.shape[1]
+    view = (1, -1) + (1,) * (x.dim() - 2)
+    mean = x.new_zeros(()) if mean is None else mean.to(x.dtype).view(view)
+    std = x.new_ones(()) if std is None else std.to(x.dtype).view(view)
+    standard = ((inputs - mean) / std).reshape(len(rows), -1)
+    k, d = settings.noise_copies, standard.shape[1]
     noise = keyed_normal(settings.seed, rows, _NOISE_STREAM, k * d).to(x.device, x.dtype)
     noise = noise.reshape(len(rows), k, d)
-    scale = settings.noise_scale * flat.norm(dim=1, keepdim=True) / noise.norm(dim=2).clamp_min(
-        1e-12)
-    copies = flat[:, None, :] + noise * scale[:, :, None]
-    return copies.reshape(len(rows), k, *x.shape[1:])
+    scale = settings.noise_scale * standard.norm(dim=1, keepdim=True) / noise.norm(
+        dim=2).clamp_min(1e-12)
+    copies = (standard[:, None, :] + noise * scale[:, :, None]).reshape(-1, *x.shape[1:])
+    return (copies * std + mean).reshape(len(rows), k, *x.shape[1:])
 
 
 class ReferencePool:
@@ -168,7 +180,8 @@ def search_forward(model: Net, x: torch.Tensor, y: torch.Tensor, rows: torch.Ten
     """
     s, k, r = len(rows), settings.noise_copies, settings.reference_size
     refs = pool.draw(rows)
-    inputs = torch.cat([noisy_copies(x, rows, settings), x[refs]], dim=1)
+    inputs = torch.cat([noisy_copies(x, rows, settings, model.mean, model.std), x[refs]],
+                       dim=1)
     inputs = inputs.reshape(s * (k + r), *x.shape[1:])
     gates = [g for _, g in model.gates()]
     masks = list(torch.split(mask, [g.units for g in gates], dim=1))

@@ -106,7 +106,7 @@ def bench_markdown(runs: pd.DataFrame, settings: dict | None = None) -> str:
     """Markdown tables, one per noise setting, of mean ± std over seeds; best per column bold."""
     lines = [f"# noisefind bench: {settings['data']}" if settings else "# noisefind bench", ""]
     if settings:
-        lines += [_settings_line(settings), ""]
+        lines += [_settings_line(settings), "", f"Command: `{bench_command(settings)}`", ""]
     header = "| detector | " + " | ".join(BENCH_COLUMNS.values()) + " |"
     align = "| --- | " + " | ".join("---:" for _ in BENCH_COLUMNS) + " |"
     for noise, part, cells, best in _noise_sections(runs):
@@ -127,6 +127,27 @@ def bench_markdown(runs: pd.DataFrame, settings: dict | None = None) -> str:
               "cross-validation models for confident_learning) and any shared search it uses.",
               ""]
     return "\n".join(lines)
+
+
+def bench_command(settings: dict) -> str:
+    """The ``noisefind bench`` command line that reproduces ``settings`` (results.json's)."""
+    train, flip = settings["train"], settings.get("flip", {})
+    seeds = settings["seeds"]
+    parts = ["noisefind bench", settings["data"], "--noise", ",".join(settings["noises"]),
+             "--seeds", str(len(seeds))]
+    defaults = {"--seed": (seeds[0], 0), "--folds": (settings["folds"], 5),
+                "--limit": (settings["limit"], None), "--arch": (train["arch"], "auto"),
+                "--width": (train["width"], 1.0), "--epochs": (train["epochs"], 50),
+                "--lr": (train["lr"], 0.1), "--batch-size": (train["batch_size"], None),
+                "--max-units": (flip.get("max_units"), 100),
+                "--noise-copies": (flip.get("noise_copies"), 5),
+                "--reference-size": (flip.get("reference_size"), 16)}
+    for flag, (value, default) in defaults.items():
+        if value is not None and value != default:
+            parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    if "detectors" in settings:
+        parts += ["--detectors", ",".join(settings["detectors"])]
+    return " ".join(parts)
 
 
 def _settings_line(settings: dict) -> str:

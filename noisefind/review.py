@@ -89,10 +89,17 @@ SCRIPT = """
     }
     shown.textContent = count + ' of ' + items.length + ' shown';
   }
-  // report.html?show=flagged&class=3 opens with those filters, e.g. to share a view.
+  // report.html?show=flagged&class=3 opens with those filters, e.g. to share a view; a value
+  // the menu does not offer is ignored (setting it would blank the menu and misfilter).
   const params = new URLSearchParams(window.location.search);
-  if (params.has('class')) byClass.value = params.get('class');
-  if (params.has('show')) byFlag.value = params.get('show');
+  function pick(select, name) {
+    const value = params.get(name);
+    if (Array.from(select.options).some(function (o) { return o.value === value; })) {
+      select.value = value;
+    }
+  }
+  pick(byClass, 'class');
+  pick(byFlag, 'show');
   byClass.addEventListener('change', apply);
   byFlag.addEventListener('change', apply);
   apply();

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import numpy as np
 import pandas as pd
@@ -132,7 +133,16 @@ def test_cli_bench_end_to_end(tmp_path):
         assert set(record) >= {"detector", "noise", "seed", "auroc", "auprc", "tpr_at_5fpr",
                                "precision_at_k", "seconds"}
         assert record["noise"] == "symmetric:0.1" and record["examples"] == 40
-    assert "| flip |" in (out / "results.md").read_text()
+    markdown = (out / "results.md").read_text()
+    assert "| flip |" in markdown
+    # The recorded command reproduces this run: every non-default flag, in the CLI's spelling.
+    command = re.search(r"Command: `(noisefind bench [^`]*)`", markdown).group(1).split()
+    assert command[:7] == ["noisefind", "bench", "digits", "--noise", "symmetric:0.1",
+                           "--seeds", "1"]
+    flags = dict(zip(command[7::2], command[8::2], strict=True))
+    assert flags["--width"] == "0.25" and flags["--epochs"] == "4" and flags["--limit"] == "40"
+    assert flags["--folds"] == "2" and flags["--reference-size"] == "4"
+    assert flags["--noise-copies"] == "2" and flags["--max-units"] == "20"
     assert (out / "roc.png").stat().st_size > 10_000
     scores = pd.read_csv(out / "scores" / "symmetric-0.1_seed0.csv")
     assert len(scores) == 40 and set(get_detectors()) <= set(scores.columns)

@@ -2,6 +2,7 @@ import numpy as np
 import pytest
 import torch
 
+from noisefind.data import load_data
 from noisefind.errors import NoisefindError
 from noisefind.flip import (
     FlipSettings,
@@ -56,7 +57,8 @@ def test_flipped_examples_really_flip(trained, noisy_digits, mixed_rows):
         assert r["flipped"] and len(r["units"]) == r["units_to_flip"]
         mask = torch.ones(1, total, dtype=torch.float64)
         mask[0, r["units"]] = 0
-        copies = noisy_copies(noisy_digits.x.double(), torch.tensor([r["row"]]), settings)[0]
+        copies = noisy_copies(noisy_digits.x.double(), torch.tensor([r["row"]]), settings,
+                              trained.mean, trained.std)[0]
         masks = list(torch.split(mask, [g.units for _, g in trained.gates()], dim=1))
         with unit_masks(trained, masks), torch.no_grad():
             prediction = trained(copies).mean(0).argmax()
@@ -81,6 +83,20 @@ def test_noise_copies_have_the_requested_norm_and_are_keyed_by_row(noisy_digits)
     assert torch.equal(a[1], b[0])  # the same example gets the same noise in any batch
     relative = (a[0] - x[3]).flatten(1).norm(dim=1) / x[3].norm()
     assert torch.allclose(relative, torch.full((4,), 0.05), rtol=1e-4)
+
+
+def test_noise_is_relative_to_the_standardised_input_on_mixed_scale_features():
+    # wine: proline is near 1000, hue spreads by 0.2; 1% of the raw norm would be ~50 hue
+    # standard deviations. Measured after standardisation, every feature gets the same share.
+    wine = load_data("wine")
+    mean, std = wine.x.mean(0), wine.x.std(0)
+    settings = FlipSettings(noise_copies=3, noise_scale=0.01)
+    copies = noisy_copies(wine.x, torch.tensor([0, 5]), settings, mean, std)
+    standard_noise = (copies - wine.x[[0, 5]][:, None]) / std
+    standard_input = (wine.x[[0, 5]] - mean) / std
+    relative = standard_noise.norm(dim=2) / standard_input.norm(dim=1, keepdim=True)
+    assert torch.allclose(relative, torch.full((2, 3), 0.01), rtol=1e-3)
+    assert standard_noise.abs().max() < 0.1  # no feature is swamped
 
 
 @pytest.mark.parametrize("reference", ["same-class", "random"])

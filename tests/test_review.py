@@ -3,6 +3,8 @@ tables, written by the real CLI."""
 
 import base64
 import io
+import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import pandas as pd
@@ -105,6 +107,28 @@ def test_filters_list_every_class_and_both_flag_states(digits_out):
     values = [attrs.get("value") for tag, attrs in page.tags if tag == "option"]
     assert values[:11] == ["", *[str(k) for k in range(10)]]
     assert values[11:] == ["all", "flagged", "unflagged"]
+
+
+CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                 if shutil.which(n)), None)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a headless Chromium")
+@pytest.mark.parametrize("query,shown", [
+    ("?show=flagged&class=3", lambda s: s["suspected"] & (s["given_label"] == "3")),
+    ("?show=unflagged", lambda s: ~s["suspected"]),
+    ("?show=bogus&class=99", lambda s: s["rank"] > 0),  # unknown values: no filter
+])
+def test_url_query_filters_the_page_in_a_browser(digits_out, query, shown):
+    review(digits_out)
+    dom = subprocess.run(
+        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom",
+         (digits_out / "report.html").as_uri() + query],
+        capture_output=True, text=True, timeout=120, check=True).stdout
+    suspects = pd.read_csv(digits_out / "suspects.csv", dtype={"given_label": str})
+    visible = {int(item["data-index"]) for item in Page(dom).items if "hidden" not in item}
+    assert visible == set(suspects.loc[shown(suspects), "index"])
+    assert f"{len(visible)} of {len(suspects)} shown" in dom  # the script ran to the end
 
 
 def test_top_limits_the_unflagged_examples_only(digits_out):
