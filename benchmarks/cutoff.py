@@ -35,7 +35,7 @@ from noisefind.data import load_data
 from noisefind.flip import FlipSettings
 from noisefind.train import TrainConfig
 
-DETECTORS = ["flip", "flip_cost", "aum", "confident_learning"]
+DETECTORS = ["flip", "flip_cost", "flip+dynamics", "aum", "confident_learning"]
 
 
 def main() -> None:

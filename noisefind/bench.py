@@ -165,7 +165,7 @@ def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
                                   train_seconds=time.perf_counter() - start, progress=progress)
         scores = {name: _timed_scores(context, name, detector)
                   for name, detector in detectors.items()}
-        decisions = bench_decisions(context, detectors, seed)
+        decisions = bench_decisions(context, detectors)
         retrained = retrain_records(context, decisions, noise, seed) if retrain else []
     is_noisy = noisy.is_noisy.numpy()[rows]
     records, roc = [], {}
@@ -351,14 +351,12 @@ class Decision:
     seconds: float
 
 
-def bench_decisions(context: DetectorContext, detectors: dict[str, Detector],
-                    seed: int) -> list[Decision]:
+def bench_decisions(context: DetectorContext, detectors: dict[str, Detector]) -> list[Decision]:
     """The flip cutoff (when a flip detector ran) and cleanlab's ``find_label_issues`` (when
     ``confident_learning`` ran), on the same run and rows."""
     decisions = []
     if any("flip" in name for name in detectors):
-        decisions.append(_timed_decision(context, "flip_cutoff", lambda: _flip_cutoff(
-            context, seed)))
+        decisions.append(_timed_decision(context, "flip_cutoff", lambda: _flip_cutoff(context)))
     if "confident_learning" in detectors:
         decisions.append(_timed_decision(context, "cleanlab", lambda: _cleanlab_decision(
             context)))
@@ -374,13 +372,8 @@ def _timed_decision(context: DetectorContext, method: str, decide) -> Decision:
     return Decision(method, suspected, estimated, own + context.charged_seconds())
 
 
-def _flip_cutoff(context: DetectorContext, seed: int) -> tuple[np.ndarray, float | None]:
-    from noisefind.cutoff import CutoffSettings, calibrate
-
-    results = context.flip_results().reset_index()  # back to a "row" column, in row order
-    cutoff = context.shared("flip_cutoff", lambda: calibrate(
-        context.data, context.run, results, CutoffSettings(seed=seed), context.flip_settings,
-        progress=context.progress), depends=("train", "flip_search"))
+def _flip_cutoff(context: DetectorContext) -> tuple[np.ndarray, float | None]:
+    cutoff = context.flip_cutoff()
     return cutoff.suspected, cutoff.estimated_scanned
 
 

@@ -211,7 +211,7 @@ def scan(
         help="Calibrate the 'suspected' flag with canaries in a replica model (canaries: one "
              "more training), or none.")] = "canaries",
     canary_fraction: Annotated[float, typer.Option(
-        help="Share of examples relabelled as canaries in the replica.")] = 0.02,
+        help="Share of examples relabelled as canaries in the replica.")] = 0.05,
     canary_recall: Annotated[float, typer.Option(
         help="Share of the canaries the flag must catch (higher: more flagged).")] = 0.8,
     image_size: ImageSize = None,

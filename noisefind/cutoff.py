@@ -17,13 +17,16 @@ watch how a wrong label looks in this data, with this model and this recipe.
    model of the user's data (``OUT/run`` is reusable), and a model passed with ``--model`` can
    be calibrated too (the replica follows its recipe). The canaries are flip-searched on the
    replica and never appear in any output.
-3. Each example (scanned ones on the model, canaries on the replica) is described by three
+3. Each example (scanned ones on the model, canaries on the replica) is described by the
    signals a wrong label leaves: the flip search's cost (``log1p``), the model's loss on the
-   given label (``log``), and the area under the margin of its training history (AUM, Pleiss
-   et al. 2020; left out when a run has no history for these rows). The flip cost alone
-   overlaps too much between clean and mislabeled examples to set a cutoff on small models (on
-   digits many clean examples flip with 2 to 4 units, as mislabeled ones do), so the cutoff
-   learns how to weigh the three.
+   given label (``log``) and, from its training history, the area under the margin (AUM,
+   Pleiss et al. 2020) and the mean training loss (``log``; both left out when a run has no
+   history for these rows). The flip cost alone overlaps too much between clean and mislabeled
+   examples to set a cutoff on small models (on digits many clean examples flip with 2 to 4
+   units, as mislabeled ones do), so the cutoff learns how to weigh them. Adding the mean
+   training loss to the first three raised the AUROC of ``cutoff_score`` on digits (10%
+   symmetric noise, 3 seeds) from 0.991-0.997 to 0.9997-0.9998 and the flag's precision from
+   0.98 to 1.00 at a little less recall (F1 0.89 both ways).
 4. The weighing is positive-unlabelled learning: a logistic regression tells the canaries
    (positives) from the scanned examples (unlabelled, a mixture of clean and mislabeled), on
    standardised signals with balanced class weights. Its decision value is ``cutoff_score``.
@@ -31,10 +34,11 @@ watch how a wrong label looks in this data, with this model and this recipe.
    threshold is not flattered by overfitting.
 5. ``suspected = cutoff_score >= t`` with ``t`` the canaries' ``1 - canary_recall`` quantile:
    the flag catches about ``canary_recall`` (0.8) of the canaries, hence of the mislabeled
-   examples they stand for. The estimated number of mislabeled examples among the scanned ones
-   is ``flagged / r``, r the canaries' measured recall at ``t``; with ``--limit`` it is scaled
-   to the whole training set. It counts flagged clean examples too, so it errs high when the
-   flag's precision is low.
+   examples they stand for.
+6. The estimated number of mislabeled examples among the scanned ones is a mixture-proportion
+   estimate (:func:`estimate_count`): above a threshold that keeps a share r of the canaries,
+   ``count / r`` over-counts by the clean examples above it, so the smallest such bound over
+   r in 0.5 ... 0.9 is taken. With ``--limit`` it is scaled to the whole training set.
 
 Caveats: canaries get *uniformly* random wrong labels, like symmetric noise. Real annotation
 errors are between confusable classes and may look cleaner than canaries, which makes the
@@ -45,6 +49,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -58,7 +63,7 @@ from noisefind.flip import FlipSettings, flip_search
 from noisefind.train import History, Run, TrainConfig, fit
 
 METHODS = ("canaries", "none")
-SIGNALS = ("log_flip_cost", "log_loss", "aum")
+SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss")
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ class CutoffSettings:
     """
 
     method: str = "canaries"
-    canary_fraction: float = 0.02
+    canary_fraction: float = 0.05
     min_canaries: int = 30
     canary_recall: float = 0.8
     seed: int = 0
@@ -222,15 +227,18 @@ def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
 def signals(results: pd.DataFrame, history: History | None) -> np.ndarray:
     """(rows, signals) array of :data:`SIGNALS` for the rows of a flip-search result.
 
-    ``history`` gives the AUM column; pass None to leave it out (then two columns).
+    ``history`` gives the AUM and mean-training-loss columns; pass None to leave them out (then
+    two columns).
     """
     cost = results["flip_cost"].to_numpy(dtype=np.float64)
     loss = results["loss"].to_numpy(dtype=np.float64)
     # Costs of already-misclassified examples lie in (-1, 0]; clip so log1p stays finite.
     columns = [np.log1p(np.clip(cost, -0.99, None)), np.log(np.clip(loss, 1e-8, None))]
     if history is not None:
-        margin = history.margin[:, results["row"].to_numpy()].astype(np.float64)
-        columns.append(margin.mean(axis=0))
+        rows = results["row"].to_numpy()
+        columns.append(history.margin[:, rows].astype(np.float64).mean(axis=0))
+        mean_loss = history.loss[:, rows].astype(np.float64).mean(axis=0)
+        columns.append(np.log(np.clip(mean_loss, 1e-8, None)))
     return np.stack(columns, axis=1)
 
 
@@ -265,6 +273,8 @@ def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
         Share of the canaries' cross-fitted scores at or above the threshold.
     weights : dict
         Coefficient per standardised signal.
+    canary_scores : numpy.ndarray
+        The canaries' cross-fitted decision values.
     """
     from sklearn.model_selection import KFold
 
@@ -277,7 +287,35 @@ def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
         canary_scores[held] = _pu_classifier(scanned, canaries[fit_rows])[0](canaries[held])
     threshold = float(np.quantile(canary_scores, 1.0 - canary_recall))
     measured = float((canary_scores >= threshold).mean())
-    return score(scanned), threshold, measured, weights
+    return score(scanned), threshold, measured, weights, canary_scores
+
+
+ESTIMATE_RECALLS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
+                   recalls: Sequence[float] = ESTIMATE_RECALLS) -> tuple[float, dict]:
+    """Estimated number of mislabeled rows among ``scores``: a mixture-proportion estimate.
+
+    If the canaries score like the mislabeled rows, then above any threshold t the scanned rows
+    hold ``pi * N * P(t)`` mislabeled ones plus some clean ones, P(t) the canaries' share above
+    t. So ``count(scores >= t) / P(t)`` over-counts by the clean rows above t and is an upper
+    bound for every t; the estimate is the tightest bound over the thresholds that keep
+    ``recalls`` of the canaries (not fewer than half of them, so that P(t) rests on enough
+    canaries). One threshold alone (0.8) over-counted digits by 2% to 25%.
+
+    Returns
+    -------
+    estimate : float
+    bounds : dict
+        The bound at each canary recall, for ``summary.json``.
+    """
+    bounds = {}
+    for recall in recalls:
+        threshold = np.quantile(canary_scores, 1.0 - recall)
+        kept = float((canary_scores >= threshold).mean())
+        bounds[f"{recall:g}"] = round(float((scores >= threshold).sum()) / kept, 2)
+    return min(bounds.values()), bounds
 
 
 def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray):
@@ -327,28 +365,29 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
     started = time.perf_counter()
     canary, replica_history = canary_results(data, run, flip_settings, settings, progress)
     history = history_for(run, data)
-    use_aum = history is not None  # both sides need it; the replica always has one
+    use_history = history is not None  # both sides need it; the replica always has one
     scanned_signals = signals(results, history)
-    canary_signals = signals(canary, replica_history if use_aum else None)
-    scores, threshold, recall, weights = fit_cutoff(scanned_signals, canary_signals,
-                                                    settings.canary_recall, settings.seed)
+    canary_signals = signals(canary, replica_history if use_history else None)
+    scores, threshold, recall, weights, canary_scores = fit_cutoff(
+        scanned_signals, canary_signals, settings.canary_recall, settings.seed)
     suspected = scores >= threshold
+    estimate, bounds = estimate_count(scores, canary_scores)
     details = {
         "method": "canaries",
         "canaries": len(canary),
         "calibration": "a replica of the scanned model's recipe and seed, trained with the "
                        "canaries (real examples relabelled to a random other class); the "
                        "canaries are flip-searched on it and never appear in the outputs",
-        "signals": list(SIGNALS if use_aum else SIGNALS[:2]),
+        "signals": list(SIGNALS if use_history else SIGNALS[:2]),
         "weights": weights,
         "canary_recall_target": settings.canary_recall,
         "canary_recall": round(recall, 4),
         "threshold": round(threshold, 6),
+        "count_bounds_by_canary_recall": bounds,
         "canary_median_units_to_flip": float(canary["units_to_flip"].median()),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    return Cutoff("canaries", rows, suspected, scores, suspected.sum() / max(recall, 1e-9),
-                  details)
+    return Cutoff("canaries", rows, suspected, scores, estimate, details)
 
 
 def flag_metrics(is_noisy: np.ndarray, suspected: np.ndarray,

@@ -32,6 +32,10 @@ Choices the method leaves open, written down here:
   first, each group ordered by ``1 - cleanlab.rank.get_label_quality_scores`` (self-confidence).
 - ``flip`` is minus the number of units the flip search zeroed (fewer = more suspicious; the
   scan's plain count); ``flip_cost`` is minus its continuous cost.
+- ``flip+dynamics`` is the scan's ``cutoff_score``: the flip cost, the loss, AUM and the mean
+  training loss weighed by a logistic regression that tells canaries (real examples relabelled
+  in a replica model) from the scored rows (:mod:`noisefind.cutoff`); it costs one more
+  training, shared with the bench's ``flip_cutoff`` decision.
 - ``etd`` trains a second model with example-tied dropout (:mod:`noisefind.dropout`) and scores
   minus the label margin with the memorization channels dropped; opt-in, as it costs a training.
 - ``memorization`` is the Feldman-Zhang estimate (:mod:`noisefind.memorization`) from
@@ -173,6 +177,19 @@ class DetectorContext:
         """The flip search over :attr:`rows`, one table row per scanned example, in row order."""
         return self.shared("flip_search", self._flip_search, depends=(TRAIN,))
 
+    def flip_cutoff(self):
+        """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
+        canaries in a replica model, seeded like the flip search), computed once."""
+        from noisefind.cutoff import CutoffSettings, calibrate
+
+        def compute():
+            results = self.flip_results().reset_index()  # a "row" column, in row order
+            return calibrate(self.data, self.run, results,
+                             CutoffSettings(seed=self.flip_settings.seed), self.flip_settings,
+                             progress=self.progress)
+
+        return self.shared("flip_cutoff", compute, depends=(TRAIN, "flip_search"))
+
     def _early_probabilities(self) -> np.ndarray | None:
         run = self.run
         checkpoint = early_checkpoint(run)
@@ -311,6 +328,18 @@ def flip(context: DetectorContext) -> np.ndarray:
 def flip_cost(context: DetectorContext) -> np.ndarray:
     """The flip search's continuous cost, negated."""
     return -context.flip_results()["flip_cost"].to_numpy(dtype=np.float64)
+
+
+@register("flip+dynamics")
+def flip_dynamics(context: DetectorContext) -> np.ndarray:
+    """The scan's ``cutoff_score``: a logistic regression of the flip cost, the loss, AUM and
+    the mean training loss, fit to tell canaries (real examples relabelled in a replica model)
+    from the scanned rows (:mod:`noisefind.cutoff`). Costs the flip search and one more
+    training."""
+    cutoff = context.flip_cutoff()
+    if cutoff.method != "canaries":
+        raise NoisefindError(f"flip+dynamics: {cutoff.details['note']}")
+    return cutoff.cutoff_score
 
 
 # --------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from noisefind.cutoff import (
     CutoffSettings,
     canary_count,
     choose_canaries,
+    estimate_count,
     fit_cutoff,
     flag_metrics,
 )
@@ -37,14 +38,14 @@ def test_canaries_are_seeded_distinct_rows_with_another_label():
     rows, new = choose_canaries(labels, 10, settings)
     again, _ = choose_canaries(labels, 10, settings)
     other, _ = choose_canaries(labels, 10, CutoffSettings(seed=4))
-    assert len(rows) == canary_count(1000, settings) == 30 and len(set(rows)) == len(rows)
+    assert len(rows) == canary_count(1000, settings) == 50 and len(set(rows)) == len(rows)
     assert (new != labels[rows]).all() and ((new >= 0) & (new < 10)).all()
     assert np.array_equal(rows, again) and not np.array_equal(rows, other)
 
 
 def test_canary_count_bounds():
-    assert canary_count(10_000, CutoffSettings()) == 200  # 2%
-    assert canary_count(500, CutoffSettings()) == 30  # at least min_canaries
+    assert canary_count(10_000, CutoffSettings()) == 500  # 5%
+    assert canary_count(400, CutoffSettings()) == 30  # at least min_canaries
     assert canary_count(60, CutoffSettings()) == 12  # never more than a fifth
 
 
@@ -53,14 +54,28 @@ def test_fit_cutoff_recovers_the_share_of_canary_like_examples():
     clean = rng.normal(0.0, 1.0, size=(1800, 3))
     noisy = rng.normal([-2.5, 2.0, -3.0], 1.0, size=(200, 3))
     canaries = rng.normal([-2.5, 2.0, -3.0], 1.0, size=(60, 3))
-    scores, threshold, recall, weights = fit_cutoff(np.concatenate([clean, noisy]), canaries,
-                                                    canary_recall=0.8)
+    scores, threshold, recall, weights, canary_scores = fit_cutoff(
+        np.concatenate([clean, noisy]), canaries, canary_recall=0.8)
     suspected = scores >= threshold
     truth = np.r_[np.zeros(1800, bool), np.ones(200, bool)]
-    metrics = flag_metrics(truth, suspected, suspected.sum() / recall)
+    estimate, bounds = estimate_count(scores, canary_scores)
+    metrics = flag_metrics(truth, suspected, estimate)
     assert 0.7 <= recall <= 0.9 and set(weights) == {"log_flip_cost", "log_loss", "aum"}
     assert metrics["flag_precision"] > 0.9 and metrics["flag_recall"] > 0.6
     assert abs(metrics["count_error"]) < 0.2
+    assert len(canary_scores) == len(canaries)
+    assert estimate == min(bounds.values()) and set(bounds) == {"0.5", "0.6", "0.7", "0.8", "0.9"}
+
+
+def test_count_estimate_is_the_tightest_upper_bound():
+    # 100 mislabeled rows score like the canaries; 900 clean rows mostly low, 50 of them high.
+    canaries = np.linspace(1.0, 2.0, 200)
+    mislabeled = np.linspace(1.0, 2.0, 100)
+    clean = np.r_[np.full(850, -5.0), np.full(50, 1.3)]  # among the canaries' lower half
+    estimate, bounds = estimate_count(np.r_[mislabeled, clean], canaries)
+    # Keeping 90% of the canaries lets in the 50 high clean rows; keeping 50% does not.
+    assert bounds["0.9"] > 140 and bounds["0.5"] == pytest.approx(100, rel=0.03)
+    assert estimate == pytest.approx(100, rel=0.03)
 
 
 def test_flag_metrics_by_hand():
@@ -89,7 +104,7 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
     assert table["suspected"].dtype == bool and table["suspected"].any()
     assert len(table) == 150 and table["index"].is_unique  # scanned rows only: no canaries
     cutoff = summary["cutoff"]
-    assert cutoff["method"] == "canaries" and cutoff["canaries"] == 36
+    assert cutoff["method"] == "canaries" and cutoff["canaries"] == 90
     assert summary["suspected"] == int(table["suspected"].sum())
     # The estimate is for the whole training set (the truth: 179 of 1797).
     assert 0 < summary["estimated_mislabeled"] < 1797

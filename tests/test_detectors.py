@@ -200,6 +200,22 @@ def test_flip_detectors_read_one_shared_search_on_the_given_rows(digits):
     assert costs.tolist() == (-table["flip_cost"].to_numpy(dtype=float)).tolist()
 
 
+def test_flip_dynamics_is_the_scans_calibrated_cutoff_score(noisy_digits, noisy_digits_run):
+    from noisefind.flip import FlipSettings
+
+    rows = np.random.default_rng(0).permutation(len(noisy_digits))[:150]
+    context = DetectorContext(noisy_digits, noisy_digits_run, rows=rows,
+                              flip_settings=FlipSettings(max_units=30))
+    context.start_tracking()
+    scores = DETECTORS["flip+dynamics"](context)
+    assert context.used == {"train", "flip_search", "flip_cutoff"}
+    cutoff = context.flip_cutoff()
+    assert np.array_equal(cutoff.rows, rows) and np.array_equal(scores, cutoff.cutoff_score)
+    assert cutoff.details["signals"] == ["log_flip_cost", "log_loss", "aum", "log_mean_loss"]
+    noisy = noisy_digits.is_noisy.numpy()[rows]
+    assert roc_auc_score(noisy, scores) > roc_auc_score(noisy, DETECTORS["flip_cost"](context))
+
+
 def test_context_charges_what_a_detector_used(three_examples):
     three_examples.start_tracking()
     DETECTORS["aum"](three_examples)

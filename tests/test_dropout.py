@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
 from noisefind.cli import app
@@ -236,6 +237,22 @@ def test_etd_scores_rank_by_the_margin_after_the_drop(etd_run, noisy_digits):
     assert np.allclose(scores, -label_margin(logits, train.y).numpy())
     noisy = train.is_noisy.numpy()
     assert scores[noisy].mean() > scores[~noisy].mean()
+
+
+def test_bench_detector_etd_is_opt_in_and_trains_its_own_example_tied_model(noisy_digits):
+    from noisefind.detectors import DETECTORS, OPT_IN, DetectorContext
+
+    assert "etd" in OPT_IN
+    config = TrainConfig(width=0.5, epochs=12, device="cpu")
+    run = fit(noisy_digits, config, progress=False)  # a plain run, as the bench trains
+    rows = np.arange(0, len(noisy_digits), 3)
+    context = DetectorContext(noisy_digits, run, rows=rows, train_config=config)
+    context.start_tracking()
+    scores = DETECTORS["etd"](context)
+    assert scores.shape == (len(rows),)
+    assert "etd_run" in context.used  # its own training is charged to it
+    noisy = noisy_digits.is_noisy.numpy()[rows]
+    assert roc_auc_score(noisy, scores) > 0.8
 
 
 def test_drop_needs_a_run_with_dropout_layers(digits):
