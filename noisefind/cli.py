@@ -214,6 +214,9 @@ def scan(
         help="Share of examples relabelled as canaries in the replica.")] = 0.05,
     canary_recall: Annotated[float, typer.Option(
         help="Share of the canaries the flag must catch (higher: more flagged).")] = 0.8,
+    canary_labels: Annotated[str, typer.Option(
+        help="A canary's wrong label: the model's most likely other class (runner-up, like "
+             "annotation mistakes) or a random other class (uniform).")] = "runner-up",
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
@@ -243,7 +246,8 @@ def scan(
     config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
                          seed=seed, device=device)
     cutoff_settings = CutoffSettings(method=cutoff, canary_fraction=canary_fraction,
-                                     canary_recall=canary_recall, seed=seed)
+                                     canary_recall=canary_recall,
+                                     canary_labels=canary_labels, seed=seed)
     cutoff_settings.validate()
     table = run_scan(loaded, run, out=out, settings=settings, limit=limit, resume=resume,
                      train_config=config, progress=not quiet, device=device,

@@ -5,7 +5,13 @@ A ranking leaves the user asking where to stop. The cutoff answers from inside t
 watch how a wrong label looks in this data, with this model and this recipe.
 
 1. Canaries are *real* training examples (``canary_fraction`` of them, at least
-   ``min_canaries``), each relabelled to a uniformly random other class. Relabelled real
+   ``min_canaries``), each relabelled to a wrong class: by default the class the scanned model
+   finds most likely after the given one (``canary_labels="runner-up"``), a plausible mistake
+   between confusable classes as human annotators make them; or a uniformly random other class
+   (``"uniform"``), like symmetric noise. Uniform canaries look wronger than class-dependent
+   noise: on digits with 20% asymmetric noise the flag caught 1% to 4% of the mislabeled
+   examples (2 seeds), runner-up canaries 83% (F1 0.87 and 0.89); with 10% symmetric noise
+   runner-up canaries flagged more too (F1 0.97 against 0.91, one seed). Relabelled real
    examples look like real label noise; relabelled near-copies do not. In an exploratory
    comparison on digits (10% symmetric noise, one model each), the AUROC of the training margin
    (AUM) for telling canaries from the truly mislabeled examples was 0.95 for shifted copies
@@ -40,9 +46,9 @@ watch how a wrong label looks in this data, with this model and this recipe.
    ``count / r`` over-counts by the clean examples above it, so the smallest such bound over
    r in 0.5 ... 0.9 is taken. With ``--limit`` it is scaled to the whole training set.
 
-Caveats: canaries get *uniformly* random wrong labels, like symmetric noise. Real annotation
-errors are between confusable classes and may look cleaner than canaries, which makes the
-estimate low for them. The replica costs one more training.
+Caveats: the flag and the estimate are as good as the canaries' likeness to the real errors;
+errors unlike any plausible or random relabelling (a systematic relabelling of a whole class)
+are not what they calibrate for. The replica costs one more training.
 """
 
 from __future__ import annotations
@@ -60,9 +66,11 @@ from noisefind.console import console
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
+from noisefind.models import predict_logits
 from noisefind.train import History, Run, TrainConfig, fit
 
 METHODS = ("canaries", "none")
+CANARY_LABELS = ("runner-up", "uniform")
 SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss")
 
 
@@ -82,6 +90,9 @@ class CutoffSettings:
         canaries' quantiles mean something on small data.
     canary_recall : float
         Share of the canaries the flag must catch; sets the threshold.
+    canary_labels : {"runner-up", "uniform"}
+        A canary's wrong label: the scanned model's most likely other class, or a uniformly
+        random other class.
     seed : int
         Draws the canaries and their labels.
     """
@@ -90,6 +101,7 @@ class CutoffSettings:
     canary_fraction: float = 0.05
     min_canaries: int = 30
     canary_recall: float = 0.8
+    canary_labels: str = "runner-up"
     seed: int = 0
 
     def validate(self) -> None:
@@ -102,6 +114,9 @@ class CutoffSettings:
             raise NoisefindError(f"min_canaries must be at least 2, got {self.min_canaries}")
         if not 0.0 < self.canary_recall < 1.0:
             raise NoisefindError(f"--canary-recall must be in (0, 1), got {self.canary_recall}")
+        if self.canary_labels not in CANARY_LABELS:
+            raise NoisefindError(f"--canary-labels {self.canary_labels!r}: use "
+                                 f"{' or '.join(CANARY_LABELS)}")
 
 
 @dataclass
@@ -186,14 +201,25 @@ def canary_count(examples: int, settings: CutoffSettings) -> int:
     return int(min(wanted, examples // 5))
 
 
-def choose_canaries(labels: np.ndarray, num_classes: int,
-                    settings: CutoffSettings) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded canary rows and their new labels, each uniformly one of the other classes."""
+def choose_canaries(labels: np.ndarray, num_classes: int, settings: CutoffSettings,
+                    logits: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded canary rows and their new labels, never the given ones.
+
+    With ``settings.canary_labels == "runner-up"``, ``logits`` (rows, classes; the scanned
+    model's, for every row of ``labels``) give each canary the most likely class after its
+    given one; otherwise each gets a uniformly random other class.
+    """
     labels = np.asarray(labels, dtype=np.int64)
     rng = np.random.default_rng([settings.seed, 0xCA4A])
     rows = np.sort(rng.choice(len(labels), canary_count(len(labels), settings), replace=False))
     shift = rng.integers(1, num_classes, size=len(rows))  # never 0: never the given label
-    return rows, (labels[rows] + shift) % num_classes
+    if settings.canary_labels == "uniform":
+        return rows, (labels[rows] + shift) % num_classes
+    if logits is None:
+        raise ValueError("runner-up canaries need the scanned model's logits")
+    others = np.array(logits[rows], dtype=np.float64)
+    others[np.arange(len(rows)), labels[rows]] = -np.inf
+    return rows, others.argmax(axis=1)
 
 
 def replica_config(run: Run) -> TrainConfig:
@@ -205,7 +231,8 @@ def replica_config(run: Run) -> TrainConfig:
 def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
                    settings: CutoffSettings, progress: bool) -> tuple[pd.DataFrame, History]:
     """Train the replica with canaries and flip-search them: their results and its history."""
-    rows, new_labels = choose_canaries(data.y.numpy(), data.num_classes, settings)
+    logits = predict_logits(run.model, data.x, data.index).cpu().numpy()
+    rows, new_labels = choose_canaries(data.y.numpy(), data.num_classes, settings, logits)
     y = data.y.clone()
     y[torch.from_numpy(rows)] = torch.from_numpy(new_labels)
     relabelled = replace(data, y=y)
@@ -375,8 +402,9 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
     details = {
         "method": "canaries",
         "canaries": len(canary),
+        "canary_labels": settings.canary_labels,
         "calibration": "a replica of the scanned model's recipe and seed, trained with the "
-                       "canaries (real examples relabelled to a random other class); the "
+                       "canaries (real examples relabelled to a wrong class); the "
                        "canaries are flip-searched on it and never appear in the outputs",
         "signals": list(SIGNALS if use_history else SIGNALS[:2]),
         "weights": weights,

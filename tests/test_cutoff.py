@@ -34,10 +34,10 @@ def scanned(tmp_path_factory):
 
 def test_canaries_are_seeded_distinct_rows_with_another_label():
     labels = np.random.default_rng(0).integers(0, 10, size=1000)
-    settings = CutoffSettings(seed=3)
+    settings = CutoffSettings(seed=3, canary_labels="uniform")
     rows, new = choose_canaries(labels, 10, settings)
     again, _ = choose_canaries(labels, 10, settings)
-    other, _ = choose_canaries(labels, 10, CutoffSettings(seed=4))
+    other, _ = choose_canaries(labels, 10, CutoffSettings(seed=4, canary_labels="uniform"))
     assert len(rows) == canary_count(1000, settings) == 50 and len(set(rows)) == len(rows)
     assert (new != labels[rows]).all() and ((new >= 0) & (new < 10)).all()
     assert np.array_equal(rows, again) and not np.array_equal(rows, other)
@@ -88,7 +88,21 @@ def test_flag_metrics_by_hand():
     assert metrics["count_error"] == 0.5 and metrics["mislabeled_true"] == 3
 
 
+def test_runner_up_canaries_take_the_most_likely_other_class():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 4, size=200)
+    logits = rng.normal(size=(200, 4))
+    logits[np.arange(200), labels] = 10.0  # the model agrees with every given label
+    rows, new = choose_canaries(labels, 4, CutoffSettings(seed=0), logits)
+    assert (new != labels[rows]).all()
+    runner_up = np.argsort(logits[rows], axis=1)[:, -2]
+    assert np.array_equal(new, runner_up)
+    with pytest.raises(ValueError, match="logits"):
+        choose_canaries(labels, 4, CutoffSettings())
+
+
 @pytest.mark.parametrize("settings,message", [
+    (CutoffSettings(canary_labels="nearest"), "--canary-labels"),
     (CutoffSettings(method="quantile"), "--cutoff"),
     (CutoffSettings(canary_fraction=0.5), "--canary-fraction"),
     (CutoffSettings(canary_recall=1.0), "--canary-recall"),
@@ -141,6 +155,7 @@ def test_a_given_model_is_calibrated_by_a_replica_of_its_recipe(scanned, tmp_pat
 @pytest.mark.parametrize("args,message", [
     (["--cutoff", "quantile"], "--cutoff"),
     (["--canary-fraction", "0"], "--canary-fraction"),
+    (["--canary-labels", "nearest"], "--canary-labels"),
 ])
 def test_bad_cutoff_flags_exit_2(args, message):
     result = runner.invoke(app, ["scan", "digits", *args, "--quiet"])
