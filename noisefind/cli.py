@@ -204,7 +204,8 @@ def scan(
         help="Reference examples from the example's class (same-class) or anywhere (random)."
     )] = "same-class",
     scan_batch_size: Annotated[int | None, typer.Option(
-        help="Searches run together [default: 64 on CPU, 256 on GPU].")] = None,
+        help="Searches run together [default: 8 on CPU; on a GPU, what fits in half its "
+             "free memory].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the suspects table to print.")] = 10,
     cutoff: Annotated[str, typer.Option(
@@ -287,7 +288,8 @@ def bench(
     reference_size: Annotated[int, typer.Option(
         help="Reference examples whose loss the search keeps low.")] = 16,
     scan_batch_size: Annotated[int | None, typer.Option(
-        help="Searches run together [default: 64 on CPU, 256 on GPU].")] = None,
+        help="Searches run together [default: 8 on CPU; on a GPU, what fits in half its "
+             "free memory].")] = None,
     retrain: Annotated[bool, typer.Option(
         "--retrain", help="Also report the test accuracy of models retrained on the cleaned "
                           "sets (a clean test split is held out when the data has none).")

@@ -73,7 +73,7 @@ class FlipSettings:
         shared features, needs more units; a memorised one does not (digits, 10% symmetric
         noise, 300 examples: AUROC of the count 0.88 against 0.85 with random references).
     batch_size : int or None
-        Searches advanced together (each runs K + R examples); None picks 64 on CPU and, on a
+        Searches advanced together (each runs K + R examples); None picks 8 on CPU and, on a
         GPU, as many as fit in half the free memory (:func:`auto_batch_size`).
     seed : int
         Seed of the noise copies and the reference draws.
@@ -377,13 +377,16 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
 
 def auto_batch_size(model: Net, x: torch.Tensor, y: torch.Tensor, settings: FlipSettings,
                     pool: ReferencePool) -> int:
-    """Searches per pass: 64 on CPU; on a GPU, as many as fit in half the free memory.
+    """Searches per pass: 8 on CPU; on a GPU, as many as fit in half the free memory.
 
-    The memory of one search is measured on a probe step of 8 searches.
+    On a CPU the arithmetic is the cost, and larger batches only spill the caches: one thread,
+    examples per second against the one-at-a-time search (``benchmarks/scan_speed.py``): digits
+    with 4 / 8 / 16 / 32 / 64 searches 1.6x / 2.3x / 2.3x / 1.2x / 0.8x, mnist5k with 8 / 16
+    0.9x / 0.5x. The memory of one search on a GPU is measured on a probe step of 8 searches.
     """
     device = x.device
     if device.type != "cuda":
-        return 64
+        return 8
     probe = 8
     rows = torch.arange(probe, device=device) % len(x)
     total_units = sum(g.units for _, g in model.gates())
