@@ -329,7 +329,7 @@ def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
     t. So ``count(scores >= t) / P(t)`` over-counts by the clean rows above t and is an upper
     bound for every t; the estimate is the tightest bound over the thresholds that keep
     ``recalls`` of the canaries (not fewer than half of them, so that P(t) rests on enough
-    canaries). One threshold alone (0.8) over-counted digits by 2% to 25%.
+    canaries). One threshold alone (0.8) over-counted digits by 2% to 25% (uniform canaries).
 
     Returns
     -------
