@@ -275,7 +275,7 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
     chosen = get_detectors(detectors)
     train_config = train_config or TrainConfig()
     settings = bench_settings(data, noises, seed_list, chosen, train_config, folds, limit,
-                              flip_settings or FlipSettings())
+                              flip_settings)
     out = Path(out) if out is not None else None
     _warm_up(data, train_config)
     records, curves, extra = [], {}, {"decisions": [], "retrain": []}

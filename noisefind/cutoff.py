@@ -231,7 +231,8 @@ def replica_config(run: Run) -> TrainConfig:
 def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
                    settings: CutoffSettings, progress: bool) -> tuple[pd.DataFrame, History]:
     """Train the replica with canaries and flip-search them: their results and its history."""
-    logits = predict_logits(run.model, data.x, data.index).cpu().numpy()
+    logits = (None if settings.canary_labels == "uniform"
+              else predict_logits(run.model, data.x, data.index).cpu().numpy())
     rows, new_labels = choose_canaries(data.y.numpy(), data.num_classes, settings, logits)
     y = data.y.clone()
     y[torch.from_numpy(rows)] = torch.from_numpy(new_labels)
@@ -278,7 +279,7 @@ def history_for(run: Run, data: LabeledData) -> History | None:
 
 
 def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
-               seed: int = 0) -> tuple[np.ndarray, float, float, dict]:
+               seed: int = 0) -> tuple[np.ndarray, float, float, dict, np.ndarray]:
     """Positive-unlabelled logistic regression: canaries against the scanned examples.
 
     Parameters

@@ -9,6 +9,7 @@ nothing of how they were computed.
 from __future__ import annotations
 
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ from rich import box
 from rich.table import Table
 
 from noisefind.console import console
-from noisefind.train import atomic_write, write_json
+from noisefind.train import TrainConfig, atomic_write, write_json
 
 BENCH_METRICS = ("auroc", "auprc", "tpr_at_5fpr", "precision_at_k")
 BENCH_COLUMNS = {"auroc": "AUROC", "auprc": "AUPRC", "tpr_at_5fpr": "TPR@5%FPR",
@@ -131,18 +132,20 @@ def bench_markdown(runs: pd.DataFrame, settings: dict | None = None) -> str:
 
 def bench_command(settings: dict) -> str:
     """The ``noisefind bench`` command line that reproduces ``settings`` (results.json's)."""
+    from noisefind.flip import FlipSettings
+
     train, flip = settings["train"], settings.get("flip", {})
+    train_default, flip_default = asdict(TrainConfig()), FlipSettings().as_dict()
     seeds = settings["seeds"]
     parts = ["noisefind bench", settings["data"], "--noise", ",".join(settings["noises"]),
              "--seeds", str(len(seeds))]
-    defaults = {"--seed": (seeds[0], 0), "--folds": (settings["folds"], 5),
-                "--limit": (settings["limit"], None), "--arch": (train["arch"], "auto"),
-                "--width": (train["width"], 1.0), "--epochs": (train["epochs"], 50),
-                "--lr": (train["lr"], 0.1), "--batch-size": (train["batch_size"], None),
-                "--max-units": (flip.get("max_units"), 100),
-                "--noise-copies": (flip.get("noise_copies"), 5),
-                "--reference-size": (flip.get("reference_size"), 16)}
-    for flag, (value, default) in defaults.items():
+    flags = {"--seed": (seeds[0], 0), "--folds": (settings["folds"], 5),
+             "--limit": (settings["limit"], None)}
+    flags.update({f"--{key.replace('_', '-')}": (train[key], train_default[key])
+                  for key in ("arch", "width", "epochs", "lr", "batch_size")})
+    flags.update({f"--{key.replace('_', '-')}": (flip.get(key), flip_default[key])
+                  for key in ("max_units", "noise_copies", "reference_size")})
+    for flag, (value, default) in flags.items():
         if value is not None and value != default:
             parts += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
     if "detectors" in settings:
