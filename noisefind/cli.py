@@ -214,10 +214,15 @@ def scan(
     canary_fraction: Annotated[float, typer.Option(
         help="Share of examples relabelled as canaries in the replica.")] = 0.05,
     canary_recall: Annotated[float, typer.Option(
-        help="Share of the canaries the flag must catch (higher: more flagged).")] = 0.8,
+        help="Share of the canaries the flag must catch (higher: more flagged).")] = 0.9,
     canary_labels: Annotated[str, typer.Option(
-        help="A canary's wrong label: the model's most likely other class (runner-up, like "
-             "annotation mistakes) or a random other class (uniform).")] = "runner-up",
+        help="How canaries are relabelled: copying the confusions among the likeliest "
+             "mislabeled examples (matched), to the model's most likely other class "
+             "(runner-up), or to a random other class (uniform).")] = "matched",
+    rank_by: Annotated[str, typer.Option(
+        help="Order of suspects.csv and the pictures: the flip search's score (flip) or the "
+             "cutoff_score, which weighs the flip cost with the loss and training dynamics "
+             "(cutoff; ranks better, see the README).")] = "flip",
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
@@ -252,7 +257,7 @@ def scan(
     cutoff_settings.validate()
     table = run_scan(loaded, run, out=out, settings=settings, limit=limit, resume=resume,
                      train_config=config, progress=not quiet, device=device,
-                     cutoff=cutoff_settings)
+                     cutoff=cutoff_settings, rank_by=rank_by)
     if not quiet:
         print_suspects(table, top)
         flagged = int(table["suspected"].sum()) if "suspected" in table else 0

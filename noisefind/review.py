@@ -142,6 +142,14 @@ def shown_suspects(suspects: pd.DataFrame, top: int) -> pd.DataFrame:
     return suspects[suspects["suspected"] | (others_so_far <= top)]
 
 
+def _order_note(rank_by: str) -> str:
+    if rank_by == "cutoff":
+        return ("Sorted by the cutoff's score (the flip cost weighed with the loss and the "
+                "training dynamics; higher = more like the canaries, more suspicious).")
+    return ("Sorted by suspicion (score = minus the flip cost: fewer units zeroed to flip the "
+            "prediction away from the given label = more suspicious).")
+
+
 def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
                   total: int) -> str:
     """The whole page as one string."""
@@ -173,8 +181,7 @@ def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
 <main id="suspects">
 {body}
 </main>
-<footer>Sorted by suspicion (score = minus the flip cost: fewer units zeroed to flip the
-prediction away from the given label = more suspicious). Flagged examples (red) are those the
+<footer>{_order_note(summary.get("rank_by", "flip"))} Flagged examples (red) are those the
 calibrated cutoff marks as probably mislabeled. Showing every flagged example and the
 {int((~shown["suspected"]).sum())} most suspicious others of {total} scanned.</footer>
 <script>{SCRIPT}</script>

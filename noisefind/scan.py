@@ -43,7 +43,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
          out: str | Path = "noisefind-out", settings: FlipSettings | None = None,
          limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
          progress: bool = True, device: str = "auto",
-         cutoff: CutoffSettings | None = None) -> pd.DataFrame:
+         cutoff: CutoffSettings | None = None, rank_by: str = "flip") -> pd.DataFrame:
     """Rank the training examples of ``data`` by how few units flip the model's prediction.
 
     Parameters
@@ -71,6 +71,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         How the ``suspected`` flag and ``estimated_mislabeled`` are calibrated (default:
         canaries in a replica model, seeded with the flip search's seed; see
         :mod:`noisefind.cutoff`).
+    rank_by : {"flip", "cutoff"}
+        Order of the table (and of ``top_suspects.png``): by ``score``, the flip search's own
+        ranking, or by ``cutoff_score``, which weighs the flip cost with the loss and the
+        training dynamics (:data:`RANK_BY`; needs the cutoff).
 
     Returns
     -------
@@ -79,6 +83,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     """
     settings = settings or FlipSettings()
     settings.validate()
+    cutoff = cutoff or CutoffSettings(seed=settings.seed)
+    check_rank_by(rank_by, cutoff)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
@@ -106,9 +112,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     results = log.read_all()
     table = suspects_table(results, data, run.model.unit_layers())
     # Every rank calibrates alone (the same replica, the same decision as a single process).
-    decision = calibrate(data, run, results, cutoff or CutoffSettings(seed=settings.seed),
-                         settings, progress)
-    table = mark_suspected(table, decision, data)
+    decision = calibrate(data, run, results, cutoff, settings, progress)
+    table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
         write_suspects(table, out)
         save_training_set(data, out)
@@ -118,6 +123,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         seconds = {"training": round(trained_seconds, 3), "search": round(search_seconds, 3),
                    "examples_per_second": round(len(todo) / max(search_seconds, 1e-9), 3)}
         summary = scan_summary(table, data, run, settings, limit, seconds)
+        summary["rank_by"] = rank_by
         summary["peak_memory_mb"] = peak_memory_mb(run.device)
         noisy = None if data.true_y is None else data.is_noisy.numpy()
         summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
@@ -171,10 +177,9 @@ def suspects_table(results: pd.DataFrame, data: LabeledData,
     if data.true_y is not None:
         table["is_noisy"] = (data.y != data.true_y).numpy()[rows]
         table["true_label"] = classes[data.true_y.numpy()[rows]]
-    table = table.sort_values(["score", "index"], ascending=[False, True], kind="stable")
-    table.insert(0, "rank", np.arange(1, len(table) + 1))
+    table = rank_table(table, "flip")
     extra = [c for c in table.columns if c not in SUSPECT_COLUMNS]
-    return table[SUSPECT_COLUMNS + extra].reset_index(drop=True)
+    return table[SUSPECT_COLUMNS + extra]
 
 
 def _positions(data: LabeledData, index) -> torch.Tensor:
@@ -187,6 +192,27 @@ def _layer_summary(units, unit_layers: list[str]) -> str:
     """How many zeroed units came from each layer, e.g. ``"layers.0:2 layers.3:1"``."""
     counts = Counter(unit_layers[u] for u in units)
     return " ".join(f"{layer}:{k}" for layer, k in counts.items())
+
+
+RANK_BY = {"flip": "score", "cutoff": "cutoff_score"}
+
+
+def check_rank_by(rank_by: str, cutoff: CutoffSettings) -> None:
+    """Refuse an unknown ``rank_by``, or ranking by the cutoff without one."""
+    if rank_by not in RANK_BY:
+        raise NoisefindError(f"--rank-by {rank_by!r}: use {' or '.join(RANK_BY)}")
+    if rank_by == "cutoff" and cutoff.method == "none":
+        raise NoisefindError("--rank-by cutoff needs the cutoff; drop --cutoff none")
+
+
+def rank_table(table: pd.DataFrame, rank_by: str = "flip") -> pd.DataFrame:
+    """``table`` sorted by the column :data:`RANK_BY` names, highest first, ``rank`` renumbered.
+
+    Ties (and missing values, last) keep the training-set order of ``index``.
+    """
+    table = table.sort_values([RANK_BY[rank_by], "index"], ascending=[False, True],
+                              kind="stable", na_position="last")
+    return table.assign(rank=np.arange(1, len(table) + 1)).reset_index(drop=True)
 
 
 def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSettings,
@@ -211,6 +237,10 @@ def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: Fli
         summary["mislabeled_scanned"] = int(noisy.sum())
         summary["auroc"] = float(roc_auc_score(noisy, table["score"]))
         summary["auprc"] = float(average_precision_score(noisy, table["score"]))
+        if "cutoff_score" in table and table["cutoff_score"].notna().all():
+            summary["auroc_cutoff_score"] = float(roc_auc_score(noisy, table["cutoff_score"]))
+            summary["auprc_cutoff_score"] = float(average_precision_score(
+                noisy, table["cutoff_score"]))
         summary["median_units_to_flip_mislabeled"] = float(
             table.loc[noisy, "units_to_flip"].median())
         summary["median_units_to_flip_clean"] = float(table.loc[~noisy, "units_to_flip"].median())

@@ -13,6 +13,7 @@ from noisefind.cutoff import (
     canary_count,
     choose_canaries,
     estimate_count,
+    estimated_confusions,
     fit_cutoff,
     flag_metrics,
 )
@@ -93,12 +94,67 @@ def test_runner_up_canaries_take_the_most_likely_other_class():
     labels = rng.integers(0, 4, size=200)
     logits = rng.normal(size=(200, 4))
     logits[np.arange(200), labels] = 10.0  # the model agrees with every given label
-    rows, new = choose_canaries(labels, 4, CutoffSettings(seed=0), logits)
+    rows, new = choose_canaries(labels, 4, CutoffSettings(seed=0, canary_labels="runner-up"),
+                                logits)
     assert (new != labels[rows]).all()
     runner_up = np.argsort(logits[rows], axis=1)[:, -2]
     assert np.array_equal(new, runner_up)
     with pytest.raises(ValueError, match="logits"):
-        choose_canaries(labels, 4, CutoffSettings())
+        choose_canaries(labels, 4, CutoffSettings(canary_labels="runner-up"))
+
+
+def _asymmetric_case(seed=0, n=2000, classes=10):
+    """Labels with 2 -> 7 noise on 10% of the rows; the model memorized them and ranks the
+    true class second. Returns labels, logits, suspicion (loss) and the noisy rows."""
+    rng = np.random.default_rng(seed)
+    true = rng.integers(0, classes, size=n)
+    noisy = rng.random(n) < 0.1
+    true[noisy] = 2
+    labels = np.where(noisy, 7, true)
+    logits = rng.normal(size=(n, classes))
+    logits[np.arange(n), labels] = 10.0
+    logits[noisy, 2] = 8.0
+    suspicion = np.where(noisy, 2.0, 0.1) + rng.normal(0, 0.05, size=n)
+    return labels, logits, suspicion, noisy
+
+
+def test_estimated_confusions_find_the_noise_pairs():
+    labels, logits, suspicion, noisy = _asymmetric_case()
+    confusions, suspects = estimated_confusions(labels, logits, suspicion, 10)
+    assert np.isclose(confusions.sum(), 1.0) and (np.diag(confusions) == 0).all()
+    assert suspects.sum() == 200 and noisy[suspects].mean() > 0.9
+    assert np.unravel_index(confusions.argmax(), confusions.shape) == (2, 7)
+    assert confusions[2, 7] > 0.5  # the rest is smoothing over the 89 other pairs
+
+
+def test_matched_canaries_copy_the_estimated_confusions_onto_unsuspected_rows():
+    labels, logits, suspicion, noisy = _asymmetric_case()
+    settings = CutoffSettings(seed=0, canary_labels="matched")
+    rows, new = choose_canaries(labels, 10, settings, logits, suspicion)
+    assert len(rows) == canary_count(len(labels), settings) and len(set(rows)) == len(rows)
+    assert (new != labels[rows]).all() and not noisy[rows].any()
+    # Most canaries are class-2 examples relabelled 7, as the real noise is.
+    assert ((labels[rows] == 2) & (new == 7)).mean() > 0.5
+    again = choose_canaries(labels, 10, settings, logits, suspicion)
+    assert np.array_equal(rows, again[0]) and np.array_equal(new, again[1])
+    with pytest.raises(ValueError, match="suspicion"):
+        choose_canaries(labels, 10, settings, logits)
+
+
+def test_matched_canaries_of_symmetric_noise_spread_over_the_pairs():
+    rng = np.random.default_rng(2)
+    n, classes = 3000, 10
+    labels = rng.integers(0, classes, size=n)
+    noisy = rng.random(n) < 0.1
+    true = np.where(noisy, (labels + rng.integers(1, classes, size=n)) % classes, labels)
+    logits = rng.normal(size=(n, classes))
+    logits[np.arange(n), labels] = 10.0
+    logits[np.arange(n)[noisy], true[noisy]] = 8.0
+    suspicion = noisy + rng.normal(0, 0.05, size=n)
+    rows, new = choose_canaries(labels, classes, CutoffSettings(seed=1, canary_labels="matched"),
+                                logits, suspicion)
+    pairs = set(zip(labels[rows].tolist(), new.tolist(), strict=True))
+    assert len(pairs) > 60  # of 90 possible pairs, with 150 canaries
 
 
 @pytest.mark.parametrize("settings,message", [
@@ -127,6 +183,8 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
         assert key in summary
     # Flagged examples are mostly the truly mislabeled ones even with this tiny model.
     assert summary["flag_precision"] >= 0.5
+    assert summary["rank_by"] == "flip" and table["score"].is_monotonic_decreasing
+    assert 0.5 < summary["auroc_cutoff_score"] <= 1.0
 
 
 def test_cutoff_none_flags_nothing(tmp_path):
@@ -143,9 +201,14 @@ def test_cutoff_none_flags_nothing(tmp_path):
 def test_a_given_model_is_calibrated_by_a_replica_of_its_recipe(scanned, tmp_path):
     out = tmp_path / "again"
     result = runner.invoke(app, ["scan", "digits", "--model", str(scanned / "run"), "--limit",
-                                 "60", "--out", str(out), "--max-units", "20", "--quiet"])
+                                 "60", "--out", str(out), "--max-units", "20", "--quiet",
+                                 "--rank-by", "cutoff"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
+    table = pd.read_csv(out / "suspects.csv")
+    assert summary["rank_by"] == "cutoff" and table["rank"].tolist() == list(range(1, 61))
+    assert table["cutoff_score"].is_monotonic_decreasing
+    assert not table["score"].is_monotonic_decreasing  # the flip score orders them otherwise
     assert summary["noise"] == "symmetric:0.1"  # taken from the run
     assert summary["cutoff"]["method"] == "canaries" and "replica" in summary["cutoff"][
         "calibration"]
@@ -156,6 +219,8 @@ def test_a_given_model_is_calibrated_by_a_replica_of_its_recipe(scanned, tmp_pat
     (["--cutoff", "quantile"], "--cutoff"),
     (["--canary-fraction", "0"], "--canary-fraction"),
     (["--canary-labels", "nearest"], "--canary-labels"),
+    (["--rank-by", "units"], "--rank-by"),
+    (["--rank-by", "cutoff", "--cutoff", "none"], "--rank-by cutoff needs the cutoff"),
 ])
 def test_bad_cutoff_flags_exit_2(args, message):
     result = runner.invoke(app, ["scan", "digits", *args, "--quiet"])

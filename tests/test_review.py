@@ -52,7 +52,7 @@ def digits_out(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def wine_out(tmp_path_factory):
-    return scan(tmp_path_factory, "wine", "--epochs", "30")
+    return scan(tmp_path_factory, "wine", "--epochs", "30", "--rank-by", "cutoff")
 
 
 def review(out, *args) -> Page:
@@ -148,6 +148,12 @@ def test_tabular_page_shows_the_feature_rows(wine_out):
     assert set(suspects.loc[suspects["suspected"], "index"]) <= {
         int(item["data-index"]) for item in page.items}
     assert page.count("img") == 0
+    # Listed in the order of --rank-by cutoff, and the page says so.
+    listed = [int(item["data-index"]) for item in page.items]
+    order = suspects.sort_values("cutoff_score", ascending=False, kind="stable")["index"]
+    assert listed == [i for i in order if i in set(listed)]
+    html = (wine_out / "report.html").read_text(encoding="utf-8")
+    assert "Sorted by the cutoff's score" in html
 
 
 @pytest.mark.parametrize("make,message", [
