@@ -197,7 +197,8 @@ def _facts(summary: dict, total: int, shown: pd.DataFrame) -> str:
              ("flagged", int(shown["suspected"].sum())),
              ("estimated mislabeled", summary.get("estimated_mislabeled")),
              ("cutoff", cutoff.get("method")),
-             ("AUROC", _number(summary.get("auroc"))),
+             ("AUROC of the score", _number(summary.get("auroc"))),
+             ("AUROC of the cutoff score", _number(summary.get("auroc_cutoff_score"))),
              ("flag precision", _number(summary.get("flag_precision"))),
              ("flag recall", _number(summary.get("flag_recall")))]
     items = "".join(f"<li>{escape(name)} <b>{escape(str(value))}</b></li>"

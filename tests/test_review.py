@@ -154,6 +154,7 @@ def test_tabular_page_shows_the_feature_rows(wine_out):
     assert listed == [i for i in order if i in set(listed)]
     html = (wine_out / "report.html").read_text(encoding="utf-8")
     assert "Sorted by the cutoff's score" in html
+    assert "AUROC of the cutoff score" in html and "AUROC of the score" in html
 
 
 @pytest.mark.parametrize("make,message", [
