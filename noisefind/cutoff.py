@@ -313,7 +313,7 @@ def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
     logits = (None if settings.canary_labels == "uniform"
               else predict_logits(run.model, data.x, data.index).cpu().numpy())
     rows, new_labels = choose_canaries(data.y.numpy(), data.num_classes, settings, logits,
-                                       suspicion(run, data, logits))
+                                       row_suspicion(run, data, logits))
     y = data.y.clone()
     y[torch.from_numpy(rows)] = torch.from_numpy(new_labels)
     relabelled = replace(data, y=y)
@@ -328,7 +328,7 @@ def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
     return results, replica.history
 
 
-def suspicion(run: Run, data: LabeledData, logits: np.ndarray | None) -> np.ndarray | None:
+def row_suspicion(run: Run, data: LabeledData, logits: np.ndarray | None) -> np.ndarray | None:
     """Per row of ``data``: the mean training loss when the run has a history of these rows,
     else the final loss (from ``logits``); None without either."""
     history = history_for(run, data)
