@@ -236,9 +236,14 @@ def choose_canaries(labels: np.ndarray, num_classes: int, settings: CutoffSettin
         return rows, (labels[rows] + shift) % num_classes
     if logits is None:
         raise ValueError("runner-up canaries need the scanned model's logits")
-    others = np.array(logits[rows], dtype=np.float64)
-    others[np.arange(len(rows)), labels[rows]] = -np.inf
-    return rows, others.argmax(axis=1)
+    return rows, runner_up(logits[rows], labels[rows])
+
+
+def runner_up(logits: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per row, the class with the highest logit other than the row's label."""
+    others = np.array(logits, dtype=np.float64)
+    others[np.arange(len(others)), labels] = -np.inf
+    return others.argmax(axis=1)
 
 
 SUSPECT_SHARE = 0.1
@@ -267,10 +272,8 @@ def estimated_confusions(labels: np.ndarray, logits: np.ndarray, suspicion: np.n
     taken = max(1, int(round(share * len(labels))))
     suspects = np.zeros(len(labels), dtype=bool)
     suspects[np.argsort(-np.asarray(suspicion, dtype=np.float64), kind="stable")[:taken]] = True
-    others = np.array(logits[suspects], dtype=np.float64)
-    others[np.arange(taken), labels[suspects]] = -np.inf
     counts = np.full((num_classes, num_classes), smoothing)
-    np.add.at(counts, (others.argmax(axis=1), labels[suspects]), 1.0)
+    np.add.at(counts, (runner_up(logits[suspects], labels[suspects]), labels[suspects]), 1.0)
     np.fill_diagonal(counts, 0.0)
     return counts / counts.sum(), suspects
 
