@@ -38,6 +38,7 @@ import pandas as pd
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
+from noisefind.cache import ResultCache
 from noisefind.console import console
 from noisefind.data import LabeledData, NoiseSpec
 from noisefind.detectors import Detector, DetectorContext, el2n_epoch, get_detectors
@@ -144,11 +145,13 @@ def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
 def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
                   detectors: dict[str, Detector], train_config: TrainConfig, folds: int = 5,
                   limit: int | None = None, flip_settings: FlipSettings | None = None,
-                  progress: bool = True, retrain: bool = False) -> SettingResult:
+                  progress: bool = True, retrain: bool = False,
+                  cache: ResultCache | None = None) -> SettingResult:
     """Inject ``noise`` with ``seed``, train, and score every detector against the truth.
 
     Also decides (:func:`bench_decisions`) and, with ``retrain``, holds out a clean test split
-    (when the data has none) and measures :func:`retrain_records` on it.
+    (when the data has none) and measures :func:`retrain_records` on it. ``cache`` keeps the
+    trained models and searches for a later bench of the same setting.
     """
     noisy = data.with_noise(noise, seed)
     if retrain:
@@ -157,12 +160,13 @@ def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
     flip_settings = replace(flip_settings or FlipSettings(), seed=seed)
     rows = scan_rows(len(noisy), limit, seed)
     with tempfile.TemporaryDirectory(prefix="noisefind-bench-") as workdir:
-        start = time.perf_counter()
-        run = fit(noisy, config, out=workdir if config.checkpoint_every else None,
-                  progress=progress)
+        # Without a cache folder the work folder holds the run (EL2N reads its checkpoint).
+        cache = cache or ResultCache(workdir)
+        run = cache.fit(noisy, config, progress=progress)
         context = DetectorContext(noisy, run, rows, train_config=config, folds=folds,
                                   flip_settings=flip_settings,
-                                  train_seconds=time.perf_counter() - start, progress=progress)
+                                  train_seconds=run.config["seconds"], progress=progress,
+                                  cache=cache)
         scores = {name: _timed_scores(context, name, detector)
                   for name, detector in detectors.items()}
         decisions = bench_decisions(context, detectors)
@@ -199,11 +203,11 @@ def _timed_scores(context: DetectorContext, name: str,
                   detector: Detector) -> tuple[np.ndarray, float]:
     """A detector's scores and its cost: own time plus every shared input it used."""
     context.start_tracking()
-    shared_before = sum(context.costs.values())
+    shared_before = context.shared_wall_seconds
     start = time.perf_counter()
     values = np.asarray(detector(context), dtype=np.float64)
     elapsed = time.perf_counter() - start
-    own = elapsed - (sum(context.costs.values()) - shared_before)
+    own = elapsed - (context.shared_wall_seconds - shared_before)
     if values.shape != context.rows.shape:
         raise RuntimeError(f"detector {name} returned {values.shape[0] if values.ndim else 0} "
                            f"scores for {len(context.rows)} rows")
@@ -245,7 +249,10 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
     out : path, optional
         Folder for ``results.json``, ``results.md``, ``roc.png`` and ``scores/`` (per-example
         scores of each setting and seed, with the truth). ``results.json`` is rewritten after
-        every setting, so an interrupted bench keeps what it finished.
+        every setting, so an interrupted bench keeps what it finished, and ``cache/`` keeps
+        every trained model and search (:class:`~noisefind.cache.ResultCache`), so a bench run
+        again into the same folder resumes where it stopped and reuses them for other
+        detectors.
     flip_settings : FlipSettings, optional
         Settings of the flip search; its seed is replaced by each bench seed.
     progress : bool
@@ -268,7 +275,10 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
 
     noises = [NoiseSpec.parse(n) if isinstance(n, str) else n for n in noises]
     if not noises:
-        raise NoisefindError("--noise: give at least one KIND:RATE setting")
+        raise NoisefindError("noises: give at least one KIND:RATE setting, or none")
+    if data.true_y is None and any(n.kind == "none" for n in noises):
+        raise NoisefindError(f"noises 'none' scores the labels as given against their truth, "
+                             f"and {data.name} has none (a manifest's true_label column)")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
         raise NoisefindError("--seeds must be at least 1")
@@ -277,6 +287,7 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
     settings = bench_settings(data, noises, seed_list, chosen, train_config, folds, limit,
                               flip_settings)
     out = Path(out) if out is not None else None
+    cache = ResultCache(out / "cache") if out is not None else None
     _warm_up(data, train_config)
     records, curves, extra = [], {}, {"decisions": [], "retrain": []}
     for noise in noises:
@@ -284,7 +295,7 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
             if progress:
                 console.print(f"[bold]{noise}[/] seed {seed}", highlight=False)
             result = bench_setting(data, noise, seed, chosen, train_config, folds, limit,
-                                   flip_settings, progress, retrain)
+                                   flip_settings, progress, retrain, cache)
             records.extend(result.records)
             extra["decisions"].extend(result.decisions)
             extra["retrain"].extend(result.retrain)
@@ -365,10 +376,10 @@ def bench_decisions(context: DetectorContext, detectors: dict[str, Detector]) ->
 
 def _timed_decision(context: DetectorContext, method: str, decide) -> Decision:
     context.start_tracking()
-    shared_before = sum(context.costs.values())
+    shared_before = context.shared_wall_seconds
     start = time.perf_counter()
     suspected, estimated = decide()
-    own = time.perf_counter() - start - (sum(context.costs.values()) - shared_before)
+    own = time.perf_counter() - start - (context.shared_wall_seconds - shared_before)
     return Decision(method, suspected, estimated, own + context.charged_seconds())
 
 

@@ -272,7 +272,8 @@ def scan(
 def bench(
     data: Data,
     noise: Annotated[str, typer.Option(
-        help="Noise settings, comma-separated KIND:RATE, e.g. symmetric:0.1,asymmetric:0.2.")],
+        help="Noise settings, comma-separated KIND:RATE, e.g. symmetric:0.1,asymmetric:0.2; "
+             "'none' scores the labels as given against a manifest's true_label column.")],
     seeds: Annotated[int, typer.Option(help="Seeds per noise setting: --seed, --seed+1, ...")] = 3,
     folds: Annotated[int, typer.Option(help="K of the cross-validation (confident learning).")] = 5,
     limit: Annotated[int | None, typer.Option(
@@ -302,7 +303,7 @@ def bench(
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
-    """Score every detector against injected label noise: AUROC, AUPRC, TPR@5%FPR, P@k, cost."""
+    """Score every detector against known label noise: AUROC, AUPRC, TPR@5%FPR, P@k, cost."""
     from rich.console import Console
 
     from noisefind.bench import bench as run_bench

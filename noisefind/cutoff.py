@@ -71,12 +71,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from noisefind.cache import ResultCache, data_key, digest
 from noisefind.console import console
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
 from noisefind.models import predict_logits
-from noisefind.train import History, Run, TrainConfig, fit
+from noisefind.train import History, Run, TrainConfig
 
 METHODS = ("canaries", "none")
 CANARY_LABELS = ("matched", "runner-up", "uniform")
@@ -311,8 +312,11 @@ def replica_config(run: Run) -> TrainConfig:
 
 
 def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
-                   settings: CutoffSettings, progress: bool) -> tuple[pd.DataFrame, History]:
-    """Train the replica with canaries and flip-search them: their results and its history."""
+                   settings: CutoffSettings, progress: bool,
+                   cache: ResultCache | None = None) -> tuple[pd.DataFrame, History, float]:
+    """Train the replica with canaries and flip-search them: their results, its history and
+    the seconds both took (``cache`` may hold them from an earlier run)."""
+    cache = cache or ResultCache(None)
     logits = (None if settings.canary_labels == "uniform"
               else predict_logits(run.model, data.x, data.index).cpu().numpy())
     rows, new_labels = choose_canaries(data.y.numpy(), data.num_classes, settings, logits,
@@ -325,10 +329,13 @@ def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
                       "examples relabelled), then their flip search", highlight=False)
     # Each rank trains the whole replica alone: a data-parallel one would differ in its
     # BatchNorm statistics and rounding from the single-process replica, and so would the flag.
-    replica = fit(relabelled, replica_config(run), progress=progress, data_parallel=False)
-    results = flip_search(replica.model, relabelled, flip_settings, rows=torch.from_numpy(rows),
-                          progress=progress)
-    return results, replica.history
+    config = replica_config(run)
+    replica = cache.fit(relabelled, config, progress=progress, data_parallel=False)
+    key = digest("canaries", data_key(relabelled), config.__dict__, flip_settings.as_dict(), rows)
+    results, seconds = cache.table(key, lambda: flip_search(
+        replica.model, relabelled, flip_settings, rows=torch.from_numpy(rows),
+        progress=progress))
+    return results, replica.history, replica.config["seconds"] + seconds
 
 
 def row_suspicion(run: Run, data: LabeledData, logits: np.ndarray | None) -> np.ndarray | None:
@@ -456,7 +463,7 @@ def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray):
 
 def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
               settings: CutoffSettings | None = None, flip_settings: FlipSettings | None = None,
-              progress: bool = False) -> Cutoff:
+              progress: bool = False, cache: ResultCache | None = None) -> Cutoff:
     """The cutoff for the scanned rows of ``results`` (a flip search of ``run`` on ``data``).
 
     Parameters
@@ -472,6 +479,8 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         The scan's flip-search settings, used for the canaries too.
     progress : bool
         Print what is being trained and searched.
+    cache : ResultCache, optional
+        Keeps the replica and its canaries' search (the bench's resume).
 
     Returns
     -------
@@ -485,8 +494,9 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         return no_cutoff(rows, "no cutoff asked for (--cutoff none)")
     if canary_count(len(data), settings) < 2 or len(rows) < 2:
         return no_cutoff(rows, f"too few examples ({len(data)}) for canaries")
-    started = time.perf_counter()
-    canary, replica_history = canary_results(data, run, flip_settings, settings, progress)
+    canary, replica_history, replica_seconds = canary_results(data, run, flip_settings,
+                                                              settings, progress, cache)
+    started = time.perf_counter()  # the replica is charged what it first cost, cached or not
     history = history_for(run, data)
     use_history = history is not None  # both sides need it; the replica always has one
     scanned_signals = signals(results, history)
@@ -509,7 +519,7 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         "threshold": round(threshold, 6),
         "count_bounds_by_canary_recall": bounds,
         "canary_median_units_to_flip": float(canary["units_to_flip"].median()),
-        "seconds": round(time.perf_counter() - started, 3),
+        "seconds": round(replica_seconds + time.perf_counter() - started, 3),
     }
     return Cutoff("canaries", rows, suspected, scores, estimate, details)
 

@@ -50,7 +50,8 @@ class LabeledData:
     paths : list of str or None
         File of each example, for image folders and manifests.
     true_y : torch.Tensor or None
-        Labels before injected noise; None when no noise was injected.
+        The true labels: those before injected noise, or a manifest's ``true_label`` column;
+        None when unknown.
     x_test, y_test : torch.Tensor or None
         A test split, when the source has one.
     skipped : list of dict
@@ -117,8 +118,13 @@ class LabeledData:
         )
 
     def with_noise(self, spec: str | NoiseSpec, seed: int = 0) -> LabeledData:
-        """A copy whose labels are corrupted by ``spec``; the clean labels go to ``true_y``."""
+        """A copy whose labels are corrupted by ``spec``; the clean labels go to ``true_y``.
+
+        ``none`` keeps the labels as given (real noise, its truth in ``true_y`` if known).
+        """
         spec = NoiseSpec.parse(spec) if isinstance(spec, str) else spec
+        if spec.kind == "none":
+            return replace(self, noise=None if self.true_y is None else "none")
         clean = self.y if self.true_y is None else self.true_y
         noisy = inject_noise(clean.numpy(), self.classes, spec, seed)
         return replace(self, y=torch.from_numpy(noisy), true_y=clean.clone(), noise=str(spec),
@@ -139,17 +145,21 @@ class LabeledData:
 
 @dataclass(frozen=True)
 class NoiseSpec:
-    """A label-noise setting, written ``KIND:RATE`` (``symmetric:0.1``, ``asymmetric:0.2``)."""
+    """A label-noise setting, written ``KIND:RATE`` (``symmetric:0.1``, ``asymmetric:0.2``), or
+    ``none``: the labels as given, for data whose true labels are known (real noise)."""
 
     kind: str
     rate: float
 
     @classmethod
     def parse(cls, text: str) -> NoiseSpec:
+        if text.strip() == "none":
+            return cls("none", 0.0)
         kind, sep, rate_text = text.strip().partition(":")
         if not sep:
             raise NoisefindError(
-                f"--noise {text!r}: expected KIND:RATE, e.g. symmetric:0.1 or asymmetric:0.2")
+                f"--noise {text!r}: expected KIND:RATE (e.g. symmetric:0.1 or asymmetric:0.2) "
+                "or none")
         if kind not in ("symmetric", "asymmetric"):
             raise NoisefindError(
                 f"--noise {text!r}: unknown kind {kind!r}; use symmetric or asymmetric")
@@ -162,7 +172,7 @@ class NoiseSpec:
         return cls(kind, rate)
 
     def __str__(self) -> str:
-        return f"{self.kind}:{self.rate:g}"
+        return "none" if self.kind == "none" else f"{self.kind}:{self.rate:g}"
 
 
 def parse_noise_list(text: str) -> list[NoiseSpec]:
@@ -404,6 +414,9 @@ def _class_names(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     return unique, np.array([position[s] for s in as_text], dtype=np.int64)
 
 
+TRUE_LABEL = "true_label"  # optional manifest column: the truth beside a (noisy) given label
+
+
 def _load_csv(path: Path, image_size: int | None, workers: int | None,
               progress: bool) -> LabeledData:
     import pandas as pd
@@ -417,7 +430,18 @@ def _load_csv(path: Path, image_size: int | None, workers: int | None,
                              f"{', '.join(map(str, table.columns))})")
     if table["label"].isna().any():
         raise NoisefindError(f"{path}: {int(table['label'].isna().sum())} rows have no label")
-    classes, y = _class_names(table["label"].to_numpy())
+    truth = TRUE_LABEL in table.columns
+    if truth and table[TRUE_LABEL].isna().any():
+        raise NoisefindError(f"{path}: {int(table[TRUE_LABEL].isna().sum())} rows have no "
+                             f"{TRUE_LABEL}")
+    # One class list for both columns, so a true class nobody was given keeps its own code.
+    both = table["label"].to_numpy()
+    if truth:
+        both = np.concatenate([both, table[TRUE_LABEL].to_numpy()])
+    classes, codes = _class_names(both)
+    y = codes[:len(table)]
+    true_y = torch.from_numpy(codes[len(table):]) if truth else None
+    table = table.drop(columns=[TRUE_LABEL]) if truth else table
     if "path" in table.columns:
         files = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else str(p)
                  for p in table["path"].astype(str)]
@@ -427,7 +451,8 @@ def _load_csv(path: Path, image_size: int | None, workers: int | None,
                                  f"first: {missing[0]}")
         x, kept, skipped = _decode_images(files, image_size, workers, progress)
         return LabeledData(x, torch.from_numpy(y)[kept], classes, str(path),
-                           paths=[files[i] for i in kept.tolist()], skipped=skipped)
+                           paths=[files[i] for i in kept.tolist()], skipped=skipped,
+                           true_y=None if true_y is None else true_y[kept])
     features = table.drop(columns=["label"])
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric or features.shape[1] == 0:
@@ -437,7 +462,7 @@ def _load_csv(path: Path, image_size: int | None, workers: int | None,
     x = torch.tensor(features.to_numpy(dtype=np.float32))
     if not torch.isfinite(x).all():
         raise NoisefindError(f"{path}: features contain missing or infinite values")
-    return LabeledData(x, torch.from_numpy(y), classes, str(path))
+    return LabeledData(x, torch.from_numpy(y), classes, str(path), true_y=true_y)
 
 
 def _load_npz(path: Path) -> LabeledData:

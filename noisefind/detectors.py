@@ -55,6 +55,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from noisefind.cache import ResultCache, data_key, digest, model_key
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
@@ -88,6 +89,9 @@ class DetectorContext:
         What training ``run`` cost; default the training time the run recorded.
     progress : bool
         Show progress bars for the costly shared inputs.
+    cache : ResultCache, optional
+        Where costly shared inputs (cross-validation models, flip searches, the cutoff's
+        replica) are stored and found again; default none (everything is computed).
 
     Attributes
     ----------
@@ -95,12 +99,15 @@ class DetectorContext:
         Seconds each shared input took to compute (``"train"`` is the run's training).
     used : set of str
         Shared inputs asked for since the last :meth:`start_tracking`.
+    shared_wall_seconds : float
+        Wall time spent making (or reading back) shared inputs so far, which a detector's own
+        time excludes.
     """
 
     def __init__(self, data: LabeledData, run: Run, rows: Sequence[int] | None = None, *,
                  train_config: TrainConfig | None = None, folds: int = 5,
                  flip_settings: FlipSettings | None = None, train_seconds: float | None = None,
-                 progress: bool = False):
+                 progress: bool = False, cache: ResultCache | None = None):
         if run.history is not None and run.history.loss.shape[1] != len(data):
             raise NoisefindError(f"the run's history covers {run.history.loss.shape[1]} examples "
                                  f"but the data has {len(data)}; score the data it was trained on")
@@ -111,9 +118,11 @@ class DetectorContext:
         self.folds = folds
         self.flip_settings = flip_settings
         self.progress = progress
+        self.cache = cache or ResultCache(None)
         self.costs: dict[str, float] = {TRAIN: float(
             run.config.get("seconds", 0.0) if train_seconds is None else train_seconds)}
         self.used: set[str] = set()
+        self.shared_wall_seconds = 0.0  # time spent computing (or reading) shared inputs
         self._cache: dict[str, Any] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------
@@ -133,11 +142,23 @@ class DetectorContext:
         from the trained run), so that a detector reading the cached value is charged for those
         too.
         """
+
+        def timed() -> tuple[Any, float]:
+            start = time.perf_counter()
+            value = compute()
+            return value, time.perf_counter() - start
+
+        return self.shared_timed(name, timed, depends)
+
+    def shared_timed(self, name: str, compute: Callable[[], tuple[Any, float]],
+                     depends: Iterable[str] = ()) -> Any:
+        """As :meth:`shared`, for a ``compute`` that returns its value and what it cost (a
+        value read back from a :class:`~noisefind.cache.ResultCache` costs what it first did)."""
         self.used.update((name, *depends))
         if name not in self._cache:
             start = time.perf_counter()
-            self._cache[name] = compute()
-            self.costs[name] = time.perf_counter() - start
+            self._cache[name], self.costs[name] = compute()
+            self.shared_wall_seconds += time.perf_counter() - start
         return self._cache[name]
 
     # -- inputs -----------------------------------------------------------------------------
@@ -166,8 +187,12 @@ class DetectorContext:
 
     def out_of_sample_probabilities(self) -> np.ndarray:
         """Softmax of K-fold cross-validated models for every training example, shape (N, C)."""
-        return self.shared("cross_validation", lambda: cross_validated_probabilities(
-            self.data, self.train_config, self.folds, progress=self.progress))
+        config = out_of_sample_config(self.train_config)
+        key = digest("cross_validation", data_key(self.data), config.__dict__, self.folds)
+        return self.shared_timed("cross_validation", lambda: self.cache.array(
+            key, lambda: cross_validated_probabilities(self.data, config, self.folds,
+                                                       progress=self.progress,
+                                                       cache=self.cache)))
 
     def early_probabilities(self) -> np.ndarray | None:
         """Eval-mode softmax of the early checkpoint for :attr:`rows`, or None without one."""
@@ -175,7 +200,7 @@ class DetectorContext:
 
     def flip_results(self) -> pd.DataFrame:
         """The flip search over :attr:`rows`, one table row per scanned example, in row order."""
-        return self.shared("flip_search", self._flip_search, depends=(TRAIN,))
+        return self.shared_timed("flip_search", self._flip_search, depends=(TRAIN,))
 
     def flip_cutoff(self):
         """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
@@ -184,11 +209,12 @@ class DetectorContext:
 
         def compute():
             results = self.flip_results().reset_index()  # a "row" column, in row order
-            return calibrate(self.data, self.run, results,
-                             CutoffSettings(seed=self.flip_settings.seed), self.flip_settings,
-                             progress=self.progress)
+            cutoff = calibrate(self.data, self.run, results,
+                               CutoffSettings(seed=self.flip_settings.seed), self.flip_settings,
+                               progress=self.progress, cache=self.cache)
+            return cutoff, cutoff.details.get("seconds", 0.0)
 
-        return self.shared("flip_cutoff", compute, depends=(TRAIN, "flip_search"))
+        return self.shared_timed("flip_cutoff", compute, depends=(TRAIN, "flip_search"))
 
     def _early_probabilities(self) -> np.ndarray | None:
         run = self.run
@@ -203,18 +229,20 @@ class DetectorContext:
         logits = predict_logits(model, self.data.x[rows], self.data.index[rows])
         return torch.softmax(logits, 1).cpu().numpy()
 
-    def _flip_search(self) -> pd.DataFrame:
+    def _flip_search(self) -> tuple[pd.DataFrame, float]:
         scan_all = len(self.rows) == len(self.data) and np.array_equal(
             self.rows, np.arange(len(self.data)))
-        table = flip_search(self.run.model, self.data, self.flip_settings,
-                            rows=None if scan_all else self.rows.tolist(),
-                            progress=self.progress)
+        key = digest("flip_search", data_key(self.data), model_key(self.run.model),
+                     self.flip_settings.as_dict(), self.rows)
+        table, seconds = self.cache.table(key, lambda: flip_search(
+            self.run.model, self.data, self.flip_settings,
+            rows=None if scan_all else self.rows.tolist(), progress=self.progress))
         table = table.set_index("row")
         missing = np.setdiff1d(self.rows, table.index.to_numpy())
         if len(missing):
             raise RuntimeError(f"the flip search returned no result for {len(missing)} rows, "
                                f"e.g. row {missing[0]}")
-        return table.loc[self.rows]
+        return table.loc[self.rows], seconds
 
 
 Detector = Callable[[DetectorContext], np.ndarray]
@@ -441,22 +469,36 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     return [held for _, held in splitter.split(np.zeros(len(labels)), labels)]
 
 
-def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds: int = 5,
-                                  progress: bool = False) -> np.ndarray:
-    """Out-of-sample softmax for every example from ``folds`` models trained with :func:`fit`.
+def out_of_sample_config(config: TrainConfig) -> TrainConfig:
+    """The recipe of out-of-sample (cross-validation) models: ``config`` with augmentation.
 
-    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
-    checkpoints, no holdout of its own) and predicts its held-out fold in eval mode.
+    They predict examples they never saw, so they should generalise rather than fit every
+    label; augmentation applies to colour images only (:func:`noisefind.train.augment_for`).
     """
     from dataclasses import replace
 
+    return replace(config, augment=True, checkpoint_every=0, holdout=0.0)
+
+
+def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds: int = 5,
+                                  progress: bool = False,
+                                  cache: ResultCache | None = None) -> np.ndarray:
+    """Out-of-sample softmax for every example from ``folds`` models trained with :func:`fit`.
+
+    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
+    checkpoints, no holdout of its own) and predicts its held-out fold in eval mode. ``cache``
+    keeps the fold models.
+    """
+    from dataclasses import replace
+
+    cache = cache or ResultCache(None)
     labels = data.y.numpy()
     probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
     for fold, held in enumerate(cv_folds(labels, folds, config.seed)):
         kept = np.setdiff1d(np.arange(len(data)), held)
         fold_config = replace(config, seed=config.seed + fold + 1, checkpoint_every=0,
                               holdout=0.0)
-        run = fit(data.subset(torch.from_numpy(kept)), fold_config, progress=progress)
+        run = cache.fit(data.subset(torch.from_numpy(kept)), fold_config, progress=progress)
         held_rows = torch.from_numpy(held)
         logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows])
         probabilities[held] = torch.softmax(logits, 1).cpu().numpy()

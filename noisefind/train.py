@@ -46,6 +46,11 @@ class TrainConfig:
     with a test split of its own keeps it instead. The share is saved with the run, so
     :func:`noisefind.evaluate.run_data` rebuilds the same split from the same data.
 
+    ``augment`` trains on randomly shifted (by up to an eighth of the side, reflect-padded) and
+    horizontally flipped views of colour images, as out-of-sample models for natural photos
+    should be trained; it does nothing for other data. The scanned model trains without it, so
+    that it fits every given label as the method requires (:func:`augment_for`).
+
     ``track_gradients`` splits every step's gradient into the parts from clean and from
     mislabeled examples, per layer (:class:`noisefind.localize.GradientTracker`; needs injected
     noise); the optimizer steps on the same gradient as without it.
@@ -66,6 +71,7 @@ class TrainConfig:
     p_mem: float = 0.1
     holdout: float = 0.0
     checkpoint_every: int = 0
+    augment: bool = False
     track_gradients: bool = False
     extra: dict = field(default_factory=dict)
 
@@ -213,6 +219,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     margin_hist = torch.zeros_like(loss_hist)
     correct_hist = torch.zeros(config.epochs, n, dtype=torch.bool, device=device)
     generator = torch.Generator().manual_seed(config.seed)
+    views = ImageViews(x.shape, device, config.seed) if config.augment and augment_for(data) \
+        else None
     start_time = time.perf_counter()
     model.train()
     with progress_bar(progress) as bar:
@@ -222,8 +230,9 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
             # Near-equal batches: a trailing batch of one would break BatchNorm.
             for batch in torch.tensor_split(order, batches_per_epoch):
                 rows = batch[rank::world]  # each rank its share of the batch
+                inputs = x[rows] if views is None else views(x[rows])
                 with autocast(device):
-                    logits = trained(x[rows], index[rows]).float()
+                    logits = trained(inputs, index[rows]).float()
                 losses = F.cross_entropy(logits, y[rows], reduction="none")
                 optimizer.zero_grad(set_to_none=True)
                 if tracker is None:
@@ -264,6 +273,43 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     if out is not None:
         save_run(run, out)
     return run
+
+
+def augment_for(data: LabeledData) -> bool:
+    """Whether ``augment`` applies: colour images, where shifts and mirror images keep the
+    class (they would not for digits or tables)."""
+    return data.is_image and data.x.shape[1] == 3
+
+
+class ImageViews:
+    """Random shifts and horizontal flips of a batch of images, drawn on the device.
+
+    Each image is reflect-padded by ``pad`` (an eighth of its side, at least one pixel) and a
+    window of its own size is cut at a random offset, as in the usual CIFAR-10 recipe; half the
+    images are mirrored. Draws come from their own seeded generator, so the batch order (and
+    a run without augmentation) is unchanged.
+    """
+
+    def __init__(self, shape: torch.Size, device: torch.device, seed: int):
+        self.size = shape[-1]
+        self.pad = max(1, self.size // 8)
+        self.device = device
+        self.generator = torch.Generator().manual_seed(seed + 0xA06)
+        self.grid = torch.arange(self.size, device=device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        n, pad = len(x), self.pad
+        draws = torch.randint(0, 2 * pad + 1, (2, n), generator=self.generator)
+        flip = torch.rand(n, generator=self.generator) < 0.5
+        dy, dx = draws.to(self.device)
+        padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
+        rows = (self.grid[None, :] + dy[:, None])[:, None, :, None]
+        columns = self.grid[None, :] + dx[:, None]
+        columns = torch.where(flip.to(self.device)[:, None], columns.flip(1), columns)
+        rows = rows.expand(n, x.shape[1], self.size, padded.shape[-1])
+        shifted = padded.gather(2, rows)
+        columns = columns[:, None, None, :].expand(n, x.shape[1], self.size, self.size)
+        return shifted.gather(3, columns)
 
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float, momentum: float,

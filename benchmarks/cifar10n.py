@@ -1,0 +1,114 @@
+"""Bench every detector on CIFAR-10N: real human label noise, with the clean labels beside it.
+
+    python benchmarks/cifar10n.py --labels random1 --part 0            # 5,000 images, CPU
+    python benchmarks/cifar10n.py --labels aggre --part 1 --epochs 40 --width 0.25 --limit 1000
+
+Builds an image manifest (``path,label,true_label``) from the CIFAR-10N label file and the
+unpacked CIFAR-10 JPEG archive, for one label set (``aggre``, ``random1`` .. ``random3``,
+``worst``) and one part of a seeded shuffle of the 40,000 labelled images (parts never
+overlap), then runs ``noisefind bench MANIFEST --noise none`` on it. Results go to
+``benchmarks/results/cifar10n-<labels>-part<k>/`` in the bench's own format; its ``cache/`` is
+kept outside the repository (``--work``) so a rerun resumes from the trained models.
+
+CIFAR-10N: Wei et al., "Learning with Noisy Labels Revisited: A Study Using Real-World Human
+Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
+LABEL_SETS = ("aggre", "random1", "random2", "random3", "worst")
+
+
+def unpack(archive: Path, cache: Path) -> Path:
+    """The unpacked archive's ``cifar10/`` folder (unpacked once into ``cache``)."""
+    root = cache / "cifar10"
+    if not (root / "train").is_dir():
+        cache.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(archive) as packed:
+            packed.extractall(cache, filter="data")
+    return root
+
+
+def write_manifest(labels_csv: Path, images: Path, label_set: str, size: int, part: int,
+                   seed: int, out: Path) -> Path:
+    """A manifest of ``size`` images (part ``part`` of a seeded shuffle): the label set's label
+    and the clean label as ``true_label``."""
+    if label_set not in LABEL_SETS:
+        raise SystemExit(f"--labels {label_set!r}: use one of {', '.join(LABEL_SETS)}")
+    table = pd.read_csv(labels_csv)
+    order = np.random.default_rng(seed).permutation(len(table))
+    rows = order[part * size:(part + 1) * size]
+    if len(rows) < size:
+        raise SystemExit(f"--part {part}: only {len(table) // size} parts of {size} images")
+    chosen = table.iloc[np.sort(rows)]
+    manifest = pd.DataFrame({"path": [str(images / p) for p in chosen["path"]],
+                             "label": chosen[label_set].to_numpy(),
+                             "true_label": chosen["clean"].to_numpy()})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    manifest.to_csv(out, index=False)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--labels", default="random1", help="label set: " + ", ".join(LABEL_SETS))
+    parser.add_argument("--size", type=int, default=5000, help="images per part")
+    parser.add_argument("--part", type=int, default=0, help="which disjoint part")
+    parser.add_argument("--subset-seed", type=int, default=0, help="seed of the shuffle")
+    parser.add_argument("--seed", type=int, default=0, help="bench seed")
+    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--limit", type=int, default=1000, help="rows every detector scores")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--detectors", default=None)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--labels-csv", type=Path, default=SHARED / "cifar10n-labels.csv")
+    parser.add_argument("--archive", type=Path, default=SHARED / "cifar10-jpg.tar.gz")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/noisefind-cifar10n"),
+                        help="unpacked images, manifests and the bench cache")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+
+    from rich.console import Console
+
+    from noisefind.bench import bench
+    from noisefind.data import load_data
+    from noisefind.detectors import parse_detector_list
+    from noisefind.report import bench_table, decisions_table
+    from noisefind.train import TrainConfig
+
+    name = f"cifar10n-{args.labels}-part{args.part}"
+    images = unpack(args.archive, args.work)
+    manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,
+                              args.subset_seed, args.work / f"{name}.csv")
+    data = load_data(manifest, progress=True)
+    out = args.out or REPO / "benchmarks" / "results" / name
+    work_out = args.work / name  # results and the cache; results are copied into the repo
+    config = TrainConfig(width=args.width, epochs=args.epochs, device=args.device)
+    runs = bench(data, ["none"], seeds=[args.seed],
+                 detectors=parse_detector_list(args.detectors) if args.detectors else None,
+                 train_config=config, folds=args.folds, limit=args.limit, out=work_out)
+    out.mkdir(parents=True, exist_ok=True)
+    for file in work_out.iterdir():
+        if file.is_file():
+            shutil.copy2(file, out / file.name)
+    if (work_out / "scores").is_dir():
+        shutil.copytree(work_out / "scores", out / "scores", dirs_exist_ok=True)
+    Console().print(bench_table(runs))
+    if runs.attrs.get("decisions"):
+        Console().print(decisions_table(runs.attrs["decisions"]))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
