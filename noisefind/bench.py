@@ -363,11 +363,15 @@ class Decision:
 
 
 def bench_decisions(context: DetectorContext, detectors: dict[str, Detector]) -> list[Decision]:
-    """The flip cutoff (when a flip detector ran) and cleanlab's ``find_label_issues`` (when
-    ``confident_learning`` ran), on the same run and rows."""
+    """The flip cutoff (when a flip detector ran), the default ranking's cutoff (when
+    ``noisefind`` ran: the same canaries, with out-of-sample evidence) and cleanlab's
+    ``find_label_issues`` (when ``confident_learning`` ran), on the same run and rows."""
     decisions = []
     if any("flip" in name for name in detectors):
         decisions.append(_timed_decision(context, "flip_cutoff", lambda: _flip_cutoff(context)))
+    if "noisefind" in detectors:
+        decisions.append(_timed_decision(context, "noisefind", lambda: _flip_cutoff(
+            context, out_of_sample=True)))
     if "confident_learning" in detectors:
         decisions.append(_timed_decision(context, "cleanlab", lambda: _cleanlab_decision(
             context)))
@@ -383,8 +387,9 @@ def _timed_decision(context: DetectorContext, method: str, decide) -> Decision:
     return Decision(method, suspected, estimated, own + context.charged_seconds())
 
 
-def _flip_cutoff(context: DetectorContext) -> tuple[np.ndarray, float | None]:
-    cutoff = context.flip_cutoff()
+def _flip_cutoff(context: DetectorContext,
+                 out_of_sample: bool = False) -> tuple[np.ndarray, float | None]:
+    cutoff = context.flip_cutoff(out_of_sample=out_of_sample)
     return cutoff.suspected, cutoff.estimated_scanned
 
 

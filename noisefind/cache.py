@@ -14,7 +14,6 @@ are safetensors and tables JSON lines, so nothing is ever unpickled.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import time
 from collections.abc import Callable
@@ -49,6 +48,11 @@ def digest(*parts: Any) -> str:
 def data_key(data: LabeledData) -> str:
     """What a model trained on ``data`` depends on: its inputs, rows and given labels."""
     return digest(data.fingerprint(), data.index, data.y)
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays as Python numbers and lists, for ``json.dumps``."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
 def model_key(model: torch.nn.Module) -> str:
@@ -113,18 +117,19 @@ class ResultCache:
         entry = self._entry("table", key)
         done = self._load_done(entry)
         if done is not None:
-            text = (entry / "value.jsonl").read_text()
+            lines = (entry / "value.jsonl").read_text().splitlines()
             columns = json.loads((entry / "columns.json").read_text())
-            table = pd.read_json(io.StringIO(text), orient="records", lines=True,
-                                 dtype=False) if text.strip() else pd.DataFrame()
-            return table.reindex(columns=columns), done["seconds"]
+            return pd.DataFrame([json.loads(line) for line in lines], columns=columns), \
+                done["seconds"]
         start = time.perf_counter()
         value = compute()
         seconds = time.perf_counter() - start
         if entry is not None:
             entry.mkdir(parents=True, exist_ok=True)
             write_json(entry / "columns.json", list(map(str, value.columns)))
-            atomic_write(entry / "value.jsonl", lambda tmp: tmp.write_text(
-                value.to_json(orient="records", lines=True)))
+            # Python's JSON writes floats exactly (shortest round-trip repr) and keeps inf.
+            lines = "".join(json.dumps(record, default=_plain) + "\n"
+                            for record in value.to_dict(orient="records"))
+            atomic_write(entry / "value.jsonl", lambda tmp: tmp.write_text(lines))
             self._finish(entry, seconds)
         return value, seconds

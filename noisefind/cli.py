@@ -223,6 +223,9 @@ def scan(
         help="Order of suspects.csv and the pictures: the flip search's score (flip) or the "
              "cutoff_score, which weighs the flip cost with the loss and training dynamics "
              "(cutoff; ranks better, see the README).")] = "flip",
+    folds: Annotated[int, typer.Option(
+        help="K-fold models whose out-of-sample confidence in each given label joins the "
+             "cutoff's signals (K more trainings); 0 leaves them out.")] = 5,
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
@@ -257,7 +260,7 @@ def scan(
     cutoff_settings.validate()
     table = run_scan(loaded, run, out=out, settings=settings, limit=limit, resume=resume,
                      train_config=config, progress=not quiet, device=device,
-                     cutoff=cutoff_settings, rank_by=rank_by)
+                     cutoff=cutoff_settings, rank_by=rank_by, folds=folds)
     if not quiet:
         print_suspects(table, top)
         flagged = int(table["suspected"].sum()) if "suspected" in table else 0

@@ -81,7 +81,8 @@ from noisefind.train import History, Run, TrainConfig
 
 METHODS = ("canaries", "none")
 CANARY_LABELS = ("matched", "runner-up", "uniform")
-SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss")
+SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss", "log_oos_confidence")
+FLIP_SIGNALS = ("log_flip_cost",)
 
 
 @dataclass(frozen=True)
@@ -335,6 +336,7 @@ def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
     results, seconds = cache.table(key, lambda: flip_search(
         replica.model, relabelled, flip_settings, rows=torch.from_numpy(rows),
         progress=progress))
+    results = results.assign(given_label=new_labels[np.searchsorted(rows, results["row"])])
     return results, replica.history, replica.config["seconds"] + seconds
 
 
@@ -354,22 +356,29 @@ def row_suspicion(run: Run, data: LabeledData, logits: np.ndarray | None) -> np.
 # Signals and the decision
 
 
-def signals(results: pd.DataFrame, history: History | None) -> np.ndarray:
-    """(rows, signals) array of :data:`SIGNALS` for the rows of a flip-search result.
+def signals(results: pd.DataFrame, history: History | None,
+            out_of_sample: np.ndarray | None = None,
+            labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """The :data:`SIGNALS` a wrong label leaves, for the rows of a flip-search result.
 
-    ``history`` gives the AUM and mean-training-loss columns; pass None to leave them out (then
-    two columns).
+    ``history`` gives the AUM and mean-training-loss columns and ``out_of_sample`` (N, C)
+    probabilities of models that never saw the row, with ``labels`` the rows' given labels, the
+    out-of-sample confidence in the given label; each is left out when None.
     """
+    rows = results["row"].to_numpy()
     cost = results["flip_cost"].to_numpy(dtype=np.float64)
     loss = results["loss"].to_numpy(dtype=np.float64)
     # Costs of already-misclassified examples lie in (-1, 0]; clip so log1p stays finite.
-    columns = [np.log1p(np.clip(cost, -0.99, None)), np.log(np.clip(loss, 1e-8, None))]
+    columns = {"log_flip_cost": np.log1p(np.clip(cost, -0.99, None)),
+               "log_loss": np.log(np.clip(loss, 1e-8, None))}
     if history is not None:
-        rows = results["row"].to_numpy()
-        columns.append(history.margin[:, rows].astype(np.float64).mean(axis=0))
+        columns["aum"] = history.margin[:, rows].astype(np.float64).mean(axis=0)
         mean_loss = history.loss[:, rows].astype(np.float64).mean(axis=0)
-        columns.append(np.log(np.clip(mean_loss, 1e-8, None)))
-    return np.stack(columns, axis=1)
+        columns["log_mean_loss"] = np.log(np.clip(mean_loss, 1e-8, None))
+    if out_of_sample is not None:
+        given = np.asarray(out_of_sample, dtype=np.float64)[rows, np.asarray(labels)]
+        columns["log_oos_confidence"] = np.log(np.clip(given, 1e-6, None))
+    return columns
 
 
 def history_for(run: Run, data: LabeledData) -> History | None:
@@ -381,7 +390,8 @@ def history_for(run: Run, data: LabeledData) -> History | None:
 
 
 def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
-               seed: int = 0) -> tuple[np.ndarray, float, float, dict, np.ndarray]:
+               seed: int = 0, names: Sequence[str] = SIGNALS,
+               ) -> tuple[np.ndarray, float, float, dict, np.ndarray]:
     """Positive-unlabelled logistic regression: canaries against the scanned examples.
 
     Parameters
@@ -392,6 +402,8 @@ def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
         Share of the canaries the threshold keeps.
     seed : int
         Seeds the canaries' cross-fitting folds.
+    names : sequence of str
+        The signals' names, one per column, for ``weights``.
 
     Returns
     -------
@@ -410,11 +422,12 @@ def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
 
     if len(canaries) < 2 or len(scanned) < 2:
         raise NoisefindError("the cutoff needs at least 2 scanned examples and 2 canaries")
-    score, weights = _pu_classifier(scanned, canaries)
+    score, weights = _pu_classifier(scanned, canaries, names)
     canary_scores = np.empty(len(canaries))
     folds = KFold(min(5, len(canaries)), shuffle=True, random_state=seed)
     for fit_rows, held in folds.split(canaries):
-        canary_scores[held] = _pu_classifier(scanned, canaries[fit_rows])[0](canaries[held])
+        canary_scores[held] = _pu_classifier(scanned, canaries[fit_rows], names)[0](
+            canaries[held])
     threshold = float(np.quantile(canary_scores, 1.0 - canary_recall))
     measured = float((canary_scores >= threshold).mean())
     return score(scanned), threshold, measured, weights, canary_scores
@@ -448,7 +461,8 @@ def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
     return min(bounds.values()), bounds
 
 
-def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray):
+def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray,
+                   names: Sequence[str] = SIGNALS):
     """A scoring function (decision values) and its weights per standardised signal."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler
@@ -457,13 +471,15 @@ def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray):
     model = LogisticRegression(C=1.0, class_weight="balanced", max_iter=1000)
     model.fit(scaler.transform(np.concatenate([positives, unlabelled])),
               np.r_[np.ones(len(positives)), np.zeros(len(unlabelled))])
-    weights = {name: round(float(w), 4) for name, w in zip(SIGNALS, model.coef_[0], strict=False)}
+    weights = {name: round(float(w), 4) for name, w in zip(names, model.coef_[0], strict=True)}
     return (lambda x: model.decision_function(scaler.transform(x))), weights
 
 
 def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
               settings: CutoffSettings | None = None, flip_settings: FlipSettings | None = None,
-              progress: bool = False, cache: ResultCache | None = None) -> Cutoff:
+              progress: bool = False, cache: ResultCache | None = None,
+              out_of_sample: np.ndarray | None = None,
+              without: Sequence[str] = ()) -> Cutoff:
     """The cutoff for the scanned rows of ``results`` (a flip search of ``run`` on ``data``).
 
     Parameters
@@ -481,6 +497,12 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         Print what is being trained and searched.
     cache : ResultCache, optional
         Keeps the replica and its canaries' search (the bench's resume).
+    out_of_sample : numpy.ndarray, optional
+        (N, C) probabilities from models that never saw each row (cross-validation): adds the
+        out-of-sample confidence in the given label as a signal. A canary's is read at its new
+        label, from the model that held it out, which never saw that label either.
+    without : sequence of str
+        Signals to leave out (for ablations, e.g. :data:`FLIP_SIGNALS`).
 
     Returns
     -------
@@ -499,10 +521,13 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
     started = time.perf_counter()  # the replica is charged what it first cost, cached or not
     history = history_for(run, data)
     use_history = history is not None  # both sides need it; the replica always has one
-    scanned_signals = signals(results, history)
-    canary_signals = signals(canary, replica_history if use_history else None)
+    scanned = signals(results, history, out_of_sample, data.y.numpy()[results["row"]])
+    canaries = signals(canary, replica_history if use_history else None, out_of_sample,
+                       canary["given_label"].to_numpy())
+    names = [name for name in scanned if name not in without]
     scores, threshold, recall, weights, canary_scores = fit_cutoff(
-        scanned_signals, canary_signals, settings.canary_recall, settings.seed)
+        np.stack([scanned[n] for n in names], 1), np.stack([canaries[n] for n in names], 1),
+        settings.canary_recall, settings.seed, names)
     suspected = scores >= threshold
     estimate, bounds = estimate_count(scores, canary_scores)
     details = {
@@ -512,7 +537,7 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         "calibration": "a replica of the scanned model's recipe and seed, trained with the "
                        "canaries (real examples relabelled to a wrong class); the "
                        "canaries are flip-searched on it and never appear in the outputs",
-        "signals": list(SIGNALS if use_history else SIGNALS[:2]),
+        "signals": names,
         "weights": weights,
         "canary_recall_target": settings.canary_recall,
         "canary_recall": round(recall, 4),

@@ -202,19 +202,28 @@ class DetectorContext:
         """The flip search over :attr:`rows`, one table row per scanned example, in row order."""
         return self.shared_timed("flip_search", self._flip_search, depends=(TRAIN,))
 
-    def flip_cutoff(self):
+    def flip_cutoff(self, out_of_sample: bool = False, without: tuple[str, ...] = ()):
         """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
-        canaries in a replica model, seeded like the flip search), computed once."""
+        canaries in a replica model, seeded like the flip search), computed once per variant.
+
+        ``out_of_sample`` adds the cross-validated confidence in the given label to its
+        signals; ``without`` leaves signals out (ablations). Variants share the replica.
+        """
         from noisefind.cutoff import CutoffSettings, calibrate
 
         def compute():
             results = self.flip_results().reset_index()  # a "row" column, in row order
             cutoff = calibrate(self.data, self.run, results,
                                CutoffSettings(seed=self.flip_settings.seed), self.flip_settings,
-                               progress=self.progress, cache=self.cache)
+                               progress=self.progress, cache=self.cache,
+                               out_of_sample=probabilities, without=without)
             return cutoff, cutoff.details.get("seconds", 0.0)
 
-        return self.shared_timed("flip_cutoff", compute, depends=(TRAIN, "flip_search"))
+        probabilities = self.out_of_sample_probabilities() if out_of_sample else None
+        name = "flip_cutoff" + ("+oos" if out_of_sample else "") + "".join(
+            f"-{signal}" for signal in without)
+        return self.shared_timed(name, compute, depends=(TRAIN, "flip_search") + (
+            ("cross_validation",) if out_of_sample else ()))
 
     def _early_probabilities(self) -> np.ndarray | None:
         run = self.run
@@ -342,6 +351,23 @@ def confident_learning(context: DetectorContext) -> np.ndarray:
     return cleanlab_scores(context.data.y.numpy(), probabilities)[context.rows]
 
 
+@register("oos_confidence")
+def oos_confidence(context: DetectorContext) -> np.ndarray:
+    """Out-of-sample self-confidence, negated: the K-fold models' probability of the given
+    label (cleanlab's ``self_confidence`` label quality, without its flagged-first order)."""
+    probabilities = context.out_of_sample_probabilities()
+    return -probabilities[context.rows, context.labels]
+
+
+@register("oos+mean_loss")
+def oos_mean_loss(context: DetectorContext) -> np.ndarray:
+    """Mean of two ranks: out-of-sample self-confidence and the mean training loss (an
+    unweighted mix of the strongest out-of-sample and in-sample signals)."""
+    ranks = [pd.Series(scores).rank().to_numpy() for scores in (
+        oos_confidence(context), mean_loss(context))]
+    return (ranks[0] + ranks[1]) / 2
+
+
 # --------------------------------------------------------------------------------------------
 # The flip search (METHOD.md section 4). Every flip-based detector has "flip" in its name.
 
@@ -364,9 +390,30 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
     the mean training loss, fit to tell canaries (real examples relabelled in a replica model)
     from the scanned rows (:mod:`noisefind.cutoff`). Costs the flip search and one more
     training."""
-    cutoff = context.flip_cutoff()
+    return _cutoff_scores(context)
+
+
+@register("noisefind")
+def noisefind_default(context: DetectorContext) -> np.ndarray:
+    """The scan's default order: the cutoff's signals (flip cost, loss, AUM, mean training
+    loss) plus the out-of-sample confidence in the given label from the K-fold models, weighed
+    on canaries (:mod:`noisefind.cutoff`). Costs the flip search, the K-fold models and one
+    more training."""
+    return _cutoff_scores(context, out_of_sample=True)
+
+
+@register("noisefind-no-flip")
+def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
+    """Ablation of ``noisefind``: the same weighing without the flip search's signal."""
+    from noisefind.cutoff import FLIP_SIGNALS
+
+    return _cutoff_scores(context, out_of_sample=True, without=FLIP_SIGNALS)
+
+
+def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:
+    cutoff = context.flip_cutoff(**variant)
     if cutoff.method != "canaries":
-        raise NoisefindError(f"flip+dynamics: {cutoff.details['note']}")
+        raise NoisefindError(f"the cutoff could not be calibrated: {cutoff.details['note']}")
     return cutoff.cutoff_score
 
 

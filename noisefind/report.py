@@ -547,8 +547,10 @@ def decisions_markdown(decisions: list[dict], retrain: list[dict]) -> str:
     if decisions:
         table = _mean_table(decisions, "method", DECISION_COLUMNS)
         lines += ["## Decisions: which rows to flag, how many are mislabeled", "",
-                  "`flip_cutoff`: the scan's calibrated cutoff (canaries in a replica model, "
-                  "noisefind.cutoff); `cleanlab`: `find_label_issues` on the same K-fold "
+                  "`flip_cutoff`: the calibrated cutoff on the flip search and training "
+                  "dynamics (canaries in a replica model, noisefind.cutoff); `noisefind`: the "
+                  "same canaries with the out-of-sample evidence added (the scan's default); "
+                  "`cleanlab`: `find_label_issues` on the same K-fold "
                   "probabilities as `confident_learning`, its estimate `num_label_issues` "
                   "(scaled to the rows scored). `count error` = (estimated - true) / true.", "",
                   "| noise | method | " + " | ".join(DECISION_COLUMNS.values()) + " |",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,6 +23,7 @@ import pandas as pd
 import torch
 
 from noisefind import distributed
+from noisefind.cache import ResultCache
 from noisefind.console import console
 from noisefind.cutoff import CutoffSettings, calibrate, mark_suspected
 from noisefind.data import LabeledData
@@ -37,13 +39,15 @@ from noisefind.report import (
 from noisefind.train import Run, TrainConfig, check_compatible, fit, load_run, write_json
 
 PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
+CACHE_DIR = "cache"
 
 
 def scan(data: LabeledData, model: Run | str | Path | None = None,
          out: str | Path = "noisefind-out", settings: FlipSettings | None = None,
          limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
          progress: bool = True, device: str = "auto",
-         cutoff: CutoffSettings | None = None, rank_by: str = "flip") -> pd.DataFrame:
+         cutoff: CutoffSettings | None = None, rank_by: str = "flip",
+         folds: int = 5) -> pd.DataFrame:
     """Rank the training examples of ``data`` by how few units flip the model's prediction.
 
     Parameters
@@ -75,6 +79,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         Order of the table (and of ``top_suspects.png``): by ``score``, the flip search's own
         ranking, or by ``cutoff_score``, which weighs the flip cost with the loss and the
         training dynamics (:data:`RANK_BY`; needs the cutoff).
+    folds : int
+        K of the K-fold models (the scanned model's recipe, with augmentation for colour
+        images) whose out-of-sample confidence in each given label joins the cutoff's signals;
+        0 leaves them out. Costs K trainings; ignored without the cutoff.
 
     Returns
     -------
@@ -85,6 +93,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
     check_rank_by(rank_by, cutoff)
+    if folds == 1 or folds < 0:
+        raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
@@ -111,8 +121,16 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
 
     results = log.read_all()
     table = suspects_table(results, data, run.model.unit_layers())
+    # Models trained along the way are kept until the scan ends, so a resumed scan reuses them;
+    # other ranks compute their own (the same, by seed) rather than share the folder's files.
+    cache = ResultCache(out / CACHE_DIR if distributed.is_main() else None)
+    probabilities, cv_seconds = None, 0.0
+    if folds and cutoff.method != "none":
+        probabilities, cv_seconds = out_of_sample(data, run, folds, progress, cache)
+        table = with_out_of_sample(table, probabilities, data)
     # Every rank calibrates alone (the same replica, the same decision as a single process).
-    decision = calibrate(data, run, results, cutoff, settings, progress)
+    decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
+                         out_of_sample=probabilities)
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
         write_suspects(table, out)
@@ -129,7 +147,42 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
                                         None if noisy is None else int(noisy.sum())))
         summary["seconds"]["cutoff"] = decision.details.get("seconds", 0.0)
+        summary["seconds"]["cross_validation"] = round(cv_seconds, 3)
+        summary["folds"] = folds if probabilities is not None else 0
         write_summary(summary, out)
+        shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+    return table
+
+
+def out_of_sample(data: LabeledData, run: Run, folds: int, progress: bool,
+                  cache: ResultCache) -> tuple[np.ndarray, float]:
+    """K-fold out-of-sample probabilities with the run's recipe, and the seconds they took."""
+    from dataclasses import replace
+
+    from noisefind.cache import data_key, digest
+    from noisefind.detectors import cross_validated_probabilities, out_of_sample_config
+
+    recipe = replace(TrainConfig(**run.config["train"]), device=str(run.device))
+    config = out_of_sample_config(recipe)
+    if progress:
+        console.print(f"out-of-sample evidence: {folds} models, each trained without "
+                      f"1/{folds} of the examples", highlight=False)
+    key = digest("cross_validation", data_key(data), config.__dict__, folds)
+    return cache.array(key, lambda: cross_validated_probabilities(
+        data, config, folds, progress=progress, cache=cache))
+
+
+def with_out_of_sample(table: pd.DataFrame, probabilities: np.ndarray,
+                       data: LabeledData) -> pd.DataFrame:
+    """``table`` with ``oos_confidence`` (out-of-sample probability of the given label) and
+    ``oos_label`` (the out-of-sample models' likeliest class) after ``loss``."""
+    rows = _positions(data, table["index"]).numpy()
+    given = data.y.numpy()[rows]
+    classes = np.array(data.classes, dtype=object)
+    table = table.copy()
+    at = table.columns.get_loc("loss") + 1
+    table.insert(at, "oos_confidence", probabilities[rows, given])
+    table.insert(at + 1, "oos_label", classes[probabilities[rows].argmax(1)])
     return table
 
 

@@ -3,6 +3,8 @@
 import json
 import math
 import re
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -24,6 +26,7 @@ from noisefind.errors import NoisefindError
 from noisefind.report import bench_markdown, bench_summary
 from noisefind.train import TrainConfig
 
+runner = CliRunner()
 IS_NOISY = np.array([True] * 10 + [False] * 90)
 
 
@@ -159,3 +162,58 @@ def test_cli_bench_bad_input_exits_2_with_one_line(args, message, tmp_path):
     assert result.exit_code == 2
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+
+
+@pytest.fixture(scope="module")
+def cifar10n_manifest(tmp_path_factory):
+    """240 CIFAR-10 training images with one annotator's CIFAR-10N labels (real human noise)
+    and the clean labels as ``true_label``; needs the shared data sets beside the repository."""
+    if not (SHARED / "cifar10n-labels.csv").is_file():
+        pytest.skip("the CIFAR-10N label file is not beside the repository")
+    folder = tmp_path_factory.mktemp("cifar10n")
+    labels = pd.read_csv(SHARED / "cifar10n-labels.csv")
+    # Rows where the annotator erred first, so the small sample holds enough of them.
+    wrong = labels[labels["random1"] != labels["clean"]].head(60)
+    right = labels[labels["random1"] == labels["clean"]].head(180)
+    chosen = pd.concat([wrong, right])
+    wanted = {f"cifar10/{p}" for p in chosen["path"]}
+    with tarfile.open(SHARED / "cifar10-jpg.tar.gz") as archive:
+        members = [m for m in archive.getmembers() if m.name in wanted]
+        archive.extractall(folder, members=members, filter="data")
+    manifest = folder / "random1.csv"
+    pd.DataFrame({"path": [str(folder / "cifar10" / p) for p in chosen["path"]],
+                  "label": chosen["random1"], "true_label": chosen["clean"]}).to_csv(
+        manifest, index=False)
+    return manifest
+
+
+def test_bench_on_real_label_noise_through_the_cli(cifar10n_manifest, tmp_path):
+    out = tmp_path / "bench"
+    result = runner.invoke(app, [
+        "bench", str(cifar10n_manifest), "--noise", "none", "--seeds", "1", "--epochs", "3",
+        "--width", "0.25", "--limit", "80", "--folds", "2", "--image-size", "16",
+        "--max-units", "20", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    results = json.loads((out / "results.json").read_text())
+    runs = pd.DataFrame(results["runs"])
+    assert set(runs["noise"]) == {"none"}
+    assert {"noisefind", "noisefind-no-flip", "confident_learning"} <= set(runs["detector"])
+    assert (runs["examples"] == 80).all()
+    truth = pd.read_csv(cifar10n_manifest)
+    assert (runs["mislabeled"] > 0).all() and (runs["mislabeled"] < 80).all()
+    assert runs["auroc"].between(0, 1).all()
+    scores = pd.read_csv(out / "scores" / "none-0_seed0.csv")
+    # is_noisy is the manifest's own disagreement between label and true_label.
+    assert scores["is_noisy"].sum() == runs["mislabeled"].iloc[0]
+    assert (truth["label"] != truth["true_label"]).sum() == 60
+    assert list((out / "cache").iterdir())  # models kept for a resumed bench
+
+
+def test_bench_noise_none_needs_the_truth(tmp_path):
+    result = runner.invoke(app, ["bench", "digits", "--noise", "none", "--out",
+                                 str(tmp_path / "b")])
+    assert result.exit_code == 2
+    assert "true_label" in result.output

@@ -159,3 +159,32 @@ def test_bad_data_gives_a_clear_error(tmp_path, make, message):
 def test_unknown_builtin():
     with pytest.raises(NoisefindError, match="built-in"):
         load_data("cifar100")
+
+
+def test_manifest_true_label_column_gives_the_truth(image_folder, tmp_path):
+    files = sorted(image_folder.glob("*/*.png"))
+    given = [f.parent.name for f in files]
+    truth = list(given)
+    truth[0], truth[-1] = "wolf", given[1]  # a true class nobody was given; a swapped label
+    manifest = tmp_path / "labels.csv"
+    pd.DataFrame({"path": [str(f) for f in files], "label": given,
+                  "true_label": truth}).to_csv(manifest, index=False)
+    data = load_data(manifest)
+    assert "wolf" in data.classes
+    assert data.is_noisy.tolist() == [g != t for g, t in zip(given, truth, strict=True)]
+    assert data.classes[int(data.true_y[0])] == "wolf"
+    assert data.with_noise("none").true_y.equal(data.true_y)  # labels as given, truth kept
+
+
+def test_noise_none_keeps_the_labels(digits):
+    assert str(NoiseSpec.parse("none")) == "none"
+    same = digits.with_noise("none")
+    assert same.y.equal(digits.y) and same.true_y is None
+
+
+def test_manifest_with_missing_true_labels_is_refused(tmp_path):
+    manifest = tmp_path / "t.csv"
+    pd.DataFrame({"f": [1.0, 2.0, 3.0], "label": [0, 1, 0],
+                  "true_label": [0, None, 0]}).to_csv(manifest, index=False)
+    with pytest.raises(NoisefindError, match="true_label"):
+        load_data(manifest)

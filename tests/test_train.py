@@ -85,3 +85,34 @@ def test_not_a_run_and_corrupt_weights(noisy_digits_run, tmp_path):
 def test_label_margin():
     logits = torch.tensor([[2.0, 1.0, 0.5], [0.0, 3.0, 1.0]])
     assert label_margin(logits, torch.tensor([0, 0])).tolist() == [1.0, -3.0]
+
+
+def test_image_views_are_shifted_or_mirrored_crops_of_the_padded_image():
+    import torch.nn.functional as F
+
+    from noisefind.train import ImageViews
+
+    x = torch.rand(12, 3, 8, 8)
+    views = ImageViews(x.shape, torch.device("cpu"), seed=0)(x)
+    assert views.shape == x.shape
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")  # pad = 8 // 8
+    kinds = set()
+    for i in range(len(x)):
+        matches = [(dy, dx, flip) for dy in range(3) for dx in range(3) for flip in (0, 1)
+                   if torch.equal(views[i], (lambda c: c.flip(-1) if flip else c)(
+                       padded[i, :, dy:dy + 8, dx:dx + 8]))]
+        assert matches, f"view {i} is not a crop of its padded image"
+        kinds.add(matches[0][2])
+    assert kinds == {0, 1}  # both mirrored and plain views occur among 12
+
+
+def test_augmentation_applies_to_colour_images_only(digits, image_folder):
+    from noisefind.data import load_data
+    from noisefind.train import augment_for
+
+    assert not augment_for(digits)
+    assert augment_for(load_data(image_folder))
+    config = TrainConfig(width=0.25, epochs=1, augment=True)
+    plain = fit(digits, TrainConfig(width=0.25, epochs=1), progress=False)
+    augmented = fit(digits, config, progress=False)  # grayscale: augment does nothing
+    assert np.array_equal(plain.history.loss, augmented.history.loss)
