@@ -266,8 +266,21 @@ def scan(
         flagged = int(table["suspected"].sum()) if "suspected" in table else 0
         console.print(f"{flagged} of {len(table)} scanned examples flagged as suspected",
                       highlight=False)
+        console.print(time_spent(out), highlight=False)
         console.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}",
                       highlight=False)
+
+
+def time_spent(out: Path) -> str:
+    """Where a scan's time went, from its ``summary.json``."""
+    import json
+
+    seconds = json.loads((out / "summary.json").read_text())["seconds"]
+    stages = {"train": "training", "flip_search": "flip search",
+              "cross_validation": "out-of-sample models", "oos_flip": "their flip search",
+              "cutoff": "cutoff (replica)"}
+    parts = [f"{name} {seconds[key]:.0f} s" for key, name in stages.items() if seconds.get(key)]
+    return f"time: {', '.join(parts)}; total {seconds['total']:.0f} s"
 
 
 @app.command()

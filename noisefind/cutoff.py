@@ -64,7 +64,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -81,8 +81,12 @@ from noisefind.train import History, Run, TrainConfig
 
 METHODS = ("canaries", "none")
 CANARY_LABELS = ("matched", "runner-up", "uniform")
-SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss", "log_oos_confidence")
-FLIP_SIGNALS = ("log_flip_cost",)
+SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss", "log_oos_confidence",
+           "oos_flip")
+FLIP_SIGNALS = ("log_flip_cost", "oos_flip")
+
+# rows, their given labels -> one value per row; see :func:`signals`
+RowSignal = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -357,13 +361,14 @@ def row_suspicion(run: Run, data: LabeledData, logits: np.ndarray | None) -> np.
 
 
 def signals(results: pd.DataFrame, history: History | None,
-            out_of_sample: np.ndarray | None = None,
-            labels: np.ndarray | None = None) -> dict[str, np.ndarray]:
+            out_of_sample: np.ndarray | None = None, labels: np.ndarray | None = None,
+            out_of_sample_flip: RowSignal | None = None) -> dict[str, np.ndarray]:
     """The :data:`SIGNALS` a wrong label leaves, for the rows of a flip-search result.
 
-    ``history`` gives the AUM and mean-training-loss columns and ``out_of_sample`` (N, C)
+    ``history`` gives the AUM and mean-training-loss columns; ``out_of_sample`` (N, C)
     probabilities of models that never saw the row, with ``labels`` the rows' given labels, the
-    out-of-sample confidence in the given label; each is left out when None.
+    out-of-sample confidence in the given label; ``out_of_sample_flip(rows, labels)`` the
+    ``oos_flip`` column. Each is left out when None.
     """
     rows = results["row"].to_numpy()
     cost = results["flip_cost"].to_numpy(dtype=np.float64)
@@ -378,6 +383,8 @@ def signals(results: pd.DataFrame, history: History | None,
     if out_of_sample is not None:
         given = np.asarray(out_of_sample, dtype=np.float64)[rows, np.asarray(labels)]
         columns["log_oos_confidence"] = np.log(np.clip(given, 1e-6, None))
+    if out_of_sample_flip is not None:
+        columns["oos_flip"] = out_of_sample_flip(rows, np.asarray(labels))
     return columns
 
 
@@ -479,6 +486,7 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
               settings: CutoffSettings | None = None, flip_settings: FlipSettings | None = None,
               progress: bool = False, cache: ResultCache | None = None,
               out_of_sample: np.ndarray | None = None,
+              out_of_sample_flip: RowSignal | None = None,
               without: Sequence[str] = ()) -> Cutoff:
     """The cutoff for the scanned rows of ``results`` (a flip search of ``run`` on ``data``).
 
@@ -501,6 +509,9 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         (N, C) probabilities from models that never saw each row (cross-validation): adds the
         out-of-sample confidence in the given label as a signal. A canary's is read at its new
         label, from the model that held it out, which never saw that label either.
+    out_of_sample_flip : callable, optional
+        ``(rows, labels) -> values``: the ``oos_flip`` signal (:func:`signed_flip`) of those
+        rows under those labels, for the scanned rows and the canaries alike.
     without : sequence of str
         Signals to leave out (for ablations, e.g. :data:`FLIP_SIGNALS`).
 
@@ -521,9 +532,10 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
     started = time.perf_counter()  # the replica is charged what it first cost, cached or not
     history = history_for(run, data)
     use_history = history is not None  # both sides need it; the replica always has one
-    scanned = signals(results, history, out_of_sample, data.y.numpy()[results["row"]])
+    scanned = signals(results, history, out_of_sample, data.y.numpy()[results["row"]],
+                      out_of_sample_flip)
     canaries = signals(canary, replica_history if use_history else None, out_of_sample,
-                       canary["given_label"].to_numpy())
+                       canary["given_label"].to_numpy(), out_of_sample_flip)
     names = [name for name in scanned if name not in without]
     scores, threshold, recall, weights, canary_scores = fit_cutoff(
         np.stack([scanned[n] for n in names], 1), np.stack([canaries[n] for n in names], 1),

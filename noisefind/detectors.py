@@ -60,6 +60,7 @@ from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
 from noisefind.models import predict_logits
+from noisefind.out_of_sample import OutOfSample
 from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
 
 EL2N_EPOCH_FRACTION = 0.1
@@ -187,12 +188,19 @@ class DetectorContext:
 
     def out_of_sample_probabilities(self) -> np.ndarray:
         """Softmax of K-fold cross-validated models for every training example, shape (N, C)."""
-        config = out_of_sample_config(self.train_config)
-        key = digest("cross_validation", data_key(self.data), config.__dict__, self.folds)
-        return self.shared_timed("cross_validation", lambda: self.cache.array(
-            key, lambda: cross_validated_probabilities(self.data, config, self.folds,
-                                                       progress=self.progress,
-                                                       cache=self.cache)))
+        oos = self.out_of_sample
+        return self.shared_timed("cross_validation", lambda: (
+            oos.probabilities(), oos.seconds["cross_validation"]))
+
+    @property
+    def out_of_sample(self) -> OutOfSample:
+        """The K-fold evidence (:class:`~noisefind.out_of_sample.OutOfSample`); its costs are
+        charged by :meth:`out_of_sample_probabilities` and :meth:`out_of_sample_flip`."""
+        if "out_of_sample" not in self._cache:
+            self._cache["out_of_sample"] = OutOfSample(
+                self.data, self.train_config, self.folds, flip_settings=self.flip_settings,
+                progress=self.progress, cache=self.cache)
+        return self._cache["out_of_sample"]
 
     def early_probabilities(self) -> np.ndarray | None:
         """Eval-mode softmax of the early checkpoint for :attr:`rows`, or None without one."""
@@ -202,12 +210,25 @@ class DetectorContext:
         """The flip search over :attr:`rows`, one table row per scanned example, in row order."""
         return self.shared_timed("flip_search", self._flip_search, depends=(TRAIN,))
 
-    def flip_cutoff(self, out_of_sample: bool = False, without: tuple[str, ...] = ()):
+    def out_of_sample_flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The ``oos_flip`` signal of ``rows`` under ``labels``
+        (:meth:`~noisefind.out_of_sample.OutOfSample.flip`)."""
+        self.out_of_sample_probabilities()  # the searches run on the same K models
+        start = time.perf_counter()
+        values = self.out_of_sample.flip(rows, labels)
+        self.shared_wall_seconds += time.perf_counter() - start
+        self.costs["oos_flip"] = self.out_of_sample.seconds["oos_flip"]
+        self.used.add("oos_flip")
+        return values
+
+    def flip_cutoff(self, out_of_sample: bool = False, oos_flip: bool = False,
+                    without: tuple[str, ...] = ()):
         """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
         canaries in a replica model, seeded like the flip search), computed once per variant.
 
         ``out_of_sample`` adds the cross-validated confidence in the given label to its
-        signals; ``without`` leaves signals out (ablations). Variants share the replica.
+        signals, ``oos_flip`` the flip search on those models (:meth:`out_of_sample_flip`);
+        ``without`` leaves signals out (ablations). Variants share the replica.
         """
         from noisefind.cutoff import CutoffSettings, calibrate
 
@@ -216,14 +237,16 @@ class DetectorContext:
             cutoff = calibrate(self.data, self.run, results,
                                CutoffSettings(seed=self.flip_settings.seed), self.flip_settings,
                                progress=self.progress, cache=self.cache,
-                               out_of_sample=probabilities, without=without)
+                               out_of_sample=probabilities, without=without,
+                               out_of_sample_flip=self.out_of_sample_flip if oos_flip else None)
             return cutoff, cutoff.details.get("seconds", 0.0)
 
         probabilities = self.out_of_sample_probabilities() if out_of_sample else None
-        name = "flip_cutoff" + ("+oos" if out_of_sample else "") + "".join(
-            f"-{signal}" for signal in without)
+        name = "flip_cutoff" + ("+oos" if out_of_sample else "") + (
+            "+oos_flip" if oos_flip else "") + "".join(f"-{signal}" for signal in without)
         return self.shared_timed(name, compute, depends=(TRAIN, "flip_search") + (
-            ("cross_validation",) if out_of_sample else ()))
+            ("cross_validation",) if out_of_sample or oos_flip else ()) + (
+            ("oos_flip",) if oos_flip else ()))
 
     def _early_probabilities(self) -> np.ndarray | None:
         run = self.run
@@ -410,6 +433,20 @@ def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
     return _cutoff_scores(context, out_of_sample=True, without=FLIP_SIGNALS)
 
 
+@register("oos_flip")
+def oos_flip(context: DetectorContext) -> np.ndarray:
+    """The flip search where the example is unseen: how many units talk the model that held it
+    out of its prediction, positive when that prediction is not the given label (firmly
+    another class = suspicious), negative when it is (firmly the given class = trusted)."""
+    return context.out_of_sample_flip(context.rows, context.labels)
+
+
+@register("noisefind+oos_flip")
+def noisefind_with_oos_flip(context: DetectorContext) -> np.ndarray:
+    """``noisefind`` with the ``oos_flip`` signal added (costs one more flip search)."""
+    return _cutoff_scores(context, out_of_sample=True, oos_flip=True)
+
+
 def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:
     cutoff = context.flip_cutoff(**variant)
     if cutoff.method != "canaries":
@@ -500,53 +537,3 @@ def cleanlab_scores(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray
     # n_jobs=1: cleanlab's process pool costs more than it saves here and fights for the cores.
     flagged = find_label_issues(labels, probabilities, n_jobs=1)
     return flagged.astype(np.float64) + (1.0 - quality)
-
-
-def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    """Held-out rows of each fold, stratified by label when every class can fill every fold."""
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    if folds < 2:
-        raise NoisefindError(f"--folds must be at least 2, got {folds}")
-    if folds > len(labels):
-        raise NoisefindError(f"--folds {folds}: more folds than the {len(labels)} examples")
-    counts = np.bincount(labels)
-    stratify = counts[counts > 0].min() >= folds
-    splitter = (StratifiedKFold if stratify else KFold)(folds, shuffle=True, random_state=seed)
-    return [held for _, held in splitter.split(np.zeros(len(labels)), labels)]
-
-
-def out_of_sample_config(config: TrainConfig) -> TrainConfig:
-    """The recipe of out-of-sample (cross-validation) models: ``config`` with augmentation.
-
-    They predict examples they never saw, so they should generalise rather than fit every
-    label; augmentation applies to colour images only (:func:`noisefind.train.augment_for`).
-    """
-    from dataclasses import replace
-
-    return replace(config, augment=True, checkpoint_every=0, holdout=0.0)
-
-
-def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds: int = 5,
-                                  progress: bool = False,
-                                  cache: ResultCache | None = None) -> np.ndarray:
-    """Out-of-sample softmax for every example from ``folds`` models trained with :func:`fit`.
-
-    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
-    checkpoints, no holdout of its own) and predicts its held-out fold in eval mode. ``cache``
-    keeps the fold models.
-    """
-    from dataclasses import replace
-
-    cache = cache or ResultCache(None)
-    labels = data.y.numpy()
-    probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
-    for fold, held in enumerate(cv_folds(labels, folds, config.seed)):
-        kept = np.setdiff1d(np.arange(len(data)), held)
-        fold_config = replace(config, seed=config.seed + fold + 1, checkpoint_every=0,
-                              holdout=0.0)
-        run = cache.fit(data.subset(torch.from_numpy(kept)), fold_config, progress=progress)
-        held_rows = torch.from_numpy(held)
-        logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows])
-        probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
-    return probabilities

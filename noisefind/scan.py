@@ -16,6 +16,7 @@ import os
 import shutil
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.export import save_training_set
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
+from noisefind.out_of_sample import OutOfSample
 from noisefind.report import (
     SUSPECT_COLUMNS,
     plot_top_suspects,
@@ -47,7 +49,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
          limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
          progress: bool = True, device: str = "auto",
          cutoff: CutoffSettings | None = None, rank_by: str = "flip",
-         folds: int = 5) -> pd.DataFrame:
+         folds: int = 5, oos_flip: bool = False) -> pd.DataFrame:
     """Rank the training examples of ``data`` by how few units flip the model's prediction.
 
     Parameters
@@ -83,6 +85,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         K of the K-fold models (the scanned model's recipe, with augmentation for colour
         images) whose out-of-sample confidence in each given label joins the cutoff's signals;
         0 leaves them out. Costs K trainings; ignored without the cutoff.
+    oos_flip : bool
+        Also run the flip search on those K models (how firmly each unseen example's
+        prediction holds; :mod:`noisefind.out_of_sample`) and weigh it in: one more search.
 
     Returns
     -------
@@ -124,13 +129,20 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     # Models trained along the way are kept until the scan ends, so a resumed scan reuses them;
     # other ranks compute their own (the same, by seed) rather than share the folder's files.
     cache = ResultCache(out / CACHE_DIR if distributed.is_main() else None)
-    probabilities, cv_seconds = None, 0.0
+    oos = probabilities = None
     if folds and cutoff.method != "none":
-        probabilities, cv_seconds = out_of_sample(data, run, folds, progress, cache)
+        recipe = replace(TrainConfig(**run.config["train"]), device=str(run.device))
+        oos = OutOfSample(data, recipe, folds, flip_settings=settings, progress=progress,
+                          cache=cache)
+        if progress:
+            console.print(f"out-of-sample evidence: {folds} models, each trained without "
+                          f"1/{folds} of the examples", highlight=False)
+        probabilities = oos.probabilities()
         table = with_out_of_sample(table, probabilities, data)
     # Every rank calibrates alone (the same replica, the same decision as a single process).
     decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
-                         out_of_sample=probabilities)
+                         out_of_sample=probabilities,
+                         out_of_sample_flip=oos.flip if oos is not None and oos_flip else None)
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
         write_suspects(table, out)
@@ -138,7 +150,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         if data.is_image and len(table):
             top = table.head(32)
             plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
-        seconds = {"training": round(trained_seconds, 3), "search": round(search_seconds, 3),
+        seconds = {"train": round(trained_seconds, 3), "flip_search": round(search_seconds, 3),
                    "examples_per_second": round(len(todo) / max(search_seconds, 1e-9), 3)}
         summary = scan_summary(table, data, run, settings, limit, seconds)
         summary["rank_by"] = rank_by
@@ -147,29 +159,13 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
                                         None if noisy is None else int(noisy.sum())))
         summary["seconds"]["cutoff"] = decision.details.get("seconds", 0.0)
-        summary["seconds"]["cross_validation"] = round(cv_seconds, 3)
+        for stage, took in (oos.seconds if oos is not None else {}).items():
+            summary["seconds"][stage] = round(took, 3)
+        summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
         summary["folds"] = folds if probabilities is not None else 0
         write_summary(summary, out)
         shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
     return table
-
-
-def out_of_sample(data: LabeledData, run: Run, folds: int, progress: bool,
-                  cache: ResultCache) -> tuple[np.ndarray, float]:
-    """K-fold out-of-sample probabilities with the run's recipe, and the seconds they took."""
-    from dataclasses import replace
-
-    from noisefind.cache import data_key, digest
-    from noisefind.detectors import cross_validated_probabilities, out_of_sample_config
-
-    recipe = replace(TrainConfig(**run.config["train"]), device=str(run.device))
-    config = out_of_sample_config(recipe)
-    if progress:
-        console.print(f"out-of-sample evidence: {folds} models, each trained without "
-                      f"1/{folds} of the examples", highlight=False)
-    key = digest("cross_validation", data_key(data), config.__dict__, folds)
-    return cache.array(key, lambda: cross_validated_probabilities(
-        data, config, folds, progress=progress, cache=cache))
 
 
 def with_out_of_sample(table: pd.DataFrame, probabilities: np.ndarray,

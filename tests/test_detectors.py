@@ -13,8 +13,6 @@ from noisefind.detectors import (
     DETECTORS,
     DetectorContext,
     cleanlab_scores,
-    cross_validated_probabilities,
-    cv_folds,
     early_checkpoint,
     el2n_epoch,
     el2n_from_probabilities,
@@ -25,6 +23,7 @@ from noisefind.detectors import (
 )
 from noisefind.errors import NoisefindError
 from noisefind.models import predict_logits
+from noisefind.out_of_sample import cross_validated_probabilities, cv_folds
 from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
 
 CLASSES = ["a", "b", "c"]

@@ -1,0 +1,201 @@
+"""Out-of-sample evidence: what models that never saw an example say about its label.
+
+A model trained on every label, wrong ones included, memorises them; its loss and flip cost
+then tell a wrong label from a hard example only through how training went. K models, each
+trained without one fold of the data (:func:`cross_validated_runs`), judge every example as
+unseen: their probability of the given label (confident learning's evidence, Northcutt et al.
+2021) and the flip search run on them (:func:`out_of_sample_flip_costs`: how many units it takes
+to talk the unseen-example model out of its prediction). Both enter the cutoff's weighing as
+signals (:mod:`noisefind.cutoff`); :class:`OutOfSample` hands them over lazily, computing each
+once.
+
+The K models follow the scanned model's recipe with augmentation for colour images
+(:func:`out_of_sample_config`): they should generalise, not fit every label.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from noisefind.cache import ResultCache, data_key, digest, model_key
+from noisefind.data import LabeledData
+from noisefind.errors import NoisefindError
+from noisefind.flip import FlipSettings, flip_search
+from noisefind.models import predict_logits
+from noisefind.train import Run, TrainConfig
+
+
+def out_of_sample_config(config: TrainConfig) -> TrainConfig:
+    """The recipe of out-of-sample (cross-validation) models: ``config`` with augmentation.
+
+    They predict examples they never saw, so they should generalise rather than fit every
+    label; augmentation applies to colour images only (:func:`noisefind.train.augment_for`).
+    """
+    return replace(config, augment=True, checkpoint_every=0, holdout=0.0)
+
+
+
+
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Held-out rows of each fold, stratified by label when every class can fill every fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if folds < 2:
+        raise NoisefindError(f"--folds must be at least 2, got {folds}")
+    if folds > len(labels):
+        raise NoisefindError(f"--folds {folds}: more folds than the {len(labels)} examples")
+    counts = np.bincount(labels)
+    stratify = counts[counts > 0].min() >= folds
+    splitter = (StratifiedKFold if stratify else KFold)(folds, shuffle=True, random_state=seed)
+    return [held for _, held in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = 5,
+                         progress: bool = False,
+                         cache: ResultCache | None = None) -> list[tuple[Run, np.ndarray]]:
+    """``folds`` models trained with :func:`fit`, each with the rows it held out.
+
+    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
+    checkpoints, no holdout of its own). ``cache`` keeps them.
+    """
+    cache = cache or ResultCache(None)
+    runs = []
+    for fold, held in enumerate(cv_folds(data.y.numpy(), folds, config.seed)):
+        kept = np.setdiff1d(np.arange(len(data)), held)
+        fold_config = replace(config, seed=config.seed + fold + 1, checkpoint_every=0,
+                              holdout=0.0)
+        runs.append((cache.fit(data.subset(torch.from_numpy(kept)), fold_config,
+                               progress=progress), held))
+    return runs
+
+
+def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds: int = 5,
+                                  progress: bool = False,
+                                  cache: ResultCache | None = None) -> np.ndarray:
+    """Out-of-sample softmax for every example: each row predicted in eval mode by the
+    :func:`cross_validated_runs` model that held it out."""
+    probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
+    for run, held in cross_validated_runs(data, config, folds, progress, cache):
+        held_rows = torch.from_numpy(held)
+        logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows])
+        probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
+    return probabilities
+
+
+def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
+                             rows: np.ndarray, settings: FlipSettings, progress: bool = False,
+                             cache: ResultCache | None = None,
+                             ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The flip search run where the example is unseen: on the fold model that held each row
+    out, away from that model's own prediction.
+
+    A model that never saw an example predicts its class from what the class shares; how many
+    units it takes to talk that model out of its prediction measures how firmly the example
+    looks like that class, in the units the flip search counts.
+
+    Returns
+    -------
+    costs : numpy.ndarray
+        Flip cost per row of ``rows`` (:func:`noisefind.flip.flip_search`'s ``flip_cost``).
+    predicted : numpy.ndarray
+        The fold model's prediction per row.
+    seconds : float
+        What the searches cost (as first computed, when read back from ``cache``).
+    """
+    cache = cache or ResultCache(None)
+    rows = np.asarray(rows, dtype=np.int64)
+    costs, predicted = np.full(len(rows), np.nan), np.full(len(rows), -1, dtype=np.int64)
+    seconds = 0.0
+    for run, held in fold_runs:
+        at = np.flatnonzero(np.isin(rows, held))
+        if not len(at):
+            continue
+        mine = torch.from_numpy(rows[at])
+        guess = predict_logits(run.model, data.x[mine], data.index[mine]).argmax(1).cpu()
+        y = data.y.clone()
+        y[mine] = guess
+        relabelled = replace(data, y=y)
+        key = digest("oos_flip", data_key(relabelled), model_key(run.model),
+                     settings.as_dict(), rows[at])
+        table, took = cache.table(key, lambda model=run.model, d=relabelled, r=mine: flip_search(
+            model, d, settings, rows=r, progress=progress))
+        seconds += took
+        order = {int(r): i for i, r in enumerate(table["row"])}
+        costs[at] = table["flip_cost"].to_numpy()[[order[int(r)] for r in rows[at]]]
+        predicted[at] = guess.numpy()
+    return costs, predicted, seconds
+
+
+def signed_flip(costs: np.ndarray, predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The ``oos_flip`` signal: how firmly an unseen-example model holds its prediction
+    (``log1p`` of the flip cost away from it), positive where that prediction is not the given
+    label (firmly another class: suspicious), negative where it is (firmly the given class)."""
+    firmness = np.log1p(np.clip(np.asarray(costs, dtype=np.float64), 0.0, None))
+    return np.where(np.asarray(predicted) != np.asarray(labels), firmness, -firmness)
+
+
+class OutOfSample:
+    """K-fold evidence for one data set, computed on first use and then kept.
+
+    Parameters
+    ----------
+    data : LabeledData
+        The training set with its given labels.
+    config : TrainConfig
+        The scanned model's recipe; the K models use :func:`out_of_sample_config` of it.
+    folds : int
+        K.
+    flip_settings : FlipSettings, optional
+        Settings of the flip search on the K models (default: the scan's defaults).
+    progress : bool
+        Progress bars while training and searching.
+    cache : ResultCache, optional
+        Keeps the K models, their probabilities and searches (resume).
+
+    Attributes
+    ----------
+    seconds : dict of str to float
+        What ``"cross_validation"`` (the K models and their probabilities) and ``"oos_flip"``
+        (the searches) cost so far, as first computed.
+    """
+
+    def __init__(self, data: LabeledData, config: TrainConfig, folds: int = 5, *,
+                 flip_settings: FlipSettings | None = None, progress: bool = False,
+                 cache: ResultCache | None = None):
+        if folds < 2:
+            raise NoisefindError(f"folds must be at least 2, got {folds}")
+        self.data, self.folds, self.progress = data, folds, progress
+        self.config = out_of_sample_config(config)
+        self.flip_settings = flip_settings or FlipSettings()
+        self.cache = cache or ResultCache(None)
+        self.seconds: dict[str, float] = {}
+        self._probabilities: np.ndarray | None = None
+        self._runs: list[tuple[Run, np.ndarray]] | None = None
+
+    def runs(self) -> list[tuple[Run, np.ndarray]]:
+        """The K models with the rows each held out."""
+        if self._runs is None:
+            self._runs = cross_validated_runs(self.data, self.config, self.folds, self.progress,
+                                              self.cache)
+        return self._runs
+
+    def probabilities(self) -> np.ndarray:
+        """(N, C) out-of-sample probabilities of every row."""
+        if self._probabilities is None:
+            key = digest("cross_validation", data_key(self.data), self.config.__dict__,
+                         self.folds)
+            self._probabilities, self.seconds["cross_validation"] = self.cache.array(
+                key, lambda: cross_validated_probabilities(
+                    self.data, self.config, self.folds, self.progress, self.cache))
+        return self._probabilities
+
+    def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""
+        self.probabilities()  # charged with the models it shares
+        costs, predicted, seconds = out_of_sample_flip_costs(
+            self.data, self.runs(), rows, self.flip_settings, self.progress, self.cache)
+        self.seconds["oos_flip"] = self.seconds.get("oos_flip", 0.0) + seconds
+        return signed_flip(costs, predicted, labels)
