@@ -219,13 +219,15 @@ def scan(
         help="How canaries are relabelled: copying the confusions among the likeliest "
              "mislabeled examples (matched), to the model's most likely other class "
              "(runner-up), or to a random other class (uniform).")] = "matched",
-    rank_by: Annotated[str, typer.Option(
-        help="Order of suspects.csv and the pictures: the flip search's score (flip) or the "
-             "cutoff_score, which weighs the flip cost with the loss and training dynamics "
-             "(cutoff; ranks better, see the README).")] = "flip",
+    rank_by: Annotated[str | None, typer.Option(
+        help="Order of suspects.csv and the pictures: the cutoff_score, which weighs the flip "
+             "cost with the loss, the training dynamics and the out-of-sample evidence "
+             "(cutoff; the best measured on real noise), or the flip search's own score "
+             "(flip; the paper's) [default: cutoff, or flip with --cutoff none].")] = None,
     folds: Annotated[int, typer.Option(
-        help="K-fold models whose out-of-sample confidence in each given label joins the "
-             "cutoff's signals (K more trainings); 0 leaves them out.")] = 5,
+        help="K-fold models, each judging the examples it never saw: their class-calibrated "
+             "margin against the given label joins the cutoff's signals (K more trainings); "
+             "0 leaves them out.")] = 5,
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:

@@ -77,11 +77,12 @@ from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
 from noisefind.models import predict_logits
+from noisefind.out_of_sample import calibrated_margin, class_thresholds
 from noisefind.train import History, Run, TrainConfig
 
 METHODS = ("canaries", "none")
 CANARY_LABELS = ("matched", "runner-up", "uniform")
-SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss", "log_oos_confidence",
+SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss", "oos_margin",
            "oos_flip")
 FLIP_SIGNALS = ("log_flip_cost", "oos_flip")
 
@@ -362,13 +363,15 @@ def row_suspicion(run: Run, data: LabeledData, logits: np.ndarray | None) -> np.
 
 def signals(results: pd.DataFrame, history: History | None,
             out_of_sample: np.ndarray | None = None, labels: np.ndarray | None = None,
-            out_of_sample_flip: RowSignal | None = None) -> dict[str, np.ndarray]:
+            out_of_sample_flip: RowSignal | None = None,
+            thresholds: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The :data:`SIGNALS` a wrong label leaves, for the rows of a flip-search result.
 
     ``history`` gives the AUM and mean-training-loss columns; ``out_of_sample`` (N, C)
     probabilities of models that never saw the row, with ``labels`` the rows' given labels, the
-    out-of-sample confidence in the given label; ``out_of_sample_flip(rows, labels)`` the
-    ``oos_flip`` column. Each is left out when None.
+    out-of-sample class-calibrated margin against the given label
+    (:func:`noisefind.out_of_sample.calibrated_margin`); ``out_of_sample_flip(rows, labels)``
+    the ``oos_flip`` column. Each is left out when None.
     """
     rows = results["row"].to_numpy()
     cost = results["flip_cost"].to_numpy(dtype=np.float64)
@@ -381,8 +384,8 @@ def signals(results: pd.DataFrame, history: History | None,
         mean_loss = history.loss[:, rows].astype(np.float64).mean(axis=0)
         columns["log_mean_loss"] = np.log(np.clip(mean_loss, 1e-8, None))
     if out_of_sample is not None:
-        given = np.asarray(out_of_sample, dtype=np.float64)[rows, np.asarray(labels)]
-        columns["log_oos_confidence"] = np.log(np.clip(given, 1e-6, None))
+        columns["oos_margin"] = calibrated_margin(out_of_sample, rows, np.asarray(labels),
+                                                  thresholds)
     if out_of_sample_flip is not None:
         columns["oos_flip"] = out_of_sample_flip(rows, np.asarray(labels))
     return columns
@@ -532,10 +535,14 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
     started = time.perf_counter()  # the replica is charged what it first cost, cached or not
     history = history_for(run, data)
     use_history = history is not None  # both sides need it; the replica always has one
+    # Class thresholds from the given labels, as confident learning sets them; the canaries
+    # are judged against the same ones.
+    thresholds = (None if out_of_sample is None
+                  else class_thresholds(out_of_sample, data.y.numpy()))
     scanned = signals(results, history, out_of_sample, data.y.numpy()[results["row"]],
-                      out_of_sample_flip)
+                      out_of_sample_flip, thresholds)
     canaries = signals(canary, replica_history if use_history else None, out_of_sample,
-                       canary["given_label"].to_numpy(), out_of_sample_flip)
+                       canary["given_label"].to_numpy(), out_of_sample_flip, thresholds)
     names = [name for name in scanned if name not in without]
     scores, threshold, recall, weights, canary_scores = fit_cutoff(
         np.stack([scanned[n] for n in names], 1), np.stack([canaries[n] for n in names], 1),

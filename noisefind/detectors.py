@@ -60,7 +60,7 @@ from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
 from noisefind.models import predict_logits
-from noisefind.out_of_sample import OutOfSample
+from noisefind.out_of_sample import OutOfSample, class_thresholds
 from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
 
 EL2N_EPOCH_FRACTION = 0.1
@@ -382,6 +382,18 @@ def oos_confidence(context: DetectorContext) -> np.ndarray:
     return -probabilities[context.rows, context.labels]
 
 
+@register("oos_margin")
+def oos_margin(context: DetectorContext) -> np.ndarray:
+    """The out-of-sample class-calibrated margin against the given label
+    (:func:`noisefind.out_of_sample.calibrated_margin`): confident learning's per-class
+    thresholds kept as a continuous score."""
+    from noisefind.out_of_sample import calibrated_margin
+
+    return calibrated_margin(context.out_of_sample_probabilities(), context.rows,
+                             context.labels, class_thresholds(
+                                 context.out_of_sample_probabilities(), context.data.y.numpy()))
+
+
 @register("oos+mean_loss")
 def oos_mean_loss(context: DetectorContext) -> np.ndarray:
     """Mean of two ranks: out-of-sample self-confidence and the mean training loss (an
@@ -433,17 +445,19 @@ def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
     return _cutoff_scores(context, out_of_sample=True, without=FLIP_SIGNALS)
 
 
-@register("oos_flip")
+@register("oos_flip", default=False)
 def oos_flip(context: DetectorContext) -> np.ndarray:
     """The flip search where the example is unseen: how many units talk the model that held it
     out of its prediction, positive when that prediction is not the given label (firmly
-    another class = suspicious), negative when it is (firmly the given class = trusted)."""
+    another class = suspicious), negative when it is (firmly the given class = trusted).
+    Opt-in: one more flip search, and weaker than the same models' probabilities."""
     return context.out_of_sample_flip(context.rows, context.labels)
 
 
-@register("noisefind+oos_flip")
+@register("noisefind+oos_flip", default=False)
 def noisefind_with_oos_flip(context: DetectorContext) -> np.ndarray:
-    """``noisefind`` with the ``oos_flip`` signal added (costs one more flip search)."""
+    """``noisefind`` with the ``oos_flip`` signal added (costs one more flip search; opt-in:
+    on CIFAR-10N it lowered the AUROC, see docs/benchmarks.md)."""
     return _cutoff_scores(context, out_of_sample=True, oos_flip=True)
 
 

@@ -129,6 +129,38 @@ def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.nd
     return costs, predicted, seconds
 
 
+def class_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per class c, the mean out-of-sample probability of c over the rows labelled c:
+    confident learning's per-class threshold ``t_c`` (a hard class has a low one)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    return np.array([probabilities[labels == c, c].mean() if (labels == c).any() else 1.0
+                     for c in range(probabilities.shape[1])])
+
+
+def calibrated_margin(probabilities: np.ndarray, rows: np.ndarray, labels: np.ndarray,
+                      thresholds: np.ndarray | None = None) -> np.ndarray:
+    """``oos_margin``: how much more another class is present than the given label, each
+    measured against its class's threshold ``t`` (:func:`class_thresholds`)::
+
+        max_{j != label} log(p_j / t_j)  -  log(p_label / t_label)
+
+    Positive when some other class is more confidently present, relative to how confident the
+    models usually are about it, than the given label is. Confident learning flags a row when
+    ``p_j >= t_j`` for another class j (Northcutt et al. 2021); the margin keeps that
+    class-conditional calibration (real errors live in a few hard class pairs, cat/dog,
+    automobile/truck) as a continuous score.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)[np.asarray(rows)]
+    labels = np.asarray(labels)
+    thresholds = class_thresholds(probabilities, labels) if thresholds is None else thresholds
+    relative = np.log(np.clip(probabilities, 1e-9, None)) - np.log(
+        np.clip(thresholds, 1e-9, None))
+    given = relative[np.arange(len(relative)), labels]
+    relative[np.arange(len(relative)), labels] = -np.inf
+    return relative.max(axis=1) - given
+
+
 def signed_flip(costs: np.ndarray, predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The ``oos_flip`` signal: how firmly an unseen-example model holds its prediction
     (``log1p`` of the flip cost away from it), positive where that prediction is not the given

@@ -144,8 +144,9 @@ def shown_suspects(suspects: pd.DataFrame, top: int) -> pd.DataFrame:
 
 def _order_note(rank_by: str) -> str:
     if rank_by == "cutoff":
-        return ("Sorted by the cutoff's score (the flip cost weighed with the loss and the "
-                "training dynamics; higher = more like the canaries, more suspicious).")
+        return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "
+                "training dynamics and the out-of-sample evidence; higher = more like the "
+                "canaries, more suspicious).")
     return ("Sorted by suspicion (score = minus the flip cost: fewer units zeroed to flip the "
             "prediction away from the given label = more suspicious).")
 

@@ -48,8 +48,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
          out: str | Path = "noisefind-out", settings: FlipSettings | None = None,
          limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
          progress: bool = True, device: str = "auto",
-         cutoff: CutoffSettings | None = None, rank_by: str = "flip",
-         folds: int = 5, oos_flip: bool = False) -> pd.DataFrame:
+         cutoff: CutoffSettings | None = None, rank_by: str | None = None,
+         folds: int = 5) -> pd.DataFrame:
     """Rank the training examples of ``data`` by how few units flip the model's prediction.
 
     Parameters
@@ -77,17 +77,16 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         How the ``suspected`` flag and ``estimated_mislabeled`` are calibrated (default:
         canaries in a replica model, seeded with the flip search's seed; see
         :mod:`noisefind.cutoff`).
-    rank_by : {"flip", "cutoff"}
-        Order of the table (and of ``top_suspects.png``): by ``score``, the flip search's own
-        ranking, or by ``cutoff_score``, which weighs the flip cost with the loss and the
-        training dynamics (:data:`RANK_BY`; needs the cutoff).
+    rank_by : {"cutoff", "flip"}, optional
+        Order of the table (and of ``top_suspects.png``): by ``cutoff_score``, which weighs the
+        flip cost with the loss, the training dynamics and the out-of-sample evidence (the best
+        order measured on real label noise; needs the cutoff), or by ``score``, the flip
+        search's own ranking (the paper's). Default: ``cutoff``, or ``flip`` without a cutoff.
     folds : int
         K of the K-fold models (the scanned model's recipe, with augmentation for colour
-        images) whose out-of-sample confidence in each given label joins the cutoff's signals;
+        images) whose class-calibrated margin against each given label (``oos_margin``) joins
+        the cutoff's signals;
         0 leaves them out. Costs K trainings; ignored without the cutoff.
-    oos_flip : bool
-        Also run the flip search on those K models (how firmly each unseen example's
-        prediction holds; :mod:`noisefind.out_of_sample`) and weigh it in: one more search.
 
     Returns
     -------
@@ -97,6 +96,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     settings = settings or FlipSettings()
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
+    if rank_by is None:
+        rank_by = "flip" if cutoff.method == "none" else "cutoff"
     check_rank_by(rank_by, cutoff)
     if folds == 1 or folds < 0:
         raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}")
@@ -141,8 +142,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         table = with_out_of_sample(table, probabilities, data)
     # Every rank calibrates alone (the same replica, the same decision as a single process).
     decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
-                         out_of_sample=probabilities,
-                         out_of_sample_flip=oos.flip if oos is not None and oos_flip else None)
+                         out_of_sample=probabilities)
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
         write_suspects(table, out)
@@ -243,7 +243,7 @@ def _layer_summary(units, unit_layers: list[str]) -> str:
     return " ".join(f"{layer}:{k}" for layer, k in counts.items())
 
 
-RANK_BY = {"flip": "score", "cutoff": "cutoff_score"}
+RANK_BY = {"cutoff": "cutoff_score", "flip": "score"}
 
 
 def check_rank_by(rank_by: str, cutoff: CutoffSettings) -> None:
