@@ -400,7 +400,7 @@ def history_for(run: Run, data: LabeledData) -> History | None:
 
 
 def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
-               seed: int = 0, names: Sequence[str] = SIGNALS,
+               seed: int = 0, names: Sequence[str] | None = None,
                ) -> tuple[np.ndarray, float, float, dict, np.ndarray]:
     """Positive-unlabelled logistic regression: canaries against the scanned examples.
 
@@ -412,8 +412,9 @@ def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
         Share of the canaries the threshold keeps.
     seed : int
         Seeds the canaries' cross-fitting folds.
-    names : sequence of str
-        The signals' names, one per column, for ``weights``.
+    names : sequence of str, optional
+        The signals' names, one per column, for ``weights`` (default: the first columns of
+        :data:`SIGNALS`).
 
     Returns
     -------
@@ -432,6 +433,7 @@ def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
 
     if len(canaries) < 2 or len(scanned) < 2:
         raise NoisefindError("the cutoff needs at least 2 scanned examples and 2 canaries")
+    names = list(SIGNALS[:scanned.shape[1]] if names is None else names)
     score, weights = _pu_classifier(scanned, canaries, names)
     canary_scores = np.empty(len(canaries))
     folds = KFold(min(5, len(canaries)), shuffle=True, random_state=seed)
@@ -471,8 +473,7 @@ def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
     return min(bounds.values()), bounds
 
 
-def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray,
-                   names: Sequence[str] = SIGNALS):
+def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray, names: Sequence[str]):
     """A scoring function (decision values) and its weights per standardised signal."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.preprocessing import StandardScaler

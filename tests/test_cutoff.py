@@ -183,8 +183,13 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
         assert key in summary
     # Flagged examples are mostly the truly mislabeled ones even with this tiny model.
     assert summary["flag_precision"] >= 0.5
-    assert summary["rank_by"] == "flip" and table["score"].is_monotonic_decreasing
+    # The default order: the cutoff's score, with the out-of-sample evidence of 5 folds.
+    assert summary["rank_by"] == "cutoff" and table["cutoff_score"].is_monotonic_decreasing
+    assert summary["folds"] == 5 and "oos_margin" in cutoff["signals"]
+    assert table["oos_confidence"].between(0, 1).all()
+    assert summary["seconds"]["cross_validation"] > 0
     assert 0.5 < summary["auroc_cutoff_score"] <= 1.0
+    assert not (scanned / "cache").exists()  # models kept for a resume are gone at the end
 
 
 def test_cutoff_none_flags_nothing(tmp_path):

@@ -24,7 +24,7 @@ SUSPECT_COLUMNS = ["rank", "index", "path", "given_label", "predicted_label", "u
 def scanned(noisy_digits, noisy_digits_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("scan")
     table = scan(noisy_digits, noisy_digits_run, out=out, limit=120,
-                 settings=FlipSettings(max_units=50), progress=False)
+                 settings=FlipSettings(max_units=50), progress=False, rank_by="flip", folds=0)
     return table, out
 
 
@@ -42,6 +42,8 @@ def test_summary_reports_quality_against_the_truth(scanned):
     _, out = scanned
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scanned"] == 120 and summary["settings"]["max_units"] == 50
+    assert {"train", "flip_search", "cutoff", "total"} <= set(summary["seconds"])
+    assert summary["folds"] == 0 and "cross_validation" not in summary["seconds"]
     assert 0.5 < summary["auroc"] <= 1.0  # better than chance on real noisy digits
     assert summary["median_units_to_flip_mislabeled"] <= summary["median_units_to_flip_clean"]
 
@@ -52,12 +54,12 @@ def test_resume_with_other_settings_is_refused(scanned, noisy_digits, noisy_digi
 
     with pytest.raises(NoisefindError, match="cannot resume"):
         scan(noisy_digits, noisy_digits_run, out=out, limit=120, resume=True,
-             settings=FlipSettings(max_units=20), progress=False)
+             settings=FlipSettings(max_units=20), progress=False, rank_by="flip", folds=0)
 
 
 def test_resume_after_kill_gives_the_same_csv(noisy_digits_run, tmp_path):
     args = [sys.executable, "-m", "noisefind", "scan", "digits", "--model",
-            str(noisy_digits_run.path), "--limit", "150", "--max-units", "50",
+            str(noisy_digits_run.path), "--limit", "150", "--max-units", "50", "--folds", "0",
             "--scan-batch-size", "8", "--quiet"]
     whole = tmp_path / "whole"
     subprocess.run(args + ["--out", str(whole)], check=True, capture_output=True)
