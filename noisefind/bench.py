@@ -264,7 +264,7 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
         ``attrs["retrain"]`` the retraining records (empty without ``retrain``). Both are
         also in ``results.json`` and ``results.md``.
     """
-    from noisefind import report
+    from noisefind import bench_report as report
 
     noises = [NoiseSpec.parse(n) if isinstance(n, str) else n for n in noises]
     if not noises:

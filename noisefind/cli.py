@@ -229,8 +229,8 @@ def scan(
     """Rank every training example by how few units flip the model's prediction."""
     from noisefind.cutoff import CutoffSettings
     from noisefind.flip import FlipSettings
-    from noisefind.report import print_suspects
     from noisefind.scan import scan as run_scan
+    from noisefind.scan_report import print_suspects
     from noisefind.train import TrainConfig, check_compatible, load_run
 
     device, quiet = _join_torchrun(device, quiet)
@@ -306,10 +306,10 @@ def bench(
     from rich.console import Console
 
     from noisefind.bench import bench as run_bench
+    from noisefind.bench_report import bench_table
     from noisefind.data import parse_noise_list
     from noisefind.detectors import parse_detector_list
     from noisefind.flip import FlipSettings
-    from noisefind.report import bench_table
     from noisefind.train import TrainConfig
 
     noises = parse_noise_list(noise)
@@ -328,11 +328,11 @@ def bench(
     # The table is the command's result, so stdout; messages stay on the stderr console.
     Console().print(bench_table(runs))
     if runs.attrs.get("decisions"):
-        from noisefind.report import decisions_table
+        from noisefind.bench_report import decisions_table
 
         Console().print(decisions_table(runs.attrs["decisions"]))
     if runs.attrs.get("retrain"):
-        from noisefind.report import cleaned_retrain_table
+        from noisefind.bench_report import cleaned_retrain_table
 
         Console().print(cleaned_retrain_table(runs.attrs["retrain"]))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
@@ -366,8 +366,8 @@ def localize_gradients(run: RunFolder, out: LocalizeOut = None) -> None:
     """
     from rich.console import Console
 
+    from noisefind.analysis_report import gradient_table
     from noisefind.localize import gradient_figures, save_analysis
-    from noisefind.report import gradient_table
 
     result = gradient_figures(run)
     written = save_analysis("gradients", result, _localize_out(run, out))
@@ -392,9 +392,9 @@ def localize_rewind(
     """Rewind each layer to each kept checkpoint; clean and mislabeled accuracy (Fig. 3)."""
     from rich.console import Console
 
+    from noisefind.analysis_report import rewind_table
     from noisefind.evaluate import load_run_data
     from noisefind.localize import rewind, save_analysis
-    from noisefind.report import rewind_table
     from noisefind.train import load_run
 
     chosen = _int_list(epochs, "--epochs") if epochs is not None else None
@@ -423,9 +423,9 @@ def localize_retrain(
     """Reset each layer to its initial weights, retrain it alone on clean examples (Fig. 4)."""
     from rich.console import Console
 
+    from noisefind.analysis_report import retrain_table
     from noisefind.evaluate import load_run_data
     from noisefind.localize import RetrainSettings, retrain, save_analysis
-    from noisefind.report import retrain_table
     from noisefind.train import load_run
 
     groups = [g.strip() for g in layers.split(",") if g.strip()] if layers else None
@@ -476,10 +476,10 @@ def memorization(
     """
     from rich.console import Console
 
+    from noisefind.analysis_report import memorization_table
     from noisefind.data import split_holdout
     from noisefind.memorization import MemorizationSettings, summarize
     from noisefind.memorization import memorization as estimate
-    from noisefind.report import memorization_table
     from noisefind.train import TrainConfig
 
     settings = MemorizationSettings(models=models, subset=subset, seed=seed)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -27,14 +26,16 @@ from noisefind.cutoff import CutoffSettings, calibrate, mark_suspected
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.export import save_training_set
+from noisefind.files import JsonLines, write_json
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
-from noisefind.report import (
+from noisefind.scan_report import (
     SUSPECT_COLUMNS,
     plot_top_suspects,
     write_summary,
     write_suspects,
 )
-from noisefind.train import Run, TrainConfig, check_compatible, fit, load_run, write_json
+from noisefind.suggest import runner_up_classes, suggest_labels
+from noisefind.train import Run, TrainConfig, check_compatible, fit, load_run
 
 PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
 
@@ -110,7 +111,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     distributed.barrier()  # every shard is on disk before the merge
 
     results = log.read_all()
-    table = suspects_table(results, data, run.model.unit_layers())
+    scanned = torch.tensor(results["row"].to_numpy(), dtype=torch.int64)
+    runner_up = runner_up_classes(run.model, data.x[scanned], data.index[scanned],
+                                  data.y[scanned])
+    table = suspects_table(results, data, run.model.unit_layers(), runner_up)
     # Every rank calibrates alone (the same replica, the same decision as a single process).
     decision = calibrate(data, run, results, cutoff, settings, progress)
     table = rank_table(mark_suspected(table, decision, data), rank_by)
@@ -151,12 +155,14 @@ def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).permutation(n)[:limit]
 
 
-def suspects_table(results: pd.DataFrame, data: LabeledData,
-                   unit_layers: list[str]) -> pd.DataFrame:
+def suspects_table(results: pd.DataFrame, data: LabeledData, unit_layers: list[str],
+                   runner_up: np.ndarray | None = None) -> pd.DataFrame:
     """Join search results with the data's labels and paths; rank by score, highest first.
 
     ``score = -flip_cost``: fewer units to flip (and, among equal counts, less of the last unit
-    needed) means more suspicious.
+    needed) means more suspicious. ``runner_up`` (class codes, one per row of ``results``) is
+    the model's most likely class other than the given label; ``suggested_label`` comes from
+    :func:`noisefind.suggest.suggest_labels`.
     """
     rows = results["row"].to_numpy()
     classes = np.array(data.classes, dtype=object)
@@ -174,12 +180,16 @@ def suspects_table(results: pd.DataFrame, data: LabeledData,
         "reference_accuracy": results["reference_accuracy"].to_numpy(),
         "layers": [_layer_summary(u, unit_layers) for u in results["units"]],
     })
+    if runner_up is not None:
+        table["runner_up_label"] = classes[runner_up]
+    table.insert(table.columns.get_loc("given_label") + 1, "suggested_label",
+                 suggest_labels(table))
     if data.true_y is not None:
         table["is_noisy"] = (data.y != data.true_y).numpy()[rows]
         table["true_label"] = classes[data.true_y.numpy()[rows]]
     table = rank_table(table, "flip")
-    extra = [c for c in table.columns if c not in SUSPECT_COLUMNS]
-    return table[SUSPECT_COLUMNS + extra]
+    known = [c for c in SUSPECT_COLUMNS if c in table]
+    return table[known + [c for c in table.columns if c not in SUSPECT_COLUMNS]]
 
 
 def _positions(data: LabeledData, index) -> torch.Tensor:
@@ -275,6 +285,7 @@ class ScanLog:
         self.out, self.rank = out, rank
         name = PROGRESS_FILE if rank == 0 else f"scan_progress.{rank}.jsonl"
         self.file = out / name
+        self.log = JsonLines(self.file)
 
     def files(self) -> list[Path]:
         return sorted(self.out.glob("scan_progress*.jsonl"))
@@ -303,41 +314,20 @@ class ScanLog:
                 f"{', '.join(changed)}; rerun without --resume or with the same settings")
         done = self.read_all()
         distributed.barrier()  # everyone has read before anyone rewrites its file
-        self._drop_torn_tail()
+        self.log.repair()  # a line cut by a kill: that example is simply scanned again
         if self.rank == 0:
             console.print(f"resuming: {len(done)} examples already scanned")
         return done["row"].to_numpy(dtype=np.int64)
 
     def append(self, frame: pd.DataFrame) -> None:
         """Append finished examples and force them to disk before the search goes on."""
-        with open(self.file, "a") as f:
-            f.write(frame.to_json(orient="records", lines=True))
-            f.flush()
-            os.fsync(f.fileno())
+        self.log.append(frame.to_json(orient="records", lines=True))
 
     def read_all(self) -> pd.DataFrame:
         """Every finished example in every rank's file, each once."""
-        records = []
-        for file in self.files():
-            records += _complete_lines(file)
+        records = [r for file in self.files() for r in JsonLines(file).read()]
         done = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
         return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
-
-    def _drop_torn_tail(self) -> None:
-        # A kill can cut the last line; rewrite the file so later appends stay line-aligned.
-        if self.file.is_file():
-            lines = _complete_lines(self.file)
-            self.file.write_text("".join(json.dumps(r) + "\n" for r in lines))
-
-
-def _complete_lines(file: Path) -> list[dict]:
-    records = []
-    for line in file.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut by a kill: that example is simply scanned again
-    return records
 
 
 def _digest(values) -> str:

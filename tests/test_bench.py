@@ -18,10 +18,10 @@ from noisefind.bench import (
     scan_rows,
     tpr_at_fpr,
 )
+from noisefind.bench_report import bench_markdown, bench_summary
 from noisefind.cli import app
 from noisefind.detectors import get_detectors
 from noisefind.errors import NoisefindError
-from noisefind.report import bench_markdown, bench_summary
 from noisefind.train import TrainConfig
 
 IS_NOISY = np.array([True] * 10 + [False] * 90)

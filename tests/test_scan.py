@@ -102,3 +102,17 @@ def test_cli_scan_on_an_image_folder(image_folder, tmp_path):
 def test_scan_bad_flags(args, message, noisy_digits_run):
     result = runner.invoke(app, ["scan", "digits", "--model", str(noisy_digits_run.path), *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_suggested_label_is_mostly_the_true_label_of_the_mislabeled(scanned):
+    table, out = scanned
+    csv = pd.read_csv(out / "suspects.csv", dtype=str)
+    mislabeled = csv[csv["is_noisy"] == "True"]
+    assert len(mislabeled) >= 8
+    right = (mislabeled["suggested_label"] == mislabeled["true_label"]).mean()
+    print(f"suggested right for {right:.3f} of {len(mislabeled)}")
+    # chance among the 9 other classes is 0.11; on this small scan it is right for most
+    assert right >= 0.75
+    assert (csv["suggested_label"] != csv["given_label"]).all()  # always another label
+    flipped = csv["flipped_to"].notna()
+    assert (csv.loc[flipped, "suggested_label"] == csv.loc[flipped, "flipped_to"]).all()
