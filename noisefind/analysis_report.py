@@ -137,49 +137,54 @@ def plot_memorization(table: pd.DataFrame, path: str | Path) -> Path:
     return save_figure(figure, path)
 
 
+def _numbers_table(title: str, first: str, columns: list[str], caption: str | None = None):
+    """A terminal table that fits 80 columns: a label column, then right-aligned numbers."""
+    table = Table(title=title, caption=caption, box=box.SIMPLE_HEAD, show_edge=False)
+    table.add_column(first, no_wrap=True)
+    for name in columns:
+        table.add_column(name, justify="right", min_width=min(7, len(name)))
+    return table
+
+
+def _short_labels(result: dict) -> list[str]:
+    """``k group`` per layer group, for terminal tables (the figures say the kind too)."""
+    return [f"{k + 1} {group}" for k, group in enumerate(result["groups"])]
+
+
 def gradient_table(summary: list[dict]) -> Table:
     """Per layer group: mean clean and mislabeled gradient norms and their cosine."""
-    table = Table(title="gradient per layer, mean over epochs (norm / sqrt(params))",
-                  box=box.SIMPLE_HEAD)
-    for name in ("layer", "params", "clean", "mislabeled", "ratio", "cosine (median)",
-                 "epochs < -0.75"):
-        table.add_column(name, justify="left" if name == "layer" else "right",
-                         no_wrap=name == "layer")
+    table = _numbers_table("gradient per layer, mean over epochs (norm / sqrt(params))",
+                           "layer", ["clean", "mislabeled", "ratio", "cosine median",
+                                     "epochs < -0.75"])
     for k, row in enumerate(summary):
-        table.add_row(f"{k + 1} {row['kind']} ({row['group']})", str(row["parameters"]),
-                      f"{row['clean_norm']:.2e}", f"{row['noisy_norm']:.2e}",
-                      f"{row['noisy_to_clean']:.2f}", f"{row['cosine_median']:+.2f}",
-                      str(row["epochs_cosine_below_-0.75"]))
+        table.add_row(f"{k + 1} {row['kind']} ({row['group']})", f"{row['clean_norm']:.2e}",
+                      f"{row['noisy_norm']:.2e}", f"{row['noisy_to_clean']:.2f}",
+                      f"{row['cosine_median']:+.2f}", str(row["epochs_cosine_below_-0.75"]))
     return table
 
 
 def rewind_table(result: dict) -> Table:
-    """Clean / mislabeled training accuracy (%) per rewound group (rows) and epoch (columns)."""
+    """Clean / mislabeled training accuracy (%) per checkpoint epoch (rows) and rewound group
+    (columns)."""
     final = result["final"]
-    table = Table(title=f"rewinding: train accuracy % clean/mislabeled (final model "
-                        f"{100 * final['train_clean']:.0f}/{100 * final['train_noisy']:.0f})",
-                  box=box.SIMPLE_HEAD)
-    table.add_column("layer rewound", no_wrap=True)
-    for epoch in result["epochs"]:
-        table.add_column(f"ep {epoch}", justify="right")
-    for g, label in enumerate(_group_labels(result)):
-        table.add_row(label, *(f"{100 * c[g]:.0f}/{100 * n[g]:.0f}" for c, n in zip(
-            result["clean_accuracy"], result["noisy_accuracy"], strict=True)))
+    labels = _short_labels(result)
+    table = _numbers_table(f"rewinding one layer: train accuracy % clean/mislabeled (final "
+                           f"model {100 * final['train_clean']:.0f}/"
+                           f"{100 * final['train_noisy']:.0f})", "epoch", labels)
+    for epoch, clean, noisy in zip(result["epochs"], result["clean_accuracy"],
+                                   result["noisy_accuracy"], strict=True):
+        table.add_row(str(epoch), *(f"{100 * c:.0f}/{100 * n:.0f}"
+                                    for c, n in zip(clean, noisy, strict=True)))
     return table
 
 
 def retrain_table(result: dict) -> Table:
     """Accuracy (%) after resetting and after retraining each group on clean examples."""
-    table = Table(title="retraining one layer on clean examples, the rest frozen (accuracy %)",
-                  box=box.SIMPLE_HEAD)
-    columns = ["layer", "reset: clean", "reset: mislabeled", "clean", "mislabeled (given)",
-               "mislabeled (true)"]
+    columns = ["reset: clean", "reset: mislab.", "clean", "mislab. (given)", "mislab. (true)"]
     has_test = "test" in result["final"]
-    columns += ["test"] if has_test else []
-    for name in columns:
-        table.add_column(name, justify="left" if name == "layer" else "right",
-                         no_wrap=name == "layer")
-    for g, label in zip(result["groups"], _group_labels(result), strict=True):
+    table = _numbers_table("retraining one layer on clean examples, the rest frozen "
+                           "(accuracy %)", "layer", columns + (["test"] if has_test else []))
+    for g, label in zip(result["groups"], _short_labels(result), strict=True):
         reset, after = result["records"][g]["reset"], result["records"][g]["retrained"]
         cells = [reset["train_clean"], reset["train_noisy"], after["train_clean"],
                  after["train_noisy"], after["train_noisy_true"]]
@@ -189,18 +194,25 @@ def retrain_table(result: dict) -> Table:
 
 
 def memorization_table(table: pd.DataFrame, top: int = 10) -> Table:
-    """The ``top`` most memorized training examples of a Feldman-Zhang estimate."""
+    """The ``top`` most memorized training examples of a Feldman-Zhang estimate (80 columns:
+    the file's name, not its path; the CSV has the rest)."""
     ranked = table.sort_values("memorization", ascending=False, na_position="last",
                                kind="stable").head(top)
     shown = Table(title=f"most memorized {len(ranked)} of {len(table)} training examples",
-                  box=box.SIMPLE_HEAD)
-    columns = ["index", "given_label", "memorization", "accuracy_in", "accuracy_out"]
-    if table["path"].astype(bool).any():
-        columns.insert(1, "path")
-    columns += ["true_label", "is_noisy"] if "is_noisy" in table else []
+                  box=box.SIMPLE_HEAD, show_edge=False)
+    has_files = table["path"].astype(bool).any()
+    headers = {"index": "index", "path": "file", "given_label": "given",
+               "memorization": "memorized", "accuracy_in": "acc. in",
+               "accuracy_out": "acc. out", "true_label": "true"}  # acc. with / without it
+    columns = ["index", *(["path"] if has_files else []), "given_label", "memorization",
+               "accuracy_in", "accuracy_out", *(["true_label"] if "is_noisy" in table else [])]
     for name in columns:
-        shown.add_column(name.replace("_", " "), overflow="fold")
+        text = name in ("path", "given_label", "true_label")
+        shown.add_column(headers[name], justify="left" if text else "right", no_wrap=True,
+                         overflow="ellipsis", max_width=16 if name == "path" else 9 if text
+                         else None, min_width=None if text else len(headers[name]))
     for _, row in ranked.iterrows():
-        shown.add_row(*[f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
+        shown.add_row(*[Path(row[c]).name if c == "path" else
+                        f"{row[c]:.3f}" if isinstance(row[c], float) else str(row[c])
                         for c in columns])
     return shown

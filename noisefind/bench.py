@@ -43,6 +43,7 @@ from noisefind.data import LabeledData, NoiseSpec
 from noisefind.detectors import Detector, DetectorContext, el2n_epoch, get_detectors
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings
+from noisefind.scan import scan_rows
 from noisefind.train import TrainConfig, fit
 
 METRICS = ("auroc", "auprc", "tpr_at_5fpr", "precision_at_k")
@@ -127,18 +128,6 @@ class SettingResult:
     roc: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)
     retrain: list[dict] = field(default_factory=list)
-
-
-def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """The rows every detector scores: all, or a seeded random subset of ``limit``.
-
-    The same rows, in the same order, as ``noisefind scan --limit`` picks with the same seed.
-    """
-    if limit is None or limit >= n:
-        return np.arange(n)
-    if limit < 1:
-        raise NoisefindError(f"--limit must be at least 1, got {limit}")
-    return np.random.default_rng(seed).permutation(n)[:limit]
 
 
 def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,

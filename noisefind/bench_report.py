@@ -66,14 +66,15 @@ def _best_mask(summary: pd.DataFrame, column: str) -> np.ndarray:
     return (means == best).to_numpy()
 
 
-def _noise_sections(runs: pd.DataFrame):
-    """Per noise setting: its summary, formatted cells and which cells are best."""
+def _noise_sections(runs: pd.DataFrame, spread: bool = True):
+    """Per noise setting: its summary, formatted cells (``spread``: with ± std) and which
+    cells are best."""
     summary = bench_summary(runs)
     for noise, part in summary.groupby("noise", sort=False):
         part = part.reset_index(drop=True)
         best = {column: _best_mask(part, column) for column in BENCH_COLUMNS}
-        cells = [[_cell(row[f"{c}_mean"], row[f"{c}_std"], c) for c in BENCH_COLUMNS]
-                 for _, row in part.iterrows()]
+        cells = [[_cell(row[f"{c}_mean"], row[f"{c}_std"] if spread else math.nan, c)
+                  for c in BENCH_COLUMNS] for _, row in part.iterrows()]
         yield noise, part, cells, best
 
 
@@ -213,12 +214,14 @@ def write_bench_results(runs: pd.DataFrame, out: str | Path, settings: dict | No
 
 
 def bench_table(runs: pd.DataFrame) -> Table:
-    """A rich table of mean ± std over seeds per noise setting and detector, best in bold."""
-    table = Table(title="noisefind bench (mislabeled = positive)", box=box.SIMPLE_HEAD)
+    """A rich table of the mean over seeds per noise setting and detector, best in bold; it
+    fits 80 columns (the standard deviations are in ``results.md``)."""
+    table = Table(title="noisefind bench (mislabeled = positive)", box=box.SIMPLE_HEAD,
+                  caption="mean over seeds; ± std in results.md")
     table.add_column("detector", no_wrap=True)
     for title in BENCH_COLUMNS.values():
-        table.add_column(title, justify="right")
-    for noise, part, cells, best in _noise_sections(runs):
+        table.add_column(title, justify="right", no_wrap=True)
+    for noise, part, cells, best in _noise_sections(runs, spread=False):
         table.add_row(f"[bold]{noise}[/]")
         for i, detector in enumerate(part["detector"]):
             shown = [f"[bold green]{text}[/]" if best[c][i] and text != "n/a" else text
@@ -237,8 +240,10 @@ RETRAIN_COLUMNS = {"examples": "examples", "dropped": "dropped",
                    "test_accuracy": "test accuracy"}
 
 
-def _mean_table(records: list[dict], key: str, columns: dict[str, str]) -> pd.DataFrame:
-    """Mean ± std over seeds of ``columns`` per noise setting and ``key``, formatted."""
+def _mean_table(records: list[dict], key: str, columns: dict[str, str],
+                spread: bool = True) -> pd.DataFrame:
+    """Mean (``spread``: ± std) over seeds of ``columns`` per noise setting and ``key``,
+    formatted."""
     frame = pd.DataFrame(records)
     rows = []
     for (noise, name), group in frame.groupby(["noise", key], sort=False):
@@ -251,8 +256,8 @@ def _mean_table(records: list[dict], key: str, columns: dict[str, str]) -> pd.Da
                                      "examples", "dropped") else 3
             if digits == 1 and float(mean).is_integer() and not std > 0:  # a count
                 digits = 0
-            spread = "" if math.isnan(std) or std == 0 else f" ± {std:.{digits}f}"
-            row[column] = "n/a" if math.isnan(mean) else f"{mean:.{digits}f}{spread}"
+            plus = "" if math.isnan(std) or std == 0 or not spread else f" ± {std:.{digits}f}"
+            row[column] = "n/a" if math.isnan(mean) else f"{mean:.{digits}f}{plus}"
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -292,13 +297,15 @@ def _markdown_section(title: str, note: str, records: list[dict], key: tuple[str
 
 def decisions_table(decisions: list[dict]) -> Table:
     """A rich table of the decisions: the flag's quality and the estimated count."""
-    table = Table(title="decisions (flag and estimated count)", box=box.SIMPLE_HEAD)
+    table = Table(title="decisions (flag and estimated count)", box=box.SIMPLE_HEAD,
+                  caption="mean over seeds; ± std in results.md")
     short = {"precision": "prec.", "estimated": "est.", "count_error": "count err."}
     shown = {c: short.get(c, t) for c, t in DECISION_COLUMNS.items() if c != "seconds"}
     table.add_column("method", no_wrap=True)
     for title in shown.values():
         table.add_column(title, justify="right")
-    for noise, part in _mean_table(decisions, "method", shown).groupby("noise", sort=False):
+    for noise, part in _mean_table(decisions, "method", shown, spread=False).groupby(
+            "noise", sort=False):
         table.add_row(f"[bold]{noise}[/]")
         for _, row in part.iterrows():
             table.add_row(f"  {row['method']}", *[row[c] for c in shown])
@@ -307,12 +314,13 @@ def decisions_table(decisions: list[dict]) -> Table:
 
 def cleaned_retrain_table(retrain: list[dict]) -> Table:
     """A rich table of the bench's test accuracy after retraining on each training set."""
-    table = Table(title="retraining (clean test split)", box=box.SIMPLE_HEAD)
+    table = Table(title="retraining (clean test split)", box=box.SIMPLE_HEAD,
+                  caption="mean over seeds; ± std in results.md")
     table.add_column("training set", no_wrap=True)
     for title in RETRAIN_COLUMNS.values():
         table.add_column(title, justify="right")
-    for noise, part in _mean_table(retrain, "training_set", RETRAIN_COLUMNS).groupby(
-            "noise", sort=False):
+    for noise, part in _mean_table(retrain, "training_set", RETRAIN_COLUMNS,
+                                   spread=False).groupby("noise", sort=False):
         table.add_row(f"[bold]{noise}[/]")
         for _, row in part.iterrows():
             table.add_row(f"  {row['training_set']}", *[row[c] for c in RETRAIN_COLUMNS])

@@ -31,7 +31,7 @@ Lr = Annotated[float, typer.Option(help="Peak learning rate.")]
 Noise = Annotated[str | None, typer.Option(
     help="Corrupt labels for benchmarking: KIND:RATE, e.g. symmetric:0.1.")]
 ImageSize = Annotated[int | None, typer.Option(help="Resize images to this side length.")]
-Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars and no messages.")]
 DropoutKind = Annotated[str, typer.Option(
     "--dropout", help="Layer after every block: none, standard, sparse or example-tied.")]
 ExampleTied = Annotated[bool, typer.Option(
@@ -93,6 +93,28 @@ def _load(data: str, noise: str | None, seed: int, image_size: int | None, quiet
     return loaded.with_noise(noise, seed) if noise else loaded
 
 
+TRAINING_OPTIONS = ("epochs", "width", "arch", "batch_size", "lr")
+
+
+def _given(ctx: typer.Context, names) -> list[str]:
+    """The options among ``names`` that the command line set (not left at their default)."""
+    given = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(f"--{name.replace('_', '-')}")
+    return given
+
+
+def _train_config(seed: int, device: str, epochs: int, width: float, arch: str,
+                  batch_size: int | None, lr: float, **more):
+    """The TrainConfig of the training options every training command shares."""
+    from noisefind.train import TrainConfig
+
+    return TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
+                       seed=seed, device=device, **more)
+
+
 @app.command()
 @exits_cleanly
 def train(
@@ -119,17 +141,16 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train a model; OUT holds weights, config and the per-example training history."""
-    from noisefind.train import TrainConfig, fit
+    from noisefind.train import fit
 
     if example_tied_dropout and dropout not in ("none", "example-tied"):
         raise NoisefindError(f"--example-tied-dropout conflicts with --dropout {dropout}")
     dropout = "example-tied" if example_tied_dropout else dropout
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, noise, seed, image_size, quiet)
-    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device, checkpoint_every=checkpoint_every,
-                         dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout,
-                         track_gradients=track_gradients)
+    config = _train_config(seed, device, epochs, width, arch, batch_size, lr,
+                           checkpoint_every=checkpoint_every, dropout=dropout, p_gen=p_gen,
+                           p_mem=p_mem, holdout=holdout, track_gradients=track_gradients)
     run = fit(loaded, config, out=out, progress=not quiet)
     if quiet and run.path is None:
         return  # a torchrun rank other than 0
@@ -175,13 +196,14 @@ def evaluate(
     kind = loaded_run.config["train"]["dropout"]
     title = f"{run} ({'no' if kind == 'none' else kind} dropout)"
     Console().print(evaluation_table(result, title=title))
-    if "test" not in result["before"]:
+    if "test" not in result["before"] and not quiet:
         console.print("no test set: train with --holdout 0.2 (or give data with a test split)")
 
 
 @app.command()
 @exits_cleanly
 def scan(
+    ctx: typer.Context,
     data: Data,
     model: Annotated[Path | None, typer.Option(
         "--model", help="A run folder from `noisefind train`; trains one when omitted.")] = None,
@@ -231,8 +253,12 @@ def scan(
     from noisefind.flip import FlipSettings
     from noisefind.scan import scan as run_scan
     from noisefind.scan_report import print_suspects
-    from noisefind.train import TrainConfig, check_compatible, load_run
+    from noisefind.train import check_compatible, load_run
 
+    ignored = _given(ctx, TRAINING_OPTIONS)
+    if model is not None and ignored:
+        raise NoisefindError(f"{', '.join(ignored)}: options of the training, but --model "
+                             "gives a trained model; drop them, or drop --model")
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, None, seed, image_size, quiet)
     run = None
@@ -249,8 +275,7 @@ def scan(
     settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
                             reference_size=reference_size, reference=reference,
                             batch_size=scan_batch_size, seed=seed)
-    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device)
+    config = _train_config(seed, device, epochs, width, arch, batch_size, lr)
     cutoff_settings = CutoffSettings(method=cutoff, canary_fraction=canary_fraction,
                                      canary_recall=canary_recall,
                                      canary_labels=canary_labels, seed=seed)
@@ -340,7 +365,7 @@ def bench(
 
 
 # --------------------------------------------------------------------------------------------
-# Where memorization lives: layer analyses of a run (METHOD.md section 6)
+# Where memorization lives: layer analyses of a run (docs/analyses.md)
 
 localize_app = typer.Typer(no_args_is_help=True, help="Where does memorization live? Layer "
                            "analyses of a run trained with injected noise.")
@@ -353,13 +378,15 @@ def _localize_out(run: Path, out: Path | None) -> Path:
     return out if out is not None else run / "localize"
 
 
-def _print_written(paths) -> None:
+def _print_written(paths, quiet: bool = False) -> None:
+    if quiet:
+        return
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
 
 
 @localize_app.command("gradients")
 @exits_cleanly
-def localize_gradients(run: RunFolder, out: LocalizeOut = None) -> None:
+def localize_gradients(run: RunFolder, out: LocalizeOut = None, quiet: Quiet = False) -> None:
     """Per-layer gradient norms of clean vs mislabeled examples and their cosine (Figs. 1, 2).
 
     The run must be trained with --noise and --track-gradients.
@@ -372,7 +399,7 @@ def localize_gradients(run: RunFolder, out: LocalizeOut = None) -> None:
     result = gradient_figures(run)
     written = save_analysis("gradients", result, _localize_out(run, out))
     Console().print(gradient_table(result["summary"]))
-    _print_written(written)
+    _print_written(written, quiet)
 
 
 @localize_app.command("rewind")
@@ -403,7 +430,7 @@ def localize_rewind(
     result = rewind(loaded_run, loaded, epochs=chosen, bn=bn, progress=not quiet)
     written = save_analysis("rewind", result, _localize_out(run, out))
     Console().print(rewind_table(result))
-    _print_written(written)
+    _print_written(written, quiet)
 
 
 @localize_app.command("retrain")
@@ -436,7 +463,7 @@ def localize_retrain(
     result = retrain(loaded_run, loaded, groups=groups, settings=settings, progress=not quiet)
     written = save_analysis("retrain", result, _localize_out(run, out))
     Console().print(retrain_table(result))
-    _print_written(written)
+    _print_written(written, quiet)
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -480,7 +507,6 @@ def memorization(
     from noisefind.data import split_holdout
     from noisefind.memorization import MemorizationSettings, summarize
     from noisefind.memorization import memorization as estimate
-    from noisefind.train import TrainConfig
 
     settings = MemorizationSettings(models=models, subset=subset, seed=seed)
     settings.validate()
@@ -489,8 +515,7 @@ def memorization(
     loaded = _load(data, noise, seed, image_size, quiet)
     if holdout:
         loaded = split_holdout(loaded, holdout, seed)
-    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device)
+    config = _train_config(seed, device, epochs, width, arch, batch_size, lr)
     result = estimate(loaded, settings, config, out=out, with_influence=influence,
                       progress=not quiet)
     summary = summarize(result, settings)
@@ -500,8 +525,9 @@ def memorization(
         console.print(f"mean memorization: clean {summary['mean_memorization_clean']:.3f}, "
                       f"mislabeled {summary['mean_memorization_mislabeled']:.3f}; AUROC as a "
                       f"detector {summary['auroc']:.3f}", highlight=False)
-    console.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
-                  highlight=False)
+    if not quiet:
+        console.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
+                      highlight=False)
 
 
 ScanOut = Annotated[Path, typer.Argument(help="A scan's output folder (noisefind scan --out).")]
@@ -514,12 +540,14 @@ def review(
     top: Annotated[int, typer.Option(
         help="Besides every flagged example, show this many of the most suspicious others.")
     ] = 1000,
+    quiet: Quiet = False,
 ) -> None:
     """Write OUT/report.html: one self-contained page of the suspects, filterable."""
     from noisefind.review import write_review
 
     path = write_review(out, top=top)
-    console.print(f"wrote {path}", highlight=False)
+    if not quiet:
+        console.print(f"wrote {path}", highlight=False)
 
 
 @app.command()
@@ -530,8 +558,9 @@ def export(
         "--out", help="The cleaned manifest to write (.csv).")],
     drop: Annotated[bool, typer.Option("--drop", help="Leave the flagged examples out.")] = False,
     relabel: Annotated[bool, typer.Option(
-        "--relabel", help="Give the flagged examples the label their prediction flips to.")
+        "--relabel", help="Give the flagged examples their suggested label.")
     ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write a cleaned manifest (flagged examples dropped or relabelled), ready to train on."""
     from noisefind.export import export as export_manifest
@@ -539,8 +568,10 @@ def export(
     if drop == relabel:
         raise NoisefindError("export: give exactly one of --drop or --relabel")
     result = export_manifest(out, manifest, "drop" if drop else "relabel")
-    console.print(f"wrote {result['file']}: {result['examples']} examples, {result['dropped']} "
-                  f"dropped, {result['relabelled']} relabelled", highlight=False)
+    if not quiet:
+        console.print(f"wrote {result['file']}: {result['examples']} examples, "
+                      f"{result['dropped']} dropped, {result['relabelled']} relabelled",
+                      highlight=False)
 
 
 def main() -> None:

@@ -147,11 +147,14 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """All rows, or a seeded random subset of ``limit`` of them (in random order)."""
-    if limit is None:
-        return np.arange(n)
-    if limit < 1:
+    """The rows to scan (or, in the bench, to score with every detector): all of them in order
+    when ``limit`` is None or at least ``n``, else a seeded random subset of ``limit`` rows in
+    random order. ``scan --limit`` and ``bench --limit`` with the same seed pick the same rows.
+    """
+    if limit is not None and limit < 1:
         raise NoisefindError(f"--limit must be at least 1, got {limit}")
+    if limit is None or limit >= n:
+        return np.arange(n)
     return np.random.default_rng(seed).permutation(n)[:limit]
 
 
@@ -269,8 +272,25 @@ def _get_model(data, model, out: Path, train_config, progress, device, resume) -
     run_dir = out / "run"
     if resume and (run_dir / "model.safetensors").is_file() and (run_dir / "history.npz").is_file():
         console.print(f"resuming with the model already trained in {run_dir}")
-        return load_run(run_dir, device=(train_config or TrainConfig()).device)
+        run = load_run(run_dir, device=(train_config or TrainConfig()).device)
+        if train_config is not None:
+            _check_same_training(run, train_config)
+        return run
     return fit(data, train_config, out=run_dir, progress=progress)
+
+
+RESUMED_TRAINING = ("arch", "width", "epochs", "batch_size", "lr", "seed")
+
+
+def _check_same_training(run: Run, config: TrainConfig) -> None:
+    """A resumed scan keeps its model: refuse training options that would have made another."""
+    trained = run.config["train"]
+    changed = [f"--{k.replace('_', '-')} {getattr(config, k)} (the model: {trained.get(k)})"
+               for k in RESUMED_TRAINING if trained.get(k) != getattr(config, k)]
+    if changed:
+        raise NoisefindError(f"cannot resume: the model in {run.path} was trained otherwise: "
+                             f"{'; '.join(changed)}; resume with the same options, or rerun "
+                             "without --resume")
 
 
 class ScanLog:

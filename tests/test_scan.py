@@ -116,3 +116,23 @@ def test_suggested_label_is_mostly_the_true_label_of_the_mislabeled(scanned):
     assert (csv["suggested_label"] != csv["given_label"]).all()  # always another label
     flipped = csv["flipped_to"].notna()
     assert (csv.loc[flipped, "suggested_label"] == csv.loc[flipped, "flipped_to"]).all()
+
+
+def test_scan_rows_is_one_function_with_one_behaviour():
+    from noisefind import bench
+    from noisefind.scan import scan_rows
+
+    assert bench.scan_rows is scan_rows
+    assert scan_rows(10, 10, 3).tolist() == list(range(10))  # a limit >= n: all, in order
+    assert scan_rows(10, 99, 3).tolist() == list(range(10))
+    assert len(set(scan_rows(10, 9, 3).tolist())) == 9
+
+
+def test_resume_with_other_training_options_is_refused(tmp_path):
+    args = ["scan", "digits", "--limit", "10", "--width", "0.25", "--max-units", "5",
+            "--cutoff", "none", "--out", str(tmp_path / "out"), "--quiet"]
+    assert runner.invoke(app, [*args, "--epochs", "2"]).exit_code == 0
+    same = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
+    assert same.exit_code == 0, same.output
+    other = runner.invoke(app, [*args, "--epochs", "3", "--resume"])
+    assert other.exit_code == 2 and "--epochs 3" in other.output
