@@ -1,4 +1,4 @@
-"""The benchmark: noise settings x seeds x detectors -> detection metrics (METHOD.md section 9).
+"""The benchmark: noise settings x seeds x detectors -> detection metrics (docs/method.md).
 
 For each noise setting and seed: corrupt the labels (seed ``s`` draws the noise and initialises
 training), train one model (with checkpoints for EL2N), build one

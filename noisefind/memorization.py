@@ -1,4 +1,5 @@
-"""The Feldman-Zhang subset estimate of memorization and influence (METHOD.md section 7).
+"""The Feldman-Zhang subset estimate of memorization and influence (docs/method.md, "The
+memorization estimate").
 
 ``models`` networks are trained, each on its own random subset of ``round(subset * n)``
 training examples (drawn without replacement by a generator seeded with ``(seed, model)``;

@@ -257,6 +257,8 @@ def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: Fli
         summary["median_units_to_flip_mislabeled"] = float(
             table.loc[noisy, "units_to_flip"].median())
         summary["median_units_to_flip_clean"] = float(table.loc[~noisy, "units_to_flip"].median())
+        summary["suggested_label_accuracy_mislabeled"] = round(float(
+            (table.loc[noisy, "suggested_label"] == table.loc[noisy, "true_label"]).mean()), 4)
     return summary
 
 
