@@ -5,12 +5,10 @@ out-of-sample prediction from cross-validated models) is one more column and one
 here; ``suspects.csv``, the terminal table, ``top_suspects.png``, the review page and
 ``export --relabel`` all take the suggestion from this function.
 
-Measured on digits with 10% symmetric noise (``noisefind scan digits --noise symmetric:0.1
---limit 400 --cutoff none``; docs/benchmarks.md), share of the mislabeled rows whose estimate is
-the true label: ``flipped_to`` 0.864, the model's runner-up class 0.841, a nearest-neighbour
-vote in the model's penultimate features 0.34 to 0.48 (the features memorised the wrong label
-too). Where ``flipped_to`` and the runner-up agree (89% of the mislabeled rows) they are right
-92% of the time; where they disagree ``flipped_to`` is right more often. Hence the order below.
+The order of the sources below was measured on digits (docs/benchmarks.md, "Suggested
+labels"): the flip search's ``flipped_to`` is right more often than the model's runner-up class,
+and both far more often than a vote of neighbours in the model's own features, which memorized
+the wrong labels too.
 """
 
 from __future__ import annotations
@@ -53,8 +51,8 @@ def runner_up_classes(model, x: torch.Tensor, index: torch.Tensor,
     each training example through the dropout channels it was trained with)."""
     from noisefind.dropout import dropout_mode
     from noisefind.models import predict_logits
+    from noisefind.train import runner_up_class
 
     with dropout_mode(model, "example"):
         logits = predict_logits(model, x, index).float()
-    others = logits.scatter(1, labels.to(logits.device)[:, None], float("-inf"))
-    return others.argmax(1).cpu().numpy()
+    return runner_up_class(logits, labels.to(logits.device)).cpu().numpy()

@@ -83,9 +83,7 @@ class History:
     """Per-example training record, arrays of shape (epochs, N), rows in training-set order.
 
     ``loss`` and ``margin`` (given-label logit minus the largest other) are float16 and
-    ``correct`` is bool, as seen in each example's training step of that epoch. ``runner_up``
-    (int16 or int32) is the class with the largest logit other than the given label, in the same
-    step (absent from runs of older versions).
+    ``correct`` is bool, as seen in each example's training step of that epoch.
     """
 
     loss: np.ndarray
@@ -94,14 +92,12 @@ class History:
     labels: np.ndarray
     index: np.ndarray
     true_labels: np.ndarray | None = None
-    runner_up: np.ndarray | None = None
 
     def save(self, path: Path) -> None:
         arrays = dict(loss=self.loss, margin=self.margin, correct=self.correct,
                       labels=self.labels, index=self.index)
-        for name in ("true_labels", "runner_up"):
-            if getattr(self, name) is not None:
-                arrays[name] = getattr(self, name)
+        if self.true_labels is not None:
+            arrays["true_labels"] = self.true_labels
         atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
 
     @classmethod
@@ -230,8 +226,6 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     loss_hist = torch.zeros(config.epochs, n, dtype=torch.float16, device=device)
     margin_hist = torch.zeros_like(loss_hist)
     correct_hist = torch.zeros(config.epochs, n, dtype=torch.bool, device=device)
-    class_type = torch.int16 if data.num_classes <= 2**15 else torch.int32
-    runner_up_hist = torch.zeros(config.epochs, n, dtype=class_type, device=device)
     generator = torch.Generator().manual_seed(config.seed)
     start_time = time.perf_counter()
     model.train()
@@ -256,11 +250,9 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                     loss_hist[epoch, rows] = losses.detach().to(torch.float16)
                     margin_hist[epoch, rows] = label_margin(logits.detach(), y[rows]).half()
                     correct_hist[epoch, rows] = logits.argmax(1) == y[rows]
-                    runner_up_hist[epoch, rows] = runner_up_class(logits.detach(),
-                                                                  y[rows]).to(class_type)
             if world > 1:
                 distributed.sum_across_ranks(loss_hist[epoch], margin_hist[epoch],
-                                             correct_hist[epoch], runner_up_hist[epoch])
+                                             correct_hist[epoch])
             epoch_loss = loss_hist[epoch].float().mean().item()  # one sync per epoch
             if not math.isfinite(epoch_loss):
                 raise NoisefindError(
@@ -278,7 +270,6 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     history = History(
         loss=loss_hist.cpu().numpy(), margin=margin_hist.cpu().numpy(),
         correct=correct_hist.cpu().numpy(), labels=data.y.numpy(), index=data.index.numpy(),
-        runner_up=runner_up_hist.cpu().numpy(),
         true_labels=None if data.true_y is None else data.true_y.numpy())
     run_config = _run_config(data, config, model, seconds, device)
     run = Run(model=model, config=run_config, history=history, path=out,
