@@ -118,6 +118,7 @@ def _train_config(seed: int, device: str, epochs: int, width: float, arch: str,
 @app.command()
 @exits_cleanly
 def train(
+    ctx: typer.Context,
     data: Data,
     out: Out = Path("noisefind-run"),
     noise: Noise = None,
@@ -146,6 +147,10 @@ def train(
     if example_tied_dropout and dropout not in ("none", "example-tied"):
         raise NoisefindError(f"--example-tied-dropout conflicts with --dropout {dropout}")
     dropout = "example-tied" if example_tied_dropout else dropout
+    unused = _given(ctx, ("p_gen", "p_mem"))
+    if dropout == "none" and unused:
+        raise NoisefindError(f"{', '.join(unused)}: options of a dropout layer, but --dropout is "
+                             "none; add --dropout example-tied (or standard, sparse)")
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, noise, seed, image_size, quiet)
     config = _train_config(seed, device, epochs, width, arch, batch_size, lr,

@@ -57,3 +57,8 @@ def test_training_options_with_a_trained_model_are_an_error(option, tmp_path):
     assert result.exit_code == 2
     assert option[0] in result.output and "--model" in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_dropout_options_without_dropout_are_an_error():
+    result = runner.invoke(app, ["train", "digits", "--p-gen", "0.4"])
+    assert result.exit_code == 2 and "--p-gen" in result.output and "--dropout" in result.output
