@@ -6,6 +6,7 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input (one line, n
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -93,7 +94,30 @@ def _load(data: str, noise: str | None, seed: int, image_size: int | None, quiet
     return loaded.with_noise(noise, seed) if noise else loaded
 
 
-TRAINING_OPTIONS = ("epochs", "width", "arch", "batch_size", "lr")
+TrainingOptions = dict  # the shared training options by name (with_training_options)
+
+TRAINING_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+    for name, default, kind in (("epochs", 50, Epochs), ("width", 1.0, Width),
+                                ("arch", "auto", Arch), ("batch_size", None, BatchSize),
+                                ("lr", 0.1, Lr))]
+TRAINING_OPTIONS = tuple(p.name for p in TRAINING_PARAMETERS)
+
+
+def with_training_options(command):
+    """Give a command the training options every training command shares (--epochs, --width,
+    --arch, --batch-size, --lr); it receives them as one ``training`` dict."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.name != "training"]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        training = {name: kwargs.pop(name) for name in TRAINING_OPTIONS}
+        return command(*args, training=training, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + TRAINING_PARAMETERS)
+    del wrapper.__wrapped__  # typer reads __signature__, not the wrapped function's
+    return wrapper
 
 
 def _given(ctx: typer.Context, names) -> list[str]:
@@ -106,17 +130,16 @@ def _given(ctx: typer.Context, names) -> list[str]:
     return given
 
 
-def _train_config(seed: int, device: str, epochs: int, width: float, arch: str,
-                  batch_size: int | None, lr: float, **more):
-    """The TrainConfig of the training options every training command shares."""
+def _train_config(seed: int, device: str, training: TrainingOptions, **more):
+    """The TrainConfig of the shared training options, a seed and a device."""
     from noisefind.train import TrainConfig
 
-    return TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                       seed=seed, device=device, **more)
+    return TrainConfig(**training, seed=seed, device=device, **more)
 
 
 @app.command()
 @exits_cleanly
+@with_training_options
 def train(
     ctx: typer.Context,
     data: Data,
@@ -124,11 +147,6 @@ def train(
     noise: Noise = None,
     seed: Seed = 0,
     device: Device = "auto",
-    epochs: Epochs = 50,
-    width: Width = 1.0,
-    arch: Arch = "auto",
-    batch_size: BatchSize = None,
-    lr: Lr = 0.1,
     checkpoint_every: Annotated[int, typer.Option(help="Keep weights every N epochs.")] = 0,
     dropout: DropoutKind = "none",
     example_tied_dropout: ExampleTied = False,
@@ -140,6 +158,7 @@ def train(
                                   "(needs --noise; see noisefind localize gradients).")] = False,
     image_size: ImageSize = None,
     quiet: Quiet = False,
+    training: TrainingOptions | None = None,
 ) -> None:
     """Train a model; OUT holds weights, config and the per-example training history."""
     from noisefind.train import fit
@@ -153,9 +172,9 @@ def train(
                              "none; add --dropout example-tied (or standard, sparse)")
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, noise, seed, image_size, quiet)
-    config = _train_config(seed, device, epochs, width, arch, batch_size, lr,
-                           checkpoint_every=checkpoint_every, dropout=dropout, p_gen=p_gen,
-                           p_mem=p_mem, holdout=holdout, track_gradients=track_gradients)
+    config = _train_config(seed, device, training, checkpoint_every=checkpoint_every,
+                           dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout,
+                           track_gradients=track_gradients)
     run = fit(loaded, config, out=out, progress=not quiet)
     if quiet and run.path is None:
         return  # a torchrun rank other than 0
@@ -207,6 +226,7 @@ def evaluate(
 
 @app.command()
 @exits_cleanly
+@with_training_options
 def scan(
     ctx: typer.Context,
     data: Data,
@@ -216,11 +236,6 @@ def scan(
     noise: Noise = None,
     seed: Seed = 0,
     device: Device = "auto",
-    epochs: Epochs = 50,
-    width: Width = 1.0,
-    arch: Arch = "auto",
-    batch_size: BatchSize = None,
-    lr: Lr = 0.1,
     limit: Annotated[int | None, typer.Option(
         help="Scan a seeded random subset of N examples.")] = None,
     max_units: Annotated[int, typer.Option(help="Cap on units zeroed per example.")] = 100,
@@ -252,6 +267,7 @@ def scan(
              "(cutoff; ranks better, see the README).")] = "flip",
     image_size: ImageSize = None,
     quiet: Quiet = False,
+    training: TrainingOptions | None = None,
 ) -> None:
     """Rank every training example by how few units flip the model's prediction."""
     from noisefind.cutoff import CutoffSettings
@@ -280,7 +296,7 @@ def scan(
     settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
                             reference_size=reference_size, reference=reference,
                             batch_size=scan_batch_size, seed=seed)
-    config = _train_config(seed, device, epochs, width, arch, batch_size, lr)
+    config = _train_config(seed, device, training)
     cutoff_settings = CutoffSettings(method=cutoff, canary_fraction=canary_fraction,
                                      canary_recall=canary_recall,
                                      canary_labels=canary_labels, seed=seed)
@@ -422,19 +438,29 @@ def localize_rewind(
     quiet: Quiet = False,
 ) -> None:
     """Rewind each layer to each kept checkpoint; clean and mislabeled accuracy (Fig. 3)."""
-    from rich.console import Console
-
     from noisefind.analysis_report import rewind_table
-    from noisefind.evaluate import load_run_data
-    from noisefind.localize import rewind, save_analysis
-    from noisefind.train import load_run
+    from noisefind.localize import rewind
 
     chosen = _int_list(epochs, "--epochs") if epochs is not None else None
+    _layer_analysis("rewind", run, out, data, device, quiet, rewind_table,
+                    lambda loaded_run, loaded: rewind(loaded_run, loaded, epochs=chosen, bn=bn,
+                                                      progress=not quiet))
+
+
+def _layer_analysis(name: str, run: Path, out: Path | None, data: str | None, device: str,
+                    quiet: bool, table, analyse) -> None:
+    """Load a run and its data, run one layer analysis, save it, print its table."""
+    from rich.console import Console
+
+    from noisefind.evaluate import load_run_data
+    from noisefind.localize import save_analysis
+    from noisefind.train import load_run
+
     loaded_run = load_run(run, device=device)
     loaded = load_run_data(loaded_run, data, progress=not quiet)
-    result = rewind(loaded_run, loaded, epochs=chosen, bn=bn, progress=not quiet)
-    written = save_analysis("rewind", result, _localize_out(run, out))
-    Console().print(rewind_table(result))
+    result = analyse(loaded_run, loaded)
+    written = save_analysis(name, result, _localize_out(run, out))
+    Console().print(table(result))
     _print_written(written, quiet)
 
 
@@ -453,22 +479,15 @@ def localize_retrain(
     quiet: Quiet = False,
 ) -> None:
     """Reset each layer to its initial weights, retrain it alone on clean examples (Fig. 4)."""
-    from rich.console import Console
-
     from noisefind.analysis_report import retrain_table
-    from noisefind.evaluate import load_run_data
-    from noisefind.localize import RetrainSettings, retrain, save_analysis
-    from noisefind.train import load_run
+    from noisefind.localize import RetrainSettings, retrain
 
     groups = [g.strip() for g in layers.split(",") if g.strip()] if layers else None
     settings = RetrainSettings(epochs=epochs, lr=lr, batch_size=batch_size)
     settings.validate()
-    loaded_run = load_run(run, device=device)
-    loaded = load_run_data(loaded_run, data, progress=not quiet)
-    result = retrain(loaded_run, loaded, groups=groups, settings=settings, progress=not quiet)
-    written = save_analysis("retrain", result, _localize_out(run, out))
-    Console().print(retrain_table(result))
-    _print_written(written, quiet)
+    _layer_analysis("retrain", run, out, data, device, quiet, retrain_table,
+                    lambda loaded_run, loaded: retrain(loaded_run, loaded, groups=groups,
+                                                       settings=settings, progress=not quiet))
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -480,6 +499,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 @app.command()
 @exits_cleanly
+@with_training_options
 def memorization(
     data: Data,
     models: Annotated[int, typer.Option(help="Models trained on random subsets.")] = 32,
@@ -493,14 +513,10 @@ def memorization(
     noise: Noise = None,
     seed: Seed = 0,
     device: Device = "auto",
-    epochs: Epochs = 50,
-    width: Width = 1.0,
-    arch: Arch = "auto",
-    batch_size: BatchSize = None,
-    lr: Lr = 0.1,
     top: Annotated[int, typer.Option(help="Most memorized examples to print.")] = 10,
     image_size: ImageSize = None,
     quiet: Quiet = False,
+    training: TrainingOptions | None = None,
 ) -> None:
     """Feldman-Zhang memorization of every training example from subset-trained models.
 
@@ -520,7 +536,7 @@ def memorization(
     loaded = _load(data, noise, seed, image_size, quiet)
     if holdout:
         loaded = split_holdout(loaded, holdout, seed)
-    config = _train_config(seed, device, epochs, width, arch, batch_size, lr)
+    config = _train_config(seed, device, training)
     result = estimate(loaded, settings, config, out=out, with_influence=influence,
                       progress=not quiet)
     summary = summarize(result, settings)
