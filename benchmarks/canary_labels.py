@@ -29,10 +29,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from noisefind.bench import scan_rows
 from noisefind.cutoff import CANARY_LABELS, CutoffSettings, calibrate, flag_metrics
 from noisefind.data import load_data
 from noisefind.flip import FlipSettings, flip_search
+from noisefind.scan import scan_rows
 from noisefind.train import TrainConfig, fit
 
 

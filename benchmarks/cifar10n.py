@@ -82,9 +82,9 @@ def main() -> None:
     from rich.console import Console
 
     from noisefind.bench import bench
+    from noisefind.bench_report import bench_table, decisions_table
     from noisefind.data import load_data
     from noisefind.detectors import parse_detector_list
-    from noisefind.report import bench_table, decisions_table
     from noisefind.train import TrainConfig
 
     name = f"cifar10n-{args.labels}-part{args.part}"

@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from noisefind.analysis_report import plot_memorization
 from noisefind.data import load_data
+from noisefind.files import write_json
 from noisefind.localize import (
     RetrainSettings,
     gradient_figures,
@@ -41,8 +43,7 @@ from noisefind.localize import (
     save_analysis,
 )
 from noisefind.memorization import MemorizationSettings, memorization, summarize
-from noisefind.report import plot_memorization
-from noisefind.train import TrainConfig, fit, load_run, write_json
+from noisefind.train import TrainConfig, fit, load_run
 
 RESULTS = Path(__file__).parent / "results"
 

@@ -1,4 +1,4 @@
-"""The benchmark: noise settings x seeds x detectors -> detection metrics (METHOD.md section 9).
+"""The benchmark: noise settings x seeds x detectors -> detection metrics (docs/method.md).
 
 For each noise setting and seed: corrupt the labels (seed ``s`` draws the noise and initialises
 training), train one model (with checkpoints for EL2N), build one
@@ -44,6 +44,7 @@ from noisefind.data import LabeledData, NoiseSpec
 from noisefind.detectors import Detector, DetectorContext, el2n_epoch, get_detectors
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings
+from noisefind.scan import scan_rows
 from noisefind.train import TrainConfig, fit
 
 METRICS = ("auroc", "auprc", "tpr_at_5fpr", "precision_at_k")
@@ -128,18 +129,6 @@ class SettingResult:
     roc: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     decisions: list[dict] = field(default_factory=list)
     retrain: list[dict] = field(default_factory=list)
-
-
-def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """The rows every detector scores: all, or a seeded random subset of ``limit``.
-
-    The same rows, in the same order, as ``noisefind scan --limit`` picks with the same seed.
-    """
-    if limit is None or limit >= n:
-        return np.arange(n)
-    if limit < 1:
-        raise NoisefindError(f"--limit must be at least 1, got {limit}")
-    return np.random.default_rng(seed).permutation(n)[:limit]
 
 
 def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
@@ -271,7 +260,7 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
         ``attrs["retrain"]`` the retraining records (empty without ``retrain``). Both are
         also in ``results.json`` and ``results.md``.
     """
-    from noisefind import report
+    from noisefind import bench_report as report
 
     noises = [NoiseSpec.parse(n) if isinstance(n, str) else n for n in noises]
     if not noises:

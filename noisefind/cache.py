@@ -25,7 +25,8 @@ import pandas as pd
 import torch
 
 from noisefind.data import LabeledData
-from noisefind.train import Run, TrainConfig, atomic_write, fit, load_run, write_json
+from noisefind.files import atomic_write, write_json
+from noisefind.train import Run, TrainConfig, fit, load_run
 
 DONE = "done.json"
 

@@ -6,6 +6,7 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input (one line, n
 from __future__ import annotations
 
 import functools
+import inspect
 from pathlib import Path
 from typing import Annotated
 
@@ -31,7 +32,7 @@ Lr = Annotated[float, typer.Option(help="Peak learning rate.")]
 Noise = Annotated[str | None, typer.Option(
     help="Corrupt labels for benchmarking: KIND:RATE, e.g. symmetric:0.1.")]
 ImageSize = Annotated[int | None, typer.Option(help="Resize images to this side length.")]
-Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars and no messages.")]
 DropoutKind = Annotated[str, typer.Option(
     "--dropout", help="Layer after every block: none, standard, sparse or example-tied.")]
 ExampleTied = Annotated[bool, typer.Option(
@@ -93,19 +94,59 @@ def _load(data: str, noise: str | None, seed: int, image_size: int | None, quiet
     return loaded.with_noise(noise, seed) if noise else loaded
 
 
+TrainingOptions = dict  # the shared training options by name (with_training_options)
+
+TRAINING_PARAMETERS = [
+    inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+    for name, default, kind in (("epochs", 50, Epochs), ("width", 1.0, Width),
+                                ("arch", "auto", Arch), ("batch_size", None, BatchSize),
+                                ("lr", 0.1, Lr))]
+TRAINING_OPTIONS = tuple(p.name for p in TRAINING_PARAMETERS)
+
+
+def with_training_options(command):
+    """Give a command the training options every training command shares (--epochs, --width,
+    --arch, --batch-size, --lr); it receives them as one ``training`` dict."""
+    signature = inspect.signature(command)
+    own = [p for p in signature.parameters.values() if p.name != "training"]
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        training = {name: kwargs.pop(name) for name in TRAINING_OPTIONS}
+        return command(*args, training=training, **kwargs)
+
+    wrapper.__signature__ = signature.replace(parameters=own + TRAINING_PARAMETERS)
+    del wrapper.__wrapped__  # typer reads __signature__, not the wrapped function's
+    return wrapper
+
+
+def _given(ctx: typer.Context, names) -> list[str]:
+    """The options among ``names`` that the command line set (not left at their default)."""
+    given = []
+    for name in names:
+        source = ctx.get_parameter_source(name)
+        if source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP"):
+            given.append(f"--{name.replace('_', '-')}")
+    return given
+
+
+def _train_config(seed: int, device: str, training: TrainingOptions, **more):
+    """The TrainConfig of the shared training options, a seed and a device."""
+    from noisefind.train import TrainConfig
+
+    return TrainConfig(**training, seed=seed, device=device, **more)
+
+
 @app.command()
 @exits_cleanly
+@with_training_options
 def train(
+    ctx: typer.Context,
     data: Data,
     out: Out = Path("noisefind-run"),
     noise: Noise = None,
     seed: Seed = 0,
     device: Device = "auto",
-    epochs: Epochs = 50,
-    width: Width = 1.0,
-    arch: Arch = "auto",
-    batch_size: BatchSize = None,
-    lr: Lr = 0.1,
     checkpoint_every: Annotated[int, typer.Option(help="Keep weights every N epochs.")] = 0,
     dropout: DropoutKind = "none",
     example_tied_dropout: ExampleTied = False,
@@ -117,19 +158,23 @@ def train(
                                   "(needs --noise; see noisefind localize gradients).")] = False,
     image_size: ImageSize = None,
     quiet: Quiet = False,
+    training: TrainingOptions | None = None,
 ) -> None:
     """Train a model; OUT holds weights, config and the per-example training history."""
-    from noisefind.train import TrainConfig, fit
+    from noisefind.train import fit
 
     if example_tied_dropout and dropout not in ("none", "example-tied"):
         raise NoisefindError(f"--example-tied-dropout conflicts with --dropout {dropout}")
     dropout = "example-tied" if example_tied_dropout else dropout
+    unused = _given(ctx, ("p_gen", "p_mem"))
+    if dropout == "none" and unused:
+        raise NoisefindError(f"{', '.join(unused)}: options of a dropout layer, but --dropout is "
+                             "none; add --dropout example-tied (or standard, sparse)")
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, noise, seed, image_size, quiet)
-    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device, checkpoint_every=checkpoint_every,
-                         dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout,
-                         track_gradients=track_gradients)
+    config = _train_config(seed, device, training, checkpoint_every=checkpoint_every,
+                           dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout,
+                           track_gradients=track_gradients)
     run = fit(loaded, config, out=out, progress=not quiet)
     if quiet and run.path is None:
         return  # a torchrun rank other than 0
@@ -175,13 +220,15 @@ def evaluate(
     kind = loaded_run.config["train"]["dropout"]
     title = f"{run} ({'no' if kind == 'none' else kind} dropout)"
     Console().print(evaluation_table(result, title=title))
-    if "test" not in result["before"]:
+    if "test" not in result["before"] and not quiet:
         console.print("no test set: train with --holdout 0.2 (or give data with a test split)")
 
 
 @app.command()
 @exits_cleanly
+@with_training_options
 def scan(
+    ctx: typer.Context,
     data: Data,
     model: Annotated[Path | None, typer.Option(
         "--model", help="A run folder from `noisefind train`; trains one when omitted.")] = None,
@@ -189,11 +236,6 @@ def scan(
     noise: Noise = None,
     seed: Seed = 0,
     device: Device = "auto",
-    epochs: Epochs = 50,
-    width: Width = 1.0,
-    arch: Arch = "auto",
-    batch_size: BatchSize = None,
-    lr: Lr = 0.1,
     limit: Annotated[int | None, typer.Option(
         help="Scan a seeded random subset of N examples.")] = None,
     max_units: Annotated[int, typer.Option(help="Cap on units zeroed per example.")] = 100,
@@ -230,14 +272,19 @@ def scan(
              "0 leaves them out.")] = 5,
     image_size: ImageSize = None,
     quiet: Quiet = False,
+    training: TrainingOptions | None = None,
 ) -> None:
     """Rank every training example by how few units flip the model's prediction."""
     from noisefind.cutoff import CutoffSettings
     from noisefind.flip import FlipSettings
-    from noisefind.report import print_suspects
     from noisefind.scan import scan as run_scan
-    from noisefind.train import TrainConfig, check_compatible, load_run
+    from noisefind.scan_report import print_suspects
+    from noisefind.train import check_compatible, load_run
 
+    ignored = _given(ctx, TRAINING_OPTIONS)
+    if model is not None and ignored:
+        raise NoisefindError(f"{', '.join(ignored)}: options of the training, but --model "
+                             "gives a trained model; drop them, or drop --model")
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, None, seed, image_size, quiet)
     run = None
@@ -254,8 +301,7 @@ def scan(
     settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
                             reference_size=reference_size, reference=reference,
                             batch_size=scan_batch_size, seed=seed)
-    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device)
+    config = _train_config(seed, device, training)
     cutoff_settings = CutoffSettings(method=cutoff, canary_fraction=canary_fraction,
                                      canary_recall=canary_recall,
                                      canary_labels=canary_labels, seed=seed)
@@ -325,10 +371,10 @@ def bench(
     from rich.console import Console
 
     from noisefind.bench import bench as run_bench
+    from noisefind.bench_report import bench_table
     from noisefind.data import parse_noise_list
     from noisefind.detectors import parse_detector_list
     from noisefind.flip import FlipSettings
-    from noisefind.report import bench_table
     from noisefind.train import TrainConfig
 
     noises = parse_noise_list(noise)
@@ -347,11 +393,11 @@ def bench(
     # The table is the command's result, so stdout; messages stay on the stderr console.
     Console().print(bench_table(runs))
     if runs.attrs.get("decisions"):
-        from noisefind.report import decisions_table
+        from noisefind.bench_report import decisions_table
 
         Console().print(decisions_table(runs.attrs["decisions"]))
     if runs.attrs.get("retrain"):
-        from noisefind.report import cleaned_retrain_table
+        from noisefind.bench_report import cleaned_retrain_table
 
         Console().print(cleaned_retrain_table(runs.attrs["retrain"]))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
@@ -359,7 +405,7 @@ def bench(
 
 
 # --------------------------------------------------------------------------------------------
-# Where memorization lives: layer analyses of a run (METHOD.md section 6)
+# Where memorization lives: layer analyses of a run (docs/analyses.md)
 
 localize_app = typer.Typer(no_args_is_help=True, help="Where does memorization live? Layer "
                            "analyses of a run trained with injected noise.")
@@ -372,26 +418,28 @@ def _localize_out(run: Path, out: Path | None) -> Path:
     return out if out is not None else run / "localize"
 
 
-def _print_written(paths) -> None:
+def _print_written(paths, quiet: bool = False) -> None:
+    if quiet:
+        return
     console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
 
 
 @localize_app.command("gradients")
 @exits_cleanly
-def localize_gradients(run: RunFolder, out: LocalizeOut = None) -> None:
+def localize_gradients(run: RunFolder, out: LocalizeOut = None, quiet: Quiet = False) -> None:
     """Per-layer gradient norms of clean vs mislabeled examples and their cosine (Figs. 1, 2).
 
     The run must be trained with --noise and --track-gradients.
     """
     from rich.console import Console
 
+    from noisefind.analysis_report import gradient_table
     from noisefind.localize import gradient_figures, save_analysis
-    from noisefind.report import gradient_table
 
     result = gradient_figures(run)
     written = save_analysis("gradients", result, _localize_out(run, out))
     Console().print(gradient_table(result["summary"]))
-    _print_written(written)
+    _print_written(written, quiet)
 
 
 @localize_app.command("rewind")
@@ -409,20 +457,30 @@ def localize_rewind(
     quiet: Quiet = False,
 ) -> None:
     """Rewind each layer to each kept checkpoint; clean and mislabeled accuracy (Fig. 3)."""
+    from noisefind.analysis_report import rewind_table
+    from noisefind.localize import rewind
+
+    chosen = _int_list(epochs, "--epochs") if epochs is not None else None
+    _layer_analysis("rewind", run, out, data, device, quiet, rewind_table,
+                    lambda loaded_run, loaded: rewind(loaded_run, loaded, epochs=chosen, bn=bn,
+                                                      progress=not quiet))
+
+
+def _layer_analysis(name: str, run: Path, out: Path | None, data: str | None, device: str,
+                    quiet: bool, table, analyse) -> None:
+    """Load a run and its data, run one layer analysis, save it, print its table."""
     from rich.console import Console
 
     from noisefind.evaluate import load_run_data
-    from noisefind.localize import rewind, save_analysis
-    from noisefind.report import rewind_table
+    from noisefind.localize import save_analysis
     from noisefind.train import load_run
 
-    chosen = _int_list(epochs, "--epochs") if epochs is not None else None
     loaded_run = load_run(run, device=device)
     loaded = load_run_data(loaded_run, data, progress=not quiet)
-    result = rewind(loaded_run, loaded, epochs=chosen, bn=bn, progress=not quiet)
-    written = save_analysis("rewind", result, _localize_out(run, out))
-    Console().print(rewind_table(result))
-    _print_written(written)
+    result = analyse(loaded_run, loaded)
+    written = save_analysis(name, result, _localize_out(run, out))
+    Console().print(table(result))
+    _print_written(written, quiet)
 
 
 @localize_app.command("retrain")
@@ -440,22 +498,15 @@ def localize_retrain(
     quiet: Quiet = False,
 ) -> None:
     """Reset each layer to its initial weights, retrain it alone on clean examples (Fig. 4)."""
-    from rich.console import Console
-
-    from noisefind.evaluate import load_run_data
-    from noisefind.localize import RetrainSettings, retrain, save_analysis
-    from noisefind.report import retrain_table
-    from noisefind.train import load_run
+    from noisefind.analysis_report import retrain_table
+    from noisefind.localize import RetrainSettings, retrain
 
     groups = [g.strip() for g in layers.split(",") if g.strip()] if layers else None
     settings = RetrainSettings(epochs=epochs, lr=lr, batch_size=batch_size)
     settings.validate()
-    loaded_run = load_run(run, device=device)
-    loaded = load_run_data(loaded_run, data, progress=not quiet)
-    result = retrain(loaded_run, loaded, groups=groups, settings=settings, progress=not quiet)
-    written = save_analysis("retrain", result, _localize_out(run, out))
-    Console().print(retrain_table(result))
-    _print_written(written)
+    _layer_analysis("retrain", run, out, data, device, quiet, retrain_table,
+                    lambda loaded_run, loaded: retrain(loaded_run, loaded, groups=groups,
+                                                       settings=settings, progress=not quiet))
 
 
 def _int_list(text: str, flag: str) -> list[int]:
@@ -467,6 +518,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 @app.command()
 @exits_cleanly
+@with_training_options
 def memorization(
     data: Data,
     models: Annotated[int, typer.Option(help="Models trained on random subsets.")] = 32,
@@ -480,14 +532,10 @@ def memorization(
     noise: Noise = None,
     seed: Seed = 0,
     device: Device = "auto",
-    epochs: Epochs = 50,
-    width: Width = 1.0,
-    arch: Arch = "auto",
-    batch_size: BatchSize = None,
-    lr: Lr = 0.1,
     top: Annotated[int, typer.Option(help="Most memorized examples to print.")] = 10,
     image_size: ImageSize = None,
     quiet: Quiet = False,
+    training: TrainingOptions | None = None,
 ) -> None:
     """Feldman-Zhang memorization of every training example from subset-trained models.
 
@@ -495,11 +543,10 @@ def memorization(
     """
     from rich.console import Console
 
+    from noisefind.analysis_report import memorization_table
     from noisefind.data import split_holdout
     from noisefind.memorization import MemorizationSettings, summarize
     from noisefind.memorization import memorization as estimate
-    from noisefind.report import memorization_table
-    from noisefind.train import TrainConfig
 
     settings = MemorizationSettings(models=models, subset=subset, seed=seed)
     settings.validate()
@@ -508,8 +555,7 @@ def memorization(
     loaded = _load(data, noise, seed, image_size, quiet)
     if holdout:
         loaded = split_holdout(loaded, holdout, seed)
-    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device)
+    config = _train_config(seed, device, training)
     result = estimate(loaded, settings, config, out=out, with_influence=influence,
                       progress=not quiet)
     summary = summarize(result, settings)
@@ -519,8 +565,9 @@ def memorization(
         console.print(f"mean memorization: clean {summary['mean_memorization_clean']:.3f}, "
                       f"mislabeled {summary['mean_memorization_mislabeled']:.3f}; AUROC as a "
                       f"detector {summary['auroc']:.3f}", highlight=False)
-    console.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
-                  highlight=False)
+    if not quiet:
+        console.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
+                      highlight=False)
 
 
 ScanOut = Annotated[Path, typer.Argument(help="A scan's output folder (noisefind scan --out).")]
@@ -533,12 +580,14 @@ def review(
     top: Annotated[int, typer.Option(
         help="Besides every flagged example, show this many of the most suspicious others.")
     ] = 1000,
+    quiet: Quiet = False,
 ) -> None:
     """Write OUT/report.html: one self-contained page of the suspects, filterable."""
     from noisefind.review import write_review
 
     path = write_review(out, top=top)
-    console.print(f"wrote {path}", highlight=False)
+    if not quiet:
+        console.print(f"wrote {path}", highlight=False)
 
 
 @app.command()
@@ -549,8 +598,9 @@ def export(
         "--out", help="The cleaned manifest to write (.csv).")],
     drop: Annotated[bool, typer.Option("--drop", help="Leave the flagged examples out.")] = False,
     relabel: Annotated[bool, typer.Option(
-        "--relabel", help="Give the flagged examples the label their prediction flips to.")
+        "--relabel", help="Give the flagged examples their suggested label.")
     ] = False,
+    quiet: Quiet = False,
 ) -> None:
     """Write a cleaned manifest (flagged examples dropped or relabelled), ready to train on."""
     from noisefind.export import export as export_manifest
@@ -558,8 +608,10 @@ def export(
     if drop == relabel:
         raise NoisefindError("export: give exactly one of --drop or --relabel")
     result = export_manifest(out, manifest, "drop" if drop else "relabel")
-    console.print(f"wrote {result['file']}: {result['examples']} examples, {result['dropped']} "
-                  f"dropped, {result['relabelled']} relabelled", highlight=False)
+    if not quiet:
+        console.print(f"wrote {result['file']}: {result['examples']} examples, "
+                      f"{result['dropped']} dropped, {result['relabelled']} relabelled",
+                      highlight=False)
 
 
 def main() -> None:

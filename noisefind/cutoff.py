@@ -2,7 +2,8 @@
 
 A ranking leaves the user asking where to stop. The cutoff answers from inside the run, with
 **canaries**: examples whose labels we corrupted ourselves, so we know they are wrong and can
-watch how a wrong label looks in this data, with this model and this recipe.
+watch how a wrong label looks in this data, with this model and this recipe (docs/method.md,
+"The cutoff"; the measurements behind each choice are in docs/benchmarks.md).
 
 1. Canaries are *real* training examples (``canary_fraction`` of them, at least
    ``min_canaries``), each relabelled to a wrong class. The estimate is only as good as the
@@ -11,20 +12,10 @@ watch how a wrong label looks in this data, with this model and this recipe.
    by mean training loss, or by final loss for a model without its history) each give a pair
    (true class = the model's most likely other class, given label), and the canaries are
    unsuspected rows of a pair's true class relabelled to its given label
-   (:func:`estimated_confusions`). Symmetric noise then yields canaries spread over all pairs,
-   class-dependent noise canaries in its few pairs. The alternatives are ``"runner-up"`` (any
-   row, relabelled to the model's most likely other class for it: a plausible mistake, milder
-   than random noise, so the count over-ran symmetric noise by 11% to 39% and under-ran
-   asymmetric noise by 8% to 32%) and ``"uniform"`` (any row, a random other class: it looks
-   wronger than class-dependent noise, and under 20% asymmetric noise on digits the flag caught
-   only 1% to 4% of the mislabeled examples). Matched canaries on the same runs (digits,
-   mnist5k; 10% and 20% symmetric, 20% asymmetric noise; 9 runs,
-   ``benchmarks/canary_labels.py``): count error -6% to +17%. Relabelled real examples look like
-   real label noise; relabelled near-copies do not: in an exploratory comparison on digits (10%
-   symmetric noise, one model each), the AUROC of the training margin (AUM) for telling canaries
-   from the truly mislabeled examples was 0.95 for shifted copies and 0.27 for within-class
-   mixup copies (0.5 = indistinguishable), but 0.50 to 0.59 for relabelled real examples (five
-   replicas).
+   (:func:`estimated_confusions`). The alternatives are ``"runner-up"`` (any row, relabelled to
+   the model's most likely other class for it) and ``"uniform"`` (any row, a random other
+   class). Relabelled real examples look like real label noise; relabelled near-copies
+   (shifted or mixed-up images) did not.
 2. A real example cannot be a canary and be scored under its own label by the same model, so the
    canaries go into a **replica**: a second model trained with the scanned model's recipe and
    seed on the same data, with only the canaries' labels changed. The scanned model stays a
@@ -36,11 +27,7 @@ watch how a wrong label looks in this data, with this model and this recipe.
    given label (``log``) and, from its training history, the area under the margin (AUM,
    Pleiss et al. 2020) and the mean training loss (``log``; both left out when a run has no
    history for these rows). The flip cost alone overlaps too much between clean and mislabeled
-   examples to set a cutoff on small models (on digits many clean examples flip with 2 to 4
-   units, as mislabeled ones do), so the cutoff learns how to weigh them. Adding the mean
-   training loss to the first three raised the AUROC of ``cutoff_score`` on digits (10%
-   symmetric noise, 3 seeds) from 0.991-0.997 to 0.9997-0.9998 and the flag's precision from
-   0.98 to 1.00 at a little less recall (F1 0.89 both ways).
+   examples to set a cutoff on small models, so the cutoff learns how to weigh them.
 4. The weighing is positive-unlabelled learning: a logistic regression tells the canaries
    (positives) from the scanned examples (unlabelled, a mixture of clean and mislabeled), on
    standardised signals with balanced class weights. Its decision value is ``cutoff_score``.
@@ -48,8 +35,7 @@ watch how a wrong label looks in this data, with this model and this recipe.
    threshold is not flattered by overfitting.
 5. ``suspected = cutoff_score >= t`` with ``t`` the canaries' ``1 - canary_recall`` quantile:
    the flag catches about ``canary_recall`` (0.9) of the canaries, hence of the mislabeled
-   examples they stand for. With matched canaries, 0.9 gave a higher mean F1 than 0.85 and
-   0.8 on digits (5 runs of 10% symmetric and 20% asymmetric noise: 0.93, 0.93, 0.91).
+   examples they stand for.
 6. The estimated number of mislabeled examples among the scanned ones is a mixture-proportion
    estimate (:func:`estimate_count`): above a threshold that keeps a share r of the canaries,
    ``count / r`` over-counts by the clean examples above it, so the smallest such bound over
@@ -457,7 +443,7 @@ def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
     t. So ``count(scores >= t) / P(t)`` over-counts by the clean rows above t and is an upper
     bound for every t; the estimate is the tightest bound over the thresholds that keep
     ``recalls`` of the canaries (not fewer than half of them, so that P(t) rests on enough
-    canaries). One threshold alone (0.8) over-counted digits by 2% to 25% (uniform canaries).
+    canaries).
 
     Returns
     -------

@@ -23,7 +23,7 @@ from noisefind.errors import NoisefindError
 BUILTINS = ("digits", "mnist5k", "wine", "breast-cancer")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
-# Class-dependent confusions used for asymmetric noise (METHOD.md section 2), by class name.
+# Class-dependent confusions used for asymmetric noise (docs/method.md), by class name.
 ASYMMETRIC_MAPS = {
     "cifar10": {"truck": "automobile", "bird": "airplane", "deer": "horse", "cat": "dog",
                 "dog": "cat"},
@@ -182,7 +182,7 @@ def parse_noise_list(text: str) -> list[NoiseSpec]:
 
 def inject_noise(labels: np.ndarray, classes: Sequence[str], spec: NoiseSpec,
                  seed: int) -> np.ndarray:
-    """Corrupt ``labels`` as METHOD.md section 2 says; returns new labels, input untouched.
+    """Corrupt ``labels`` (docs/method.md, "Label noise"); returns new labels, input untouched.
 
     Symmetric: exactly ``floor(rate * N)`` examples, chosen without replacement, each get a label
     drawn uniformly from the *other* classes. Asymmetric: each example of a mapped class moves to
@@ -242,7 +242,7 @@ def split_holdout(data: LabeledData, fraction: float = 0.2,
 
 def load_data(source: str | Path, *, image_size: int | None = None, workers: int | None = None,
               progress: bool = False) -> LabeledData:
-    """Load any DATA form of INTERFACE.md.
+    """Load any DATA form the README lists.
 
     Parameters
     ----------

@@ -5,7 +5,7 @@ in ``context.rows`` (positions in the training set, in that order). The context 
 training data, the trained run with its history, and the shared inputs that some detectors need
 and that are costly to make (cross-validated probabilities, the flip search, an early-epoch
 model). Shared inputs are computed lazily, once, and the context records what each one cost, so
-the bench can charge a detector for everything it used (METHOD.md sections 4 and 8).
+the bench can charge a detector for everything it used (docs/method.md).
 
 The registry :data:`DETECTORS` maps names to functions; :func:`register` adds one. Detectors of
 later modules (example-tied dropout, the memorization estimate) register the same way.
@@ -324,7 +324,7 @@ def parse_detector_list(text: str) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------
-# Baselines (METHOD.md section 8)
+# Baselines (docs/method.md, "Baseline detectors")
 
 
 @register("final_loss")
@@ -404,7 +404,7 @@ def oos_mean_loss(context: DetectorContext) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------
-# The flip search (METHOD.md section 4). Every flip-based detector has "flip" in its name.
+# The flip search (docs/method.md). Every flip-based detector has "flip" in its name.
 
 
 @register("flip")
@@ -475,7 +475,7 @@ def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:
 
 @register("etd", default=False)
 def etd(context: DetectorContext) -> np.ndarray:
-    """Example-tied dropout (METHOD.md section 5), opt-in: a second model trained with
+    """Example-tied dropout (docs/method.md), opt-in: a second model trained with
     example-tied dropout; minus each example's label margin once its memorization channels are
     dropped."""
     from dataclasses import replace
@@ -490,7 +490,7 @@ def etd(context: DetectorContext) -> np.ndarray:
 
 @register("memorization", default=False)
 def memorization(context: DetectorContext) -> np.ndarray:
-    """Feldman-Zhang memorization estimate (METHOD.md section 7), opt-in: it trains
+    """Feldman-Zhang memorization estimate (docs/method.md), opt-in: it trains
     :data:`noisefind.memorization.MemorizationSettings` ``.models`` subset models."""
     from noisefind.memorization import MemorizationSettings, memorization_scores
 

@@ -1,34 +1,35 @@
 """Dropout variants placed after every block: none, standard, sparse, example-tied.
 
-Example-tied dropout (METHOD.md section 5, Maini et al. 2023) splits each layer's ``C`` channels
-(neurons, for the MLP) into a generalization share, the first ``round(p_gen * C)`` channels, which
-every example uses, and memorization channels, each of which a training example ``i`` uses with
-probability ``p_mem``. Example ``i``'s subset is a pure function of ``(seed, layer, i)``, computed
-by the counter-based hash of :mod:`noisefind.rng` on the device: the same mask every epoch,
-whichever batch ``i`` lands in, with no per-example table and no loop over the batch. Whatever an
-example can only fit by memorizing it tends to be stored in its own channels, so zeroing the
-memorization channels ("drop") should unlearn the mislabeled examples and spare the rest.
+Example-tied dropout (docs/method.md, "Example-tied dropout"; Maini et al. 2023) splits each
+layer's ``C`` channels (neurons, for the MLP) into a generalization share, the first
+``round(p_gen * C)`` channels, which every example uses, and memorization channels, each of
+which a training example ``i`` uses with probability ``p_mem``. Example ``i``'s subset is a pure
+function of ``(seed, layer, i)``, computed by the counter-based hash of :mod:`noisefind.rng` on
+the device: the same mask every epoch, whichever batch ``i`` lands in, with no per-example table
+and no loop over the batch. Whatever an example can only fit by memorizing it tends to be stored
+in its own channels, so zeroing the memorization channels ("drop") should unlearn the mislabeled
+examples and spare the rest.
 
 Every variant is a :class:`ChannelDropout` with three evaluation modes, set with
 :func:`dropout_mode` (or :func:`set_dropout_mode`):
 
-- ``"all"`` (the default, METHOD's first mode): every channel on, the memorization channels
+- ``"all"`` (the default, the paper's first mode): every channel on, the memorization channels
   scaled by ``p_mem``, their mean in training;
 - ``"example"``: each training example with the channels it was trained with (its own
   memorization channels, unscaled), given its index; without indices (test data) as ``"all"``.
   This is the network that fit the training set, so it is the one that measures "before the drop"
   on training examples;
-- ``"drop"`` (METHOD's second mode): the memorization channels (all but the first
+- ``"drop"`` (the paper's second mode): the memorization channels (all but the first
   ``round(p_gen * C)``) zeroed and the generalization channels scaled by
   ``(p_gen + p_mem) / p_gen``.
 
 In training mode (``model.train()``) the mode is ignored and the training-time mask is used.
 
 Dropping 80% of a layer's channels moves the inputs of the next BatchNorm far from the statistics
-it kept in training, and one global factor cannot fix that per channel: measured on mnist5k with
-the small CNN, the plain ``"drop"`` mode falls to 13-64% accuracy on everything, clean and test
-included. :func:`memorization_dropped` therefore re-estimates the BatchNorm statistics on the
-training inputs (no labels) in ``"drop"`` mode for the duration of an evaluation, as is usual for
+it kept in training, and one global factor cannot fix that per channel: without it the plain
+``"drop"`` mode collapsed the small CNN on mnist5k (docs/analyses.md).
+:func:`memorization_dropped` therefore re-estimates the BatchNorm statistics on the training
+inputs (no labels) in ``"drop"`` mode for the duration of an evaluation, as is usual for
 pruned networks. Every conv and hidden layer is bias-free and followed by BatchNorm, so after the
 re-estimation the ``(p_gen + p_mem) / p_gen`` factor only matters in the last layer, the one that
 feeds the classifier.
@@ -38,11 +39,7 @@ The two controls the paper compares against, trained and evaluated the same way:
 - ``"standard"``: ordinary inverted dropout (``torch.nn.functional.dropout``) of single
   activations with drop probability ``p = p_gen``, PyTorch's convention for ``p`` and what the
   authors' code uses; a fresh random mask each step, rescaled by ``1 / (1 - p)`` in training, so
-  ``"all"`` and ``"example"`` are the identity. (Measured on mnist5k with 10% noise, small CNN,
-  40 epochs: with it the network fits 57% of the mislabeled examples at width 1 and 3% at width
-  0.5; dropping whole channels instead, 18% and 4%; without dropout, 100%. So in this setting
-  standard dropout fits them only partly, unlike in the paper.)
-  ``"drop"`` zeroes
+  ``"all"`` and ``"example"`` are the identity. ``"drop"`` zeroes
   the same channels as for example-tied dropout (all but the first ``round(p_gen * C)``) and
   scales the rest by ``C / round(p_gen * C)``: it shows what the drop does to a network that was
   not trained to put memorization there.

@@ -1,6 +1,6 @@
 """Accuracy before and after dropping the memorization channels, and the detector it gives.
 
-A run trained with a dropout layer (example-tied above all, METHOD.md section 5) is evaluated on
+A run trained with a dropout layer (example-tied above all, docs/method.md) is evaluated on
 its clean training examples, its mislabeled training examples (against their given, wrong labels:
 how many are still fit) and a test set, the paper's Table 1:
 
@@ -8,8 +8,8 @@ how many are still fit) and a test set, the paper's Table 1:
   trained with (``"example"`` mode); test examples, which own no channels, through all of them
   (``"all"``).
 - ``"all"`` (example-tied runs): everything through all channels, memorization channels scaled by
-  ``p_mem`` (METHOD's first evaluation mode).
-- ``"after"``: memorization channels dropped (METHOD's second mode), with BatchNorm statistics
+  ``p_mem`` (the paper's first evaluation mode).
+- ``"after"``: memorization channels dropped (the paper's second mode), with BatchNorm statistics
   re-estimated on the training inputs (see :mod:`noisefind.dropout` for why).
 
 The test set is the data's own test split, or else the hold-out the run was trained without:

@@ -16,10 +16,9 @@ uses ``allow_pickle=False``.
   is still there, else ``x0, x1, ...``.
 
 Labels are class names. ``--drop`` leaves out the suspected examples; ``--relabel`` gives each
-the class its prediction flipped to in the flip search (``flipped_to``: the label the model
-falls back on once the units that memorised the given label are off; it was the true label for
-84% of the mislabeled digits), else the model's prediction when that differs from the given
-label, and drops it when neither offers another label.
+its ``suggested_label`` (:func:`noisefind.suggest.suggest_labels`: the class the prediction
+flips to in the flip search, else the model's own prediction or its runner-up class), and drops
+it when there is none.
 """
 
 from __future__ import annotations
@@ -32,11 +31,13 @@ import pandas as pd
 
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
-from noisefind.train import atomic_write
+from noisefind.files import atomic_write
+from noisefind.suggest import suggest_labels
 
 TRAINING_SET = "training_set.npz"
 MODES = ("drop", "relabel")
-LABEL_COLUMNS = ("given_label", "predicted_label", "flipped_to", "true_label")
+LABEL_COLUMNS = ("given_label", "suggested_label", "predicted_label", "flipped_to",
+                 "runner_up_label", "true_label")
 
 
 @dataclass
@@ -104,7 +105,8 @@ def load_training_set(out: str | Path) -> TrainingSet:
 
 
 def read_suspects(out: str | Path) -> pd.DataFrame:
-    """``OUT/suspects.csv`` with label columns as text and a boolean ``suspected`` column."""
+    """``OUT/suspects.csv`` with label columns as text (``suggested_label`` filled in for a
+    scan from before that column) and a boolean ``suspected`` column."""
     path = Path(out) / "suspects.csv"
     if not path.is_file():
         raise NoisefindError(f"{out} has no suspects.csv; run noisefind scan DATA --out {out}")
@@ -116,6 +118,8 @@ def read_suspects(out: str | Path) -> pd.DataFrame:
         if column in table:
             table[column] = table[column].fillna("")
     table["suspected"] = table["suspected"].astype(str).str.lower().eq("true")
+    if "suggested_label" not in table:  # a scan from before the column
+        table["suggested_label"] = suggest_labels(table)
     return table
 
 
@@ -144,10 +148,7 @@ def cleaned_labels(training: TrainingSet, suspects: pd.DataFrame,
         keep[rows] = False
         return keep, labels
     code = {name: k for k, name in enumerate(training.classes)}
-    for row, (_, suspect) in zip(rows, flagged.iterrows(), strict=True):
-        new = suspect["flipped_to"] or (suspect["predicted_label"]
-                                        if suspect["predicted_label"] != suspect["given_label"]
-                                        else "")
+    for row, new in zip(rows, flagged["suggested_label"], strict=True):
         if new in code:
             labels[row] = code[new]
         else:

@@ -1,4 +1,5 @@
-"""The greedy, gradient-guided zeroing search (METHOD.md section 4), batched and one at a time.
+"""The greedy, gradient-guided zeroing search (docs/method.md, "The flip search"), batched and
+one at a time.
 
 For one training example (x, y) and a trained model in eval mode, the search zeroes units
 (conv channels, hidden neurons) one by one until the model's prediction leaves y:
@@ -70,8 +71,7 @@ class FlipSettings:
         Where the R reference examples come from: examples with the same given label (default),
         or the whole training set. Same-class references make the search pay for damaging the
         class the example claims to belong to, so a clean example, supported by its class's
-        shared features, needs more units; a memorised one does not (digits, 10% symmetric
-        noise, 300 examples: AUROC of the count 0.88 against 0.85 with random references).
+        shared features, needs more units; a memorised one does not (docs/benchmarks.md).
     batch_size : int or None
         Searches advanced together (each runs K + R examples); None picks 8 on CPU and, on a
         GPU, as many as fit in half the free memory (:func:`auto_batch_size`).
@@ -379,10 +379,9 @@ def auto_batch_size(model: Net, x: torch.Tensor, y: torch.Tensor, settings: Flip
                     pool: ReferencePool) -> int:
     """Searches per pass: 8 on CPU; on a GPU, as many as fit in half the free memory.
 
-    On a CPU the arithmetic is the cost, and larger batches only spill the caches: one thread,
-    examples per second against the one-at-a-time search (``benchmarks/scan_speed.py``): digits
-    with 4 / 8 / 16 / 32 / 64 searches 1.6x / 2.3x / 2.3x / 1.2x / 0.8x, mnist5k with 8 / 16
-    0.9x / 0.5x. The memory of one search on a GPU is measured on a probe step of 8 searches.
+    On a CPU the arithmetic is the cost, and larger batches only spill the caches (measured in
+    docs/scaling.md). The memory of one search on a GPU is measured on a probe step of 8
+    searches.
     """
     device = x.device
     if device.type != "cuda":

@@ -1,4 +1,5 @@
-"""The Feldman-Zhang subset estimate of memorization and influence (METHOD.md section 7).
+"""The Feldman-Zhang subset estimate of memorization and influence (docs/method.md, "The
+memorization estimate").
 
 ``models`` networks are trained, each on its own random subset of ``round(subset * n)``
 training examples (drawn without replacement by a generator seeded with ``(seed, model)``;
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -36,8 +36,9 @@ import torch
 from noisefind.console import console, progress_bar
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
+from noisefind.files import JsonLines, atomic_write, write_json
 from noisefind.models import predict_logits
-from noisefind.train import TrainConfig, fit, write_json
+from noisefind.train import TrainConfig, fit
 
 PROGRESS_FILE = "models.jsonl"
 PROGRESS_FORMAT = 1
@@ -162,7 +163,7 @@ def memorization(data: LabeledData, settings: MemorizationSettings | None = None
         for t in todo:
             done[t] = _train_one(data, settings, config, t)
             if out is not None:
-                _append(out / PROGRESS_FILE, {"model": t, **_encode(done[t])})
+                JsonLines(out / PROGRESS_FILE).append([{"model": t, **_encode(done[t])}])
             bar.advance(task)
     result = _result(data, [done[t] for t in range(settings.models)], with_influence)
     if out is not None:
@@ -253,42 +254,32 @@ def _decode(line: dict, n: int) -> dict:
     return record
 
 
-def _append(file: Path, obj: dict) -> None:
-    with open(file, "a") as f:
-        f.write(json.dumps(obj) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
 def _read_progress(out: Path, state: dict) -> dict[int, dict]:
     """Models already trained in ``out`` (starting the file if there is none)."""
     if out.exists() and not out.is_dir():
         raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
-    file = out / PROGRESS_FILE
-    if not file.is_file() or file.stat().st_size == 0:
-        _append(file, {"settings": state})
+    log = JsonLines(out / PROGRESS_FILE)
+    if not log.exists():
+        log.append([{"settings": state}])
         return {}
-    lines = file.read_text().split("\n")
+    lines = log.read()
     try:
-        saved = json.loads(lines[0])["settings"]
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise NoisefindError(f"{file}: not a noisefind memorization progress file; "
+        saved = lines[0]["settings"]
+    except (IndexError, KeyError, TypeError):
+        raise NoisefindError(f"{log.path}: not a noisefind memorization progress file; "
                              "use another --out") from None
     if saved != json.loads(json.dumps(state)):
         changed = sorted(k for k in state if saved.get(k) != json.loads(json.dumps(state[k])))
         raise NoisefindError(f"{out} holds an estimate with other settings ({', '.join(changed)}"
                              "); use another --out, or the same data and settings")
-    done, good = {}, [lines[0]]
-    for text in lines[1:]:
+    log.repair()  # drop a line cut by a kill before appending
+    done = {}
+    for line in lines[1:]:
         try:
-            line = json.loads(text)
             done[int(line["model"])] = _decode(line, state["examples"])
-        except (json.JSONDecodeError, KeyError, ValueError, TypeError):
-            continue  # a line cut short by a kill, or the empty tail
-        good.append(text)
-    if len(good) != len([t for t in lines if t]):
-        file.write_text("\n".join(good) + "\n")  # drop the broken line before appending
+        except (KeyError, ValueError, TypeError):
+            continue  # not a model's line
     return done
 
 
@@ -325,8 +316,7 @@ def write_outputs(result: MemorizationResult, data: LabeledData,
                   settings: MemorizationSettings, config: TrainConfig, out: Path) -> None:
     """``memorization.csv`` (most memorized first), ``summary.json``, ``memorization.png`` and,
     with influence, ``influence.npz`` and ``influence_top.csv``."""
-    from noisefind.report import plot_memorization
-    from noisefind.train import atomic_write
+    from noisefind.analysis_report import plot_memorization
 
     table = result.table.sort_values("memorization", ascending=False, na_position="last",
                                       kind="stable")

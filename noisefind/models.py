@@ -159,7 +159,7 @@ def _ch(n: int, width: float) -> int:
 
 def resnet9(in_channels: int, num_classes: int, width: float = 1.0,
             dropout: DropoutFactory | None = None) -> Net:
-    """The paper's ResNet-9 (METHOD.md section 3), channels scaled by ``width``."""
+    """The paper's ResNet-9 (docs/method.md, "Training"), channels scaled by ``width``."""
     c1, c2, c3, c4 = _ch(64, width), _ch(128, width), _ch(256, width), _ch(128, width)
 
     def block(cin, cout, **kw):

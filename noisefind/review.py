@@ -2,8 +2,9 @@
 
 The page (``OUT/report.html``) needs no server and no network: thumbnails are inline base64
 PNGs, the CSS and the filter script are inline. It lists the suspects in the order of
-``suspects.csv`` (most suspicious first), each with its given and predicted label, the label its
-prediction flips to, the units to flip and the score, and the cutoff's flag; a class menu and a
+``suspects.csv`` (most suspicious first), each as "given X, likely Y" (Y the suggested label),
+with the label its prediction flips to, the units to flip and the score, and the cutoff's flag;
+a class menu and a
 flagged/not-flagged menu filter them. Image data shows thumbnails (from the arrays or the files
 saved in ``OUT/training_set.npz``); tabular data shows each example's feature row.
 
@@ -25,7 +26,7 @@ import pandas as pd
 
 from noisefind.errors import NoisefindError
 from noisefind.export import TrainingSet, feature_names, load_training_set, read_suspects
-from noisefind.train import atomic_write
+from noisefind.files import atomic_write
 
 THUMBNAIL = 96  # largest side of an inline thumbnail, pixels
 
@@ -234,6 +235,7 @@ def _cards(shown: pd.DataFrame, training: TrainingSet) -> str:
         picture = (f'<img src="data:image/png;base64,{image}" alt="example {int(row["index"])}">'
                    if image else '<div class="no-image">no image</div>')
         flips = escape(row["flipped_to"]) if row["flipped_to"] else "&mdash;"
+        likely = escape(_suggested(row)) or "&mdash;"
         path = (f'<div class="numbers" title="{escape(row["path"], True)}">'
                 f'{escape(Path(row["path"]).name)}</div>' if row["path"] else "")
         cards.append(
@@ -241,12 +243,16 @@ def _cards(shown: pd.DataFrame, training: TrainingSet) -> str:
             f'<div><span class="rank">#{int(row["rank"])}</span> '
             f'<span class="numbers">index {int(row["index"])}</span></div>'
             f'<div class="badges">{_badges(row)}</div>'
-            f'<div class="labels">given <b>{escape(row["given_label"])}</b> &rarr; flips to '
-            f'<b>{flips}</b></div>'
-            f'<div class="numbers">predicted {escape(row["predicted_label"])} · {_units(row)} · '
+            f'<div class="labels">given <b>{escape(row["given_label"])}</b>, likely '
+            f'<b>{likely}</b></div>'
+            f'<div class="numbers">flips to {flips} · {_units(row)} · '
             f'score {float(row["score"]):.3f}</div>'
             f'{path}</div></article>')
     return '<div class="grid">' + "\n".join(cards) + "</div>"
+
+
+def _suggested(row: pd.Series) -> str:
+    return str(row.get("suggested_label", "") or "")
 
 
 def _units(row: pd.Series) -> str:
@@ -259,7 +265,7 @@ def _feature_table(shown: pd.DataFrame, training: TrainingSet) -> str:
     rows = training.positions(shown["index"])
     features = training.x[rows]
     names = feature_names(training)
-    head = ("<tr><th>rank</th><th>index</th><th>flag</th><th>given</th><th>predicted</th>"
+    head = ("<tr><th>rank</th><th>index</th><th>flag</th><th>given</th><th>likely</th>"
             "<th>flips to</th><th>units</th><th>score</th>"
             + "".join(f"<th>{escape(str(n))}</th>" for n in names) + "</tr>")
     lines = []
@@ -269,7 +275,7 @@ def _feature_table(shown: pd.DataFrame, training: TrainingSet) -> str:
             f'<tr {_attributes(row)}><td>{int(row["rank"])}</td><td>{int(row["index"])}</td>'
             f'<td class="text">{_badges(row)}</td>'
             f'<td class="text">{escape(row["given_label"])}</td>'
-            f'<td class="text">{escape(row["predicted_label"])}</td>'
+            f'<td class="text">{escape(_suggested(row)) or "&mdash;"}</td>'
             f'<td class="text">{escape(row["flipped_to"]) or "&mdash;"}</td>'
             f'<td>{int(row["units_to_flip"])}</td><td>{float(row["score"]):.3f}</td>{values}'
             "</tr>")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import time
 from collections import Counter
@@ -30,15 +29,17 @@ from noisefind.cutoff import CutoffSettings, calibrate, mark_suspected
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.export import save_training_set
+from noisefind.files import JsonLines, write_json
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
 from noisefind.out_of_sample import OutOfSample
-from noisefind.report import (
+from noisefind.scan_report import (
     SUSPECT_COLUMNS,
     plot_top_suspects,
     write_summary,
     write_suspects,
 )
-from noisefind.train import Run, TrainConfig, check_compatible, fit, load_run, write_json
+from noisefind.suggest import runner_up_classes, suggest_labels
+from noisefind.train import Run, TrainConfig, check_compatible, fit, load_run
 
 PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
 CACHE_DIR = "cache"
@@ -126,7 +127,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     distributed.barrier()  # every shard is on disk before the merge
 
     results = log.read_all()
-    table = suspects_table(results, data, run.model.unit_layers())
+    scanned = torch.tensor(results["row"].to_numpy(), dtype=torch.int64)
+    runner_up = runner_up_classes(run.model, data.x[scanned], data.index[scanned],
+                                  data.y[scanned])
+    table = suspects_table(results, data, run.model.unit_layers(), runner_up)
     # Models trained along the way are kept until the scan ends, so a resumed scan reuses them;
     # other ranks compute their own (the same, by seed) rather than share the folder's files.
     cache = ResultCache(out / CACHE_DIR if distributed.is_main() else None)
@@ -170,15 +174,19 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
 
 def with_out_of_sample(table: pd.DataFrame, probabilities: np.ndarray,
                        data: LabeledData) -> pd.DataFrame:
-    """``table`` with ``oos_confidence`` (out-of-sample probability of the given label) and
-    ``oos_label`` (the out-of-sample models' likeliest class) after ``loss``."""
+    """``table`` with ``oos_confidence`` (the out-of-sample probability of the given label) and
+    ``oos_label`` (the out-of-sample models' likeliest class other than the given label) after
+    ``loss``, and ``suggested_label`` redone with it (:func:`noisefind.suggest.suggest_labels`)."""
     rows = _positions(data, table["index"]).numpy()
     given = data.y.numpy()[rows]
     classes = np.array(data.classes, dtype=object)
+    others = np.array(probabilities[rows], dtype=np.float64)
+    others[np.arange(len(rows)), given] = -np.inf
     table = table.copy()
     at = table.columns.get_loc("loss") + 1
     table.insert(at, "oos_confidence", probabilities[rows, given])
-    table.insert(at + 1, "oos_label", classes[probabilities[rows].argmax(1)])
+    table.insert(at + 1, "oos_label", classes[others.argmax(1)])
+    table["suggested_label"] = suggest_labels(table)
     return table
 
 
@@ -192,20 +200,25 @@ def peak_memory_mb(device: torch.device) -> float:
 
 
 def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
-    """All rows, or a seeded random subset of ``limit`` of them (in random order)."""
-    if limit is None:
-        return np.arange(n)
-    if limit < 1:
+    """The rows to scan (or, in the bench, to score with every detector): all of them in order
+    when ``limit`` is None or at least ``n``, else a seeded random subset of ``limit`` rows in
+    random order. ``scan --limit`` and ``bench --limit`` with the same seed pick the same rows.
+    """
+    if limit is not None and limit < 1:
         raise NoisefindError(f"--limit must be at least 1, got {limit}")
+    if limit is None or limit >= n:
+        return np.arange(n)
     return np.random.default_rng(seed).permutation(n)[:limit]
 
 
-def suspects_table(results: pd.DataFrame, data: LabeledData,
-                   unit_layers: list[str]) -> pd.DataFrame:
+def suspects_table(results: pd.DataFrame, data: LabeledData, unit_layers: list[str],
+                   runner_up: np.ndarray | None = None) -> pd.DataFrame:
     """Join search results with the data's labels and paths; rank by score, highest first.
 
     ``score = -flip_cost``: fewer units to flip (and, among equal counts, less of the last unit
-    needed) means more suspicious.
+    needed) means more suspicious. ``runner_up`` (class codes, one per row of ``results``) is
+    the model's most likely class other than the given label; ``suggested_label`` comes from
+    :func:`noisefind.suggest.suggest_labels`.
     """
     rows = results["row"].to_numpy()
     classes = np.array(data.classes, dtype=object)
@@ -223,12 +236,16 @@ def suspects_table(results: pd.DataFrame, data: LabeledData,
         "reference_accuracy": results["reference_accuracy"].to_numpy(),
         "layers": [_layer_summary(u, unit_layers) for u in results["units"]],
     })
+    if runner_up is not None:
+        table["runner_up_label"] = classes[runner_up]
+    table.insert(table.columns.get_loc("given_label") + 1, "suggested_label",
+                 suggest_labels(table))
     if data.true_y is not None:
         table["is_noisy"] = (data.y != data.true_y).numpy()[rows]
         table["true_label"] = classes[data.true_y.numpy()[rows]]
     table = rank_table(table, "flip")
-    extra = [c for c in table.columns if c not in SUSPECT_COLUMNS]
-    return table[SUSPECT_COLUMNS + extra]
+    known = [c for c in SUSPECT_COLUMNS if c in table]
+    return table[known + [c for c in table.columns if c not in SUSPECT_COLUMNS]]
 
 
 def _positions(data: LabeledData, index) -> torch.Tensor:
@@ -293,6 +310,8 @@ def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: Fli
         summary["median_units_to_flip_mislabeled"] = float(
             table.loc[noisy, "units_to_flip"].median())
         summary["median_units_to_flip_clean"] = float(table.loc[~noisy, "units_to_flip"].median())
+        summary["suggested_label_accuracy_mislabeled"] = round(float(
+            (table.loc[noisy, "suggested_label"] == table.loc[noisy, "true_label"]).mean()), 4)
     return summary
 
 
@@ -308,8 +327,25 @@ def _get_model(data, model, out: Path, train_config, progress, device, resume) -
     run_dir = out / "run"
     if resume and (run_dir / "model.safetensors").is_file() and (run_dir / "history.npz").is_file():
         console.print(f"resuming with the model already trained in {run_dir}")
-        return load_run(run_dir, device=(train_config or TrainConfig()).device)
+        run = load_run(run_dir, device=(train_config or TrainConfig()).device)
+        if train_config is not None:
+            _check_same_training(run, train_config)
+        return run
     return fit(data, train_config, out=run_dir, progress=progress)
+
+
+RESUMED_TRAINING = ("arch", "width", "epochs", "batch_size", "lr", "seed")
+
+
+def _check_same_training(run: Run, config: TrainConfig) -> None:
+    """A resumed scan keeps its model: refuse training options that would have made another."""
+    trained = run.config["train"]
+    changed = [f"--{k.replace('_', '-')} {getattr(config, k)} (the model: {trained.get(k)})"
+               for k in RESUMED_TRAINING if trained.get(k) != getattr(config, k)]
+    if changed:
+        raise NoisefindError(f"cannot resume: the model in {run.path} was trained otherwise: "
+                             f"{'; '.join(changed)}; resume with the same options, or rerun "
+                             "without --resume")
 
 
 class ScanLog:
@@ -324,6 +360,7 @@ class ScanLog:
         self.out, self.rank = out, rank
         name = PROGRESS_FILE if rank == 0 else f"scan_progress.{rank}.jsonl"
         self.file = out / name
+        self.log = JsonLines(self.file)
 
     def files(self) -> list[Path]:
         return sorted(self.out.glob("scan_progress*.jsonl"))
@@ -352,41 +389,20 @@ class ScanLog:
                 f"{', '.join(changed)}; rerun without --resume or with the same settings")
         done = self.read_all()
         distributed.barrier()  # everyone has read before anyone rewrites its file
-        self._drop_torn_tail()
+        self.log.repair()  # a line cut by a kill: that example is simply scanned again
         if self.rank == 0:
             console.print(f"resuming: {len(done)} examples already scanned")
         return done["row"].to_numpy(dtype=np.int64)
 
     def append(self, frame: pd.DataFrame) -> None:
         """Append finished examples and force them to disk before the search goes on."""
-        with open(self.file, "a") as f:
-            f.write(frame.to_json(orient="records", lines=True))
-            f.flush()
-            os.fsync(f.fileno())
+        self.log.append(frame.to_json(orient="records", lines=True))
 
     def read_all(self) -> pd.DataFrame:
         """Every finished example in every rank's file, each once."""
-        records = []
-        for file in self.files():
-            records += _complete_lines(file)
+        records = [r for file in self.files() for r in JsonLines(file).read()]
         done = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
         return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
-
-    def _drop_torn_tail(self) -> None:
-        # A kill can cut the last line; rewrite the file so later appends stay line-aligned.
-        if self.file.is_file():
-            lines = _complete_lines(self.file)
-            self.file.write_text("".join(json.dumps(r) + "\n" for r in lines))
-
-
-def _complete_lines(file: Path) -> list[dict]:
-    records = []
-    for line in file.read_text().splitlines():
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            break  # a line cut by a kill: that example is simply scanned again
-    return records
 
 
 def _digest(values) -> str:

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from noisefind import distributed
 from noisefind.console import console, progress_bar
 from noisefind.data import LabeledData, split_holdout
 from noisefind.errors import NoisefindError
+from noisefind.files import atomic_write, write_json
 from noisefind.models import Net, autocast, build_model, choose_arch
 
 RUN_FORMAT = 1
@@ -35,7 +36,7 @@ RUN_FORMAT = 1
 
 @dataclass
 class TrainConfig:
-    """How to train. Defaults follow METHOD.md section 3 and fit every label, wrong ones included.
+    """How to train. Defaults follow the paper's recipe and fit every label, wrong ones included.
 
     ``batch_size=None`` picks min(512, N // 8) (at least 32), so small data sets still get enough
     steps per epoch. The learning rate warms up linearly over the first ``warmup`` share of steps
@@ -52,7 +53,7 @@ class TrainConfig:
     that it fits every given label as the method requires (:func:`augment_for`).
 
     ``track_gradients`` splits every step's gradient into the parts from clean and from
-    mislabeled examples, per layer (:class:`noisefind.localize.GradientTracker`; needs injected
+    mislabeled examples, per layer (:class:`noisefind.gradients.GradientTracker`; needs injected
     noise); the optimizer steps on the same gradient as without it.
     """
 
@@ -153,8 +154,12 @@ def make_model(config: TrainConfig, data_shape: tuple[int, ...], num_classes: in
     return build_model(config.arch, data_shape, num_classes, config.width, factory)
 
 
+Backward = Callable[[torch.Tensor, torch.Tensor, int], None]
+
+
 def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | None = None,
-        progress: bool = True, data_parallel: bool = True) -> Run:
+        progress: bool = True, data_parallel: bool = True,
+        on_backward: Backward | None = None) -> Run:
     """Train a model on ``data`` and record every example's history.
 
     Parameters
@@ -171,6 +176,11 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         Under torchrun, train across all ranks with DistributedDataParallel. False trains in
         this process alone, exactly as a single process would (for a model every rank needs
         bit-identical to the single-process one, such as the cutoff's replica).
+    on_backward : callable, optional
+        Called as ``on_backward(losses, rows, epoch)`` in place of ``losses.mean().backward()``
+        in every step (``losses`` per example of the batch, ``rows`` their positions in
+        ``data``); it must fill the parameters' ``.grad``. ``config.track_gradients`` uses
+        :class:`noisefind.gradients.GradientTracker`'s (and cannot be combined with another).
 
     Returns
     -------
@@ -192,9 +202,13 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         model.to(memory_format=torch.channels_last)
     tracker = None
     if config.track_gradients:
-        from noisefind.localize import GradientTracker
+        if on_backward is not None:
+            raise NoisefindError("track_gradients and on_backward both replace the backward "
+                                 "step; give one")
+        from noisefind.gradients import GradientTracker
 
         tracker = GradientTracker(model, data, config.epochs)
+        on_backward = tracker.backward
     rank, world = distributed.rank_and_world() if data_parallel else (0, 1)
     out = Path(out) if out is not None and rank == 0 else None  # rank 0 writes the run folder
     if out is not None:
@@ -235,10 +249,10 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                     logits = trained(inputs, index[rows]).float()
                 losses = F.cross_entropy(logits, y[rows], reduction="none")
                 optimizer.zero_grad(set_to_none=True)
-                if tracker is None:
+                if on_backward is None:
                     losses.mean().backward()
                 else:
-                    tracker.backward(losses, rows, epoch)
+                    on_backward(losses, rows, epoch)
                 optimizer.step()
                 schedule.step()
                 with torch.no_grad():
@@ -336,6 +350,11 @@ def label_margin(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return given - others.max(1).values
 
 
+def runner_up_class(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The class with the largest logit other than ``labels`` (per row)."""
+    return logits.scatter(1, labels[:, None], float("-inf")).argmax(1)
+
+
 def training_accuracy(run: Run, data: LabeledData) -> dict:
     """Eval-mode accuracy on all, clean and mislabeled training examples (given labels).
 
@@ -375,20 +394,6 @@ def _run_config(data: LabeledData, config: TrainConfig, model: Net, seconds: flo
 
 # --------------------------------------------------------------------------------------------
 # Run folders
-
-
-def atomic_write(path: Path, write, suffix: str = "") -> None:
-    """Write through a temporary file and rename, so a crash never leaves a half-written file."""
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_json(path: Path, obj) -> None:
-    """Atomically write ``obj`` as indented JSON."""
-    atomic_write(path, lambda tmp: tmp.write_text(json.dumps(obj, indent=2, default=str) + "\n"))
 
 
 def _prepare_run_folder(out: Path) -> None:

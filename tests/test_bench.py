@@ -20,10 +20,10 @@ from noisefind.bench import (
     scan_rows,
     tpr_at_fpr,
 )
+from noisefind.bench_report import bench_markdown, bench_summary
 from noisefind.cli import app
 from noisefind.detectors import get_detectors
 from noisefind.errors import NoisefindError
-from noisefind.report import bench_markdown, bench_summary
 from noisefind.train import TrainConfig
 
 runner = CliRunner()

@@ -37,3 +37,28 @@ def test_out_that_is_a_file(tmp_path):
     result = runner.invoke(app, ["train", "digits", "--epochs", "1", "--out", str(tmp_path / "f"),
                                  "--quiet"])
     assert result.exit_code == 2 and "is a file" in result.output
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "--help"], ["scan", "--help"], ["bench", "--help"], ["evaluate", "--help"],
+    ["memorization", "--help"], ["review", "--help"], ["export", "--help"],
+    ["localize", "gradients", "--help"], ["localize", "rewind", "--help"],
+    ["localize", "retrain", "--help"],
+])
+def test_every_command_accepts_quiet(command):
+    result = runner.invoke(app, command, env={"COLUMNS": "200"})
+    assert result.exit_code == 0 and "--quiet" in result.output
+
+
+@pytest.mark.parametrize("option", [["--epochs", "5"], ["--width", "0.5"], ["--arch", "mlp"],
+                                    ["--lr", "0.05"], ["--batch-size", "64"]])
+def test_training_options_with_a_trained_model_are_an_error(option, tmp_path):
+    result = runner.invoke(app, ["scan", "digits", "--model", str(tmp_path), *option])
+    assert result.exit_code == 2
+    assert option[0] in result.output and "--model" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_dropout_options_without_dropout_are_an_error():
+    result = runner.invoke(app, ["train", "digits", "--p-gen", "0.4"])
+    assert result.exit_code == 2 and "--p-gen" in result.output and "--dropout" in result.output

@@ -32,7 +32,8 @@ def export(out, manifest, *modes):
 
 
 def suspects(out) -> pd.DataFrame:
-    return pd.read_csv(out / "suspects.csv", dtype={"flipped_to": str, "given_label": str})
+    return pd.read_csv(out / "suspects.csv", dtype={"flipped_to": str, "given_label": str,
+                                                    "suggested_label": str})
 
 
 def test_drop_writes_pngs_and_a_manifest_without_the_flagged(digits_out, tmp_path):
@@ -54,7 +55,7 @@ def test_drop_writes_pngs_and_a_manifest_without_the_flagged(digits_out, tmp_pat
     assert torch.allclose(cleaned.x, original.x[keep], atol=1 / 255)
 
 
-def test_relabel_gives_the_flipped_to_label(digits_out, tmp_path):
+def test_relabel_gives_the_suggested_label(digits_out, tmp_path):
     result = export(digits_out, tmp_path / "relabelled.csv", "--relabel")
     assert result.exit_code == 0, result.output
     table = suspects(digits_out)
@@ -62,10 +63,12 @@ def test_relabel_gives_the_flipped_to_label(digits_out, tmp_path):
     manifest = pd.read_csv(tmp_path / "relabelled.csv", dtype={"label": str})
     by_index = dict(zip([int(p.split("/")[-1][:-4]) for p in manifest["path"]],
                         manifest["label"], strict=True))
-    relabelled = flagged[flagged["flipped_to"].notna()]
+    relabelled = flagged[flagged["suggested_label"].notna()]
     assert len(relabelled)
     for _, row in relabelled.iterrows():
-        assert by_index[row["index"]] == row["flipped_to"] != row["given_label"]
+        assert by_index[row["index"]] == row["suggested_label"] != row["given_label"]
+        if isinstance(row["flipped_to"], str):  # the flip search's label comes first
+            assert row["suggested_label"] == row["flipped_to"]
     training = load_training_set(digits_out)
     assert len(manifest) == len(training.y) - len(flagged) + len(relabelled)
 

@@ -98,6 +98,8 @@ def test_cards_carry_labels_units_score_and_a_png_thumbnail(digits_out):
         assert thumbnail.format == "PNG" and thumbnail.size == (8, 8)
     html = (digits_out / "report.html").read_text(encoding="utf-8")
     assert f"score {first['score']:.3f}" in html and "flips to" in html
+    suggested = pd.read_csv(digits_out / "suspects.csv", dtype=str).iloc[0]["suggested_label"]
+    assert f"given <b>{first['given_label']}</b>, likely <b>{suggested}</b>" in html
 
 
 def test_filters_list_every_class_and_both_flag_states(digits_out):

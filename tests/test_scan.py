@@ -46,6 +46,7 @@ def test_summary_reports_quality_against_the_truth(scanned):
     assert summary["folds"] == 0 and "cross_validation" not in summary["seconds"]
     assert 0.5 < summary["auroc"] <= 1.0  # better than chance on real noisy digits
     assert summary["median_units_to_flip_mislabeled"] <= summary["median_units_to_flip_clean"]
+    assert 0.0 <= summary["suggested_label_accuracy_mislabeled"] <= 1.0
 
 
 def test_resume_with_other_settings_is_refused(scanned, noisy_digits, noisy_digits_run):
@@ -104,3 +105,37 @@ def test_cli_scan_on_an_image_folder(image_folder, tmp_path):
 def test_scan_bad_flags(args, message, noisy_digits_run):
     result = runner.invoke(app, ["scan", "digits", "--model", str(noisy_digits_run.path), *args])
     assert result.exit_code == 2 and message in result.output
+
+
+def test_suggested_label_is_mostly_the_true_label_of_the_mislabeled(scanned):
+    table, out = scanned
+    csv = pd.read_csv(out / "suspects.csv", dtype=str)
+    mislabeled = csv[csv["is_noisy"] == "True"]
+    assert len(mislabeled) >= 8
+    right = (mislabeled["suggested_label"] == mislabeled["true_label"]).mean()
+    print(f"suggested right for {right:.3f} of {len(mislabeled)}")
+    # chance among the 9 other classes is 0.11; on this small scan it is right for most
+    assert right >= 0.75
+    assert (csv["suggested_label"] != csv["given_label"]).all()  # always another label
+    flipped = csv["flipped_to"].notna()
+    assert (csv.loc[flipped, "suggested_label"] == csv.loc[flipped, "flipped_to"]).all()
+
+
+def test_scan_rows_is_one_function_with_one_behaviour():
+    from noisefind import bench
+    from noisefind.scan import scan_rows
+
+    assert bench.scan_rows is scan_rows
+    assert scan_rows(10, 10, 3).tolist() == list(range(10))  # a limit >= n: all, in order
+    assert scan_rows(10, 99, 3).tolist() == list(range(10))
+    assert len(set(scan_rows(10, 9, 3).tolist())) == 9
+
+
+def test_resume_with_other_training_options_is_refused(tmp_path):
+    args = ["scan", "digits", "--limit", "10", "--width", "0.25", "--max-units", "5",
+            "--cutoff", "none", "--out", str(tmp_path / "out"), "--quiet"]
+    assert runner.invoke(app, [*args, "--epochs", "2"]).exit_code == 0
+    same = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
+    assert same.exit_code == 0, same.output
+    other = runner.invoke(app, [*args, "--epochs", "3", "--resume"])
+    assert other.exit_code == 2 and "--epochs 3" in other.output
