@@ -26,9 +26,8 @@ def suggest_labels(table: pd.DataFrame) -> pd.Series:
     In order of preference, the first that names a label other than ``given_label``:
 
     1. ``oos_label``: the likeliest class other than the given label for the out-of-sample
-       models that never saw the row (present when the scan ran them; on CIFAR-10N's real
-       errors it was the true class for 56% and 52% of the mislabeled rows against 42% and 39%
-       for ``flipped_to``, docs/benchmarks.md);
+       models that never saw the row (present when the scan ran them; on real label noise it
+       is right more often than ``flipped_to``, docs/benchmarks.md);
     2. ``flipped_to``: the class the prediction falls to when the flip search has zeroed the
        units that held the given label (empty when the search hit its cap);
     3. ``predicted_label``: the model's own prediction, when it already disagrees with the
