@@ -28,6 +28,7 @@ from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.export import save_training_set
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
+from noisefind.own_model import is_own, own_model_cutoff
 from noisefind.report import (
     SUSPECT_COLUMNS,
     plot_top_suspects,
@@ -40,7 +41,7 @@ PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
 
 
 def scan(data: LabeledData, model: Run | str | Path | None = None,
-         out: str | Path = "noisefind-out", settings: FlipSettings | None = None,
+         out: str | Path | None = "noisefind-out", settings: FlipSettings | None = None,
          limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
          progress: bool = True, device: str = "auto",
          cutoff: CutoffSettings | None = None, rank_by: str = "flip") -> pd.DataFrame:
@@ -53,8 +54,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     model : Run or path, optional
         A trained run (or its folder). When None, a model is trained first with
         ``train_config`` and saved to ``OUT/run``.
-    out : path
-        Output folder for ``suspects.csv``, ``summary.json``, ``top_suspects.png``.
+    out : path or None
+        Output folder for ``suspects.csv``, ``summary.json``, ``top_suspects.png``. None writes
+        no files (no resume then); the summary is in ``table.attrs["summary"]`` either way.
     settings : FlipSettings, optional
         Flip-search settings.
     limit : int, optional
@@ -85,8 +87,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
     check_rank_by(rank_by, cutoff)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
+    out = None if out is None else Path(out)
+    if out is None and resume:
+        raise NoisefindError("resume needs out, the folder of the interrupted scan")
+    if out is not None and out.exists() and not out.is_dir():
         raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
     rows = scan_rows(len(data), limit, settings.seed)
     started = time.perf_counter()
@@ -97,7 +101,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     state = {"settings": settings.as_dict(), "rows": _digest(rows.tolist()),
              "labels": _digest(data.y.tolist()), "model": _model_digest(run)}
     rank, world = distributed.rank_and_world()
-    log = ScanLog(out, rank)
+    log = ScanLog(out, rank) if out is not None else MemoryLog()
     done_rows = log.resume(state) if resume else log.start(state)
     mine = rows[rank::world]  # this process's share, by position (all of it outside torchrun)
     todo = mine[~np.isin(mine, done_rows)]
@@ -112,12 +116,14 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     results = log.read_all()
     table = suspects_table(results, data, run.model.unit_layers())
     # Every rank calibrates alone (the same replica, the same decision as a single process).
-    decision = calibrate(data, run, results, cutoff, settings, progress)
+    decision = own_model_cutoff(results) if is_own(run) and cutoff.method != "none" \
+        else calibrate(data, run, results, cutoff, settings, progress)
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
-        write_suspects(table, out)
-        save_training_set(data, out)
-        if data.is_image and len(table):
+        if out is not None:
+            write_suspects(table, out)
+            save_training_set(data, out)
+        if out is not None and data.is_image and len(table):
             top = table.head(32)
             plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
         seconds = {"training": round(trained_seconds, 3), "search": round(search_seconds, 3),
@@ -129,7 +135,11 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
                                         None if noisy is None else int(noisy.sum())))
         summary["seconds"]["cutoff"] = decision.details.get("seconds", 0.0)
-        write_summary(summary, out)
+        if is_own(run):
+            summary["own_model"] = run.config["own_model"]
+        if out is not None:
+            write_summary(summary, out)
+        table.attrs["summary"] = summary
     return table
 
 
@@ -256,6 +266,8 @@ def _get_model(data, model, out: Path, train_config, progress, device, resume) -
         return model
     if model is not None:
         return load_run(model, device=device)
+    if out is None:
+        return fit(data, train_config, out=None, progress=progress)
     run_dir = out / "run"
     if resume and (run_dir / "model.safetensors").is_file() and (run_dir / "history.npz").is_file():
         console.print(f"resuming with the model already trained in {run_dir}")
@@ -328,6 +340,24 @@ class ScanLog:
         if self.file.is_file():
             lines = _complete_lines(self.file)
             self.file.write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+class MemoryLog:
+    """The scan's progress kept in memory, for a scan that writes no files (``out=None``)."""
+
+    def __init__(self):
+        self.frames: list[pd.DataFrame] = []
+
+    def start(self, state: dict) -> np.ndarray:
+        return np.array([], dtype=np.int64)
+
+    def append(self, frame: pd.DataFrame) -> None:
+        self.frames.append(frame)
+
+    def read_all(self) -> pd.DataFrame:
+        done = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame(
+            columns=list(RESULT_COLUMNS))
+        return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
 
 
 def _complete_lines(file: Path) -> list[dict]:
