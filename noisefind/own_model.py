@@ -324,6 +324,9 @@ def load_own_model(spec: str, data: LabeledData, weights: str | Path | None = No
                    mean=None, std=None, device: str = "auto") -> Run:
     """``torchvision:<name>`` or ``<module>:<function>``, built for ``data``'s classes, with
     ``weights`` (``.safetensors`` or a state dict) loaded into it."""
+    if weights is None and spec.startswith(TORCHVISION):
+        raise NoisefindError(f"weights: {spec} needs your weights (.safetensors or a state "
+                             "dict); noisefind downloads none and would scan an untrained network")
     return own_run(build_module(spec, data.num_classes), data, spec=spec, weights=weights,
                    mean=mean, std=std, device=device)
 
