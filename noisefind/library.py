@@ -159,8 +159,9 @@ def as_labeled_data(x, labels=None, *, image_size: int | None = None,
                     classes=None) -> LabeledData:
     """``x`` and ``labels`` in any form :func:`find_label_issues` takes, as a LabeledData."""
     if isinstance(x, LabeledData | str | Path):
-        if labels is not None:
-            raise NoisefindError("labels: x carries its own labels; pass labels=None")
+        if labels is not None or classes is not None:
+            raise NoisefindError(f"{'labels' if labels is not None else 'classes'}: x carries "
+                                 "its own labels and classes; leave it out")
         if isinstance(x, LabeledData):
             return x
         return load_data(x, image_size=image_size)

@@ -117,8 +117,8 @@ def _per_channel(values, default: float, size: int, name: str) -> torch.Tensor:
     if t.numel() == 1:
         return t.expand(size).clone()
     if t.numel() != size:
-        raise NoisefindError(f"{name}: {t.numel()} values for inputs with {size} channels or "
-                             f"features; give 1 or {size}")
+        raise NoisefindError(f"{name}: {t.numel()} values, but the inputs have {size} channels "
+                             f"(images) or features (tables); give one value or {size}")
     return t
 
 

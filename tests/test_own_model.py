@@ -171,13 +171,15 @@ def test_cli_scans_tabular_data_with_a_module_function_factory(wine, tmp_path, m
     assert summary["own_model"]["input"]["mean"] == pytest.approx(mean, rel=1e-5)
 
 
-def test_find_label_issues_with_an_nn_module_on_tabular_data(wine):
+def test_find_label_issues_with_an_nn_module_on_tabular_data(wine, tmp_path):
     x, y, mean, std, model = wine
     noisy = y.copy()
     noisy[:10] = (noisy[:10] + 1) % 3
     result = noisefind.find_label_issues(x, noisy, model=model, mean=mean, std=std, limit=60,
-                                         max_units=10)
+                                         max_units=10, out=tmp_path / "scan")
     assert len(result.table) == 60 and isinstance(result.summary, dict)
+    written = json.loads((tmp_path / "scan" / "summary.json").read_text())
+    assert written.keys() == result.summary.keys() and written["scanned"] == 60
     assert result.summary["own_model"]["model"] == "Sequential"
     assert not result.table["suspected"].any()  # no cutoff for a model trained elsewhere
     assert not model._forward_hooks and not any(m._forward_hooks for m in model.modules())
@@ -228,6 +230,12 @@ def test_bad_specs_give_one_line_and_exit_2(kind, message, digit_manifest, resne
     assert message in result.output
     assert "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_a_run_trained_on_corrupted_labels_passes_its_noise_on(noisy_digits_run):
+    result = noisefind.find_label_issues("digits", model=noisy_digits_run.path, limit=20,
+                                         max_units=5, cutoff="none")
+    assert result.summary["noise"] == "symmetric:0.1" and "is_noisy" in result.table
 
 
 def test_library_errors_name_parameters_not_flags():
