@@ -126,9 +126,9 @@ def _gate_hook(gate: UnitGate):
     def hook(module, inputs, output):
         if gate.mask is None:
             return None
-        if isinstance(module, nn.BatchNorm2d | nn.Conv2d) or output.dim() == 2:
-            return gate(output)
-        return gate(output.movedim(-1, 1)).movedim(1, -1)  # a Linear on (batch, ..., features)
+        if isinstance(module, nn.Linear) and output.dim() > 2:  # (batch, ..., features)
+            return gate(output.movedim(-1, 1)).movedim(1, -1)
+        return gate(output)  # units on dimension 1: a Conv2d's channels, a BatchNorm's
 
     return hook
 
