@@ -230,8 +230,18 @@ def evaluate(
 def scan(
     ctx: typer.Context,
     data: Data,
-    model: Annotated[Path | None, typer.Option(
-        "--model", help="A run folder from `noisefind train`; trains one when omitted.")] = None,
+    model: Annotated[str | None, typer.Option(
+        "--model", help="A run folder from `noisefind train`, torchvision:<name> or "
+                        "<module>:<function> (your own model, with --weights); trains one when "
+                        "omitted.")] = None,
+    weights: Annotated[Path | None, typer.Option(
+        help="Weights of your own --model: .safetensors or a torch state dict (loaded with "
+             "weights_only, never unpickled).")] = None,
+    mean: Annotated[str | None, typer.Option(
+        help="Your own model's input standardisation: per-channel means, e.g. "
+             "0.485,0.456,0.406 (inputs are in [0, 1]).")] = None,
+    std: Annotated[str | None, typer.Option(
+        help="Per-channel standard deviations to go with --mean.")] = None,
     out: Out = Path("noisefind-out"),
     noise: Noise = None,
     seed: Seed = 0,
@@ -277,9 +287,10 @@ def scan(
     """Rank every training example by how few units flip the model's prediction."""
     from noisefind.cutoff import CutoffSettings
     from noisefind.flip import FlipSettings
+    from noisefind.library import check_own_rank_by, resolve_model, training_noise
+    from noisefind.own_model import RANKING_SIGNALS, is_own, parse_floats
     from noisefind.scan import scan as run_scan
     from noisefind.scan_report import print_suspects
-    from noisefind.train import check_compatible, load_run
 
     ignored = _given(ctx, TRAINING_OPTIONS)
     if model is not None and ignored:
@@ -287,15 +298,16 @@ def scan(
                              "gives a trained model; drop them, or drop --model")
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, None, seed, image_size, quiet)
-    run = None
-    if model is not None:
-        run = load_run(model, device=device)
-        check_compatible(run, loaded)
-        trained_noise = run.config["data"].get("noise")
-        if noise is None and trained_noise:
-            noise, seed = trained_noise, run.config["data"]["noise_seed"]
-            if not quiet:
-                console.print(f"using the model's training noise {noise} (seed {seed})")
+    run = resolve_model(model, loaded, weights=weights, mean=parse_floats(mean, "--mean"),
+                        std=parse_floats(std, "--std"), device=device)
+    noise, seed, inherited = training_noise(run, noise, seed)
+    if inherited and not quiet:
+        console.print(f"using the model's training noise {noise} (seed {seed})")
+    if run is not None and is_own(run):
+        check_own_rank_by(run, rank_by)
+        if not quiet:
+            console.print(f"your own model: the ranking uses {RANKING_SIGNALS}",
+                          highlight=False, soft_wrap=True)
     if noise:
         loaded = loaded.with_noise(noise, seed)
     settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,

@@ -32,6 +32,7 @@ from noisefind.export import save_training_set
 from noisefind.files import JsonLines, write_json
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
 from noisefind.out_of_sample import OutOfSample
+from noisefind.own_model import is_own, own_model_cutoff
 from noisefind.scan_report import (
     SUSPECT_COLUMNS,
     plot_top_suspects,
@@ -46,7 +47,7 @@ CACHE_DIR = "cache"
 
 
 def scan(data: LabeledData, model: Run | str | Path | None = None,
-         out: str | Path = "noisefind-out", settings: FlipSettings | None = None,
+         out: str | Path | None = "noisefind-out", settings: FlipSettings | None = None,
          limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
          progress: bool = True, device: str = "auto",
          cutoff: CutoffSettings | None = None, rank_by: str | None = None,
@@ -60,8 +61,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     model : Run or path, optional
         A trained run (or its folder). When None, a model is trained first with
         ``train_config`` and saved to ``OUT/run``.
-    out : path
-        Output folder for ``suspects.csv``, ``summary.json``, ``top_suspects.png``.
+    out : path or None
+        Output folder for ``suspects.csv``, ``summary.json``, ``top_suspects.png``. None writes
+        no files (no resume then); the summary is in ``table.attrs["summary"]`` either way.
     settings : FlipSettings, optional
         Flip-search settings.
     limit : int, optional
@@ -97,24 +99,27 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     settings = settings or FlipSettings()
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
-    if rank_by is None:
-        rank_by = "flip" if cutoff.method == "none" else "cutoff"
-    check_rank_by(rank_by, cutoff)
+    if rank_by is not None:
+        check_rank_by(rank_by, cutoff)
     if folds == 1 or folds < 0:
         raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}")
-    out = Path(out)
-    if out.exists() and not out.is_dir():
+    out = None if out is None else Path(out)
+    if out is None and resume:
+        raise NoisefindError("resume needs out, the folder of the interrupted scan")
+    if out is not None and out.exists() and not out.is_dir():
         raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
     rows = scan_rows(len(data), limit, settings.seed)
     started = time.perf_counter()
     run = _get_model(data, model, out, train_config, progress, device, resume)
     check_compatible(run, data)
+    if rank_by is None:  # the cutoff's score needs a calibrated cutoff, which own models lack
+        rank_by = "flip" if cutoff.method == "none" or is_own(run) else "cutoff"
     trained_seconds = time.perf_counter() - started
 
     state = {"settings": settings.as_dict(), "rows": _digest(rows.tolist()),
              "labels": _digest(data.y.tolist()), "model": _model_digest(run)}
     rank, world = distributed.rank_and_world()
-    log = ScanLog(out, rank)
+    log = ScanLog(out, rank) if out is not None else MemoryLog()
     done_rows = log.resume(state) if resume else log.start(state)
     mine = rows[rank::world]  # this process's share, by position (all of it outside torchrun)
     todo = mine[~np.isin(mine, done_rows)]
@@ -133,9 +138,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     table = suspects_table(results, data, run.model.unit_layers(), runner_up)
     # Models trained along the way are kept until the scan ends, so a resumed scan reuses them;
     # other ranks compute their own (the same, by seed) rather than share the folder's files.
-    cache = ResultCache(out / CACHE_DIR if distributed.is_main() else None)
+    cache = ResultCache(out / CACHE_DIR if out is not None and distributed.is_main() else None)
     oos = probabilities = None
-    if folds and cutoff.method != "none":
+    if folds and cutoff.method != "none" and not is_own(run):
         recipe = replace(TrainConfig(**run.config["train"]), device=str(run.device))
         oos = OutOfSample(data, recipe, folds, flip_settings=settings, progress=progress,
                           cache=cache)
@@ -145,13 +150,17 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         probabilities = oos.probabilities()
         table = with_out_of_sample(table, probabilities, data)
     # Every rank calibrates alone (the same replica, the same decision as a single process).
-    decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
-                         out_of_sample=probabilities)
+    if is_own(run) and cutoff.method != "none":
+        decision = own_model_cutoff(results)
+    else:
+        decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
+                             out_of_sample=probabilities)
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
-        write_suspects(table, out)
-        save_training_set(data, out)
-        if data.is_image and len(table):
+        if out is not None:
+            write_suspects(table, out)
+            save_training_set(data, out)
+        if out is not None and data.is_image and len(table):
             top = table.head(32)
             plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
         seconds = {"train": round(trained_seconds, 3), "flip_search": round(search_seconds, 3),
@@ -167,8 +176,12 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
             summary["seconds"][stage] = round(took, 3)
         summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
         summary["folds"] = folds if probabilities is not None else 0
-        write_summary(summary, out)
-        shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+        if is_own(run):
+            summary["own_model"] = run.config["own_model"]
+        if out is not None:
+            write_summary(summary, out)
+            shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+        table.attrs["summary"] = summary
     return table
 
 
@@ -324,6 +337,8 @@ def _get_model(data, model, out: Path, train_config, progress, device, resume) -
         return model
     if model is not None:
         return load_run(model, device=device)
+    if out is None:
+        return fit(data, train_config, out=None, progress=progress)
     run_dir = out / "run"
     if resume and (run_dir / "model.safetensors").is_file() and (run_dir / "history.npz").is_file():
         console.print(f"resuming with the model already trained in {run_dir}")
@@ -402,6 +417,23 @@ class ScanLog:
         """Every finished example in every rank's file, each once."""
         records = [r for file in self.files() for r in JsonLines(file).read()]
         done = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
+        return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
+
+class MemoryLog:
+    """The scan's progress kept in memory, for a scan that writes no files (``out=None``)."""
+
+    def __init__(self):
+        self.frames: list[pd.DataFrame] = []
+
+    def start(self, state: dict) -> np.ndarray:
+        return np.array([], dtype=np.int64)
+
+    def append(self, frame: pd.DataFrame) -> None:
+        self.frames.append(frame)
+
+    def read_all(self) -> pd.DataFrame:
+        done = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame(
+            columns=list(RESULT_COLUMNS))
         return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
 
 
