@@ -59,6 +59,28 @@ def write_manifest(labels_csv: Path, images: Path, label_set: str, size: int, pa
     return out
 
 
+TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "confident_learning", "oos_margin",
+                   "oos_confidence", "mean_loss", "aum", "flip+dynamics", "flip_cost", "flip")
+
+
+def results_table(folder: Path) -> str:
+    """A markdown table of AUROC / AUPRC per detector over every ``cifar10n-*`` result."""
+    import json
+
+    runs = {}
+    for file in sorted(folder.glob("cifar10n-*/results.json")):
+        records = json.loads(file.read_text())["runs"]
+        runs[file.parent.name.removeprefix("cifar10n-")] = {
+            r["detector"]: (r["auroc"], r["auprc"]) for r in records}
+    lines = ["| detector | " + " | ".join(runs) + " |",
+             "| --- |" + " ---: |" * len(runs)]
+    for detector in TABLE_DETECTORS:
+        cells = [f"{r[detector][0]:.3f} / {r[detector][1]:.3f}" if detector in r else "n/a"
+                 for r in runs.values()]
+        lines.append(f"| `{detector}` | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--labels", default="random1", help="label set: " + ", ".join(LABEL_SETS))
@@ -77,7 +99,12 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/noisefind-cifar10n"),
                         help="unpacked images, manifests and the bench cache")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--table", action="store_true",
+                        help="print the AUROC / AUPRC table of every stored result and stop")
     args = parser.parse_args()
+    if args.table:
+        print(results_table(REPO / "benchmarks" / "results"))
+        return
 
     from rich.console import Console
 
