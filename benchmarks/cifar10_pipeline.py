@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tarfile
+import sys
 import time
 from pathlib import Path
 
@@ -29,17 +29,11 @@ from noisefind.flip import FlipSettings, flip_search
 from noisefind.scan import peak_memory_mb
 from noisefind.train import TrainConfig, fit, resolve_device
 
-ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "cifar10-jpg.tar.gz"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cifar10n import SHARED, unpack  # noqa: E402
+
+ARCHIVE = SHARED / "cifar10-jpg.tar.gz"
 FULL_EXAMPLES, FULL_EPOCHS = 50_000, 50
-
-
-def unpack(cache: Path) -> Path:
-    root = cache / "cifar10"
-    if not (root / "train").is_dir():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(ARCHIVE) as archive:
-            archive.extractall(cache, filter="data")
-    return root
 
 
 def main() -> None:
@@ -55,7 +49,7 @@ def main() -> None:
     stages: dict[str, float] = {}
 
     started = time.perf_counter()
-    root = unpack(args.cache)
+    root = unpack(ARCHIVE, args.cache)
     stages["unpack"] = time.perf_counter() - started
     started = time.perf_counter()
     data = load_data(root, progress=True)
