@@ -37,7 +37,7 @@ from noisefind.suggest import suggest_labels
 TRAINING_SET = "training_set.npz"
 MODES = ("drop", "relabel")
 LABEL_COLUMNS = ("given_label", "suggested_label", "predicted_label", "flipped_to",
-                 "runner_up_label", "true_label")
+                 "runner_up_label", "oos_label", "true_label")
 
 
 @dataclass

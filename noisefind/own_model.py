@@ -30,7 +30,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import pickle
 import sys
 from pathlib import Path
 
@@ -244,11 +243,11 @@ def read_weights(file: str | Path) -> dict[str, torch.Tensor]:
             raise NoisefindError(f"weights {file}: not a valid safetensors file ({exc})") from None
     try:
         state = torch.load(file, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise NoisefindError(f"weights {file}: a pickle of Python objects, which noisefind does "
-                             "not unpickle; save model.state_dict() (torch.save or "
-                             "safetensors)") from None
-    except Exception as exc:  # a torch.load failure of any kind means "not weights we can read"
+    except Exception as exc:  # any torch.load failure means "not weights we can read"
+        if type(exc).__name__ == "UnpicklingError":  # torch refuses a pickle of objects
+            raise NoisefindError(f"weights {file}: a pickle of Python objects, which noisefind "
+                                 "does not unpickle; save model.state_dict() (torch.save or "
+                                 "safetensors)") from None
         raise NoisefindError(f"weights {file}: not a safetensors file or a torch state dict "
                              f"({type(exc).__name__})") from None
     for key in ("state_dict", "model_state_dict", "model"):  # common checkpoint layouts
