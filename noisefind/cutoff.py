@@ -354,9 +354,10 @@ def signals(results: pd.DataFrame, history: History | None,
     """The :data:`SIGNALS` a wrong label leaves, for the rows of a flip-search result.
 
     ``history`` gives the AUM and mean-training-loss columns; ``out_of_sample`` (N, C)
-    probabilities of models that never saw the row, with ``labels`` the rows' given labels, the
-    out-of-sample class-calibrated margin against the given label
-    (:func:`noisefind.out_of_sample.calibrated_margin`); ``out_of_sample_flip(rows, labels)``
+    probabilities of models that never saw the row, with ``labels`` the rows' given labels and
+    ``thresholds`` the whole set's per-class thresholds, the out-of-sample class-calibrated
+    margin against the given label (:func:`noisefind.out_of_sample.calibrated_margin`);
+    ``out_of_sample_flip(rows, labels)``
     the ``oos_flip`` column. Each is left out when None.
     """
     rows = results["row"].to_numpy()

@@ -226,9 +226,10 @@ class DetectorContext:
         """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
         canaries in a replica model, seeded like the flip search), computed once per variant.
 
-        ``out_of_sample`` adds the cross-validated confidence in the given label to its
-        signals, ``oos_flip`` the flip search on those models (:meth:`out_of_sample_flip`);
-        ``without`` leaves signals out (ablations). Variants share the replica.
+        ``out_of_sample`` adds the cross-validated models' class-calibrated margin
+        (``oos_margin``) to its signals, ``oos_flip`` the flip search on those models
+        (:meth:`out_of_sample_flip`); ``without`` leaves signals out (ablations). Variants
+        share the replica.
         """
         from noisefind.cutoff import CutoffSettings, calibrate
 
@@ -389,9 +390,9 @@ def oos_margin(context: DetectorContext) -> np.ndarray:
     thresholds kept as a continuous score."""
     from noisefind.out_of_sample import calibrated_margin
 
-    return calibrated_margin(context.out_of_sample_probabilities(), context.rows,
-                             context.labels, class_thresholds(
-                                 context.out_of_sample_probabilities(), context.data.y.numpy()))
+    probabilities = context.out_of_sample_probabilities()
+    return calibrated_margin(probabilities, context.rows, context.labels,
+                             class_thresholds(probabilities, context.data.y.numpy()))
 
 
 @register("oos+mean_loss")
@@ -431,9 +432,9 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 @register("noisefind")
 def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order: the cutoff's signals (flip cost, loss, AUM, mean training
-    loss) plus the out-of-sample confidence in the given label from the K-fold models, weighed
-    on canaries (:mod:`noisefind.cutoff`). Costs the flip search, the K-fold models and one
-    more training."""
+    loss) plus the K-fold models' class-calibrated margin against the given label
+    (``oos_margin``), weighed on canaries (:mod:`noisefind.cutoff`). Costs the flip search,
+    the K-fold models and one more training."""
     return _cutoff_scores(context, out_of_sample=True)
 
 

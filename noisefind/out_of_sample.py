@@ -139,7 +139,7 @@ def class_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarra
 
 
 def calibrated_margin(probabilities: np.ndarray, rows: np.ndarray, labels: np.ndarray,
-                      thresholds: np.ndarray | None = None) -> np.ndarray:
+                      thresholds: np.ndarray) -> np.ndarray:
     """``oos_margin``: how much more another class is present than the given label, each
     measured against its class's threshold ``t`` (:func:`class_thresholds`)::
 
@@ -149,11 +149,11 @@ def calibrated_margin(probabilities: np.ndarray, rows: np.ndarray, labels: np.nd
     models usually are about it, than the given label is. Confident learning flags a row when
     ``p_j >= t_j`` for another class j (Northcutt et al. 2021); the margin keeps that
     class-conditional calibration (real errors live in a few hard class pairs, cat/dog,
-    automobile/truck) as a continuous score.
+    automobile/truck) as a continuous score. ``labels`` are those of ``rows``; ``thresholds``
+    come from the whole training set's given labels, so every row is judged against the same.
     """
     probabilities = np.asarray(probabilities, dtype=np.float64)[np.asarray(rows)]
     labels = np.asarray(labels)
-    thresholds = class_thresholds(probabilities, labels) if thresholds is None else thresholds
     relative = np.log(np.clip(probabilities, 1e-9, None)) - np.log(
         np.clip(thresholds, 1e-9, None))
     given = relative[np.arange(len(relative)), labels]
@@ -226,7 +226,6 @@ class OutOfSample:
 
     def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""
-        self.probabilities()  # charged with the models it shares
         costs, predicted, seconds = out_of_sample_flip_costs(
             self.data, self.runs(), rows, self.flip_settings, self.progress, self.cache)
         self.seconds["oos_flip"] = self.seconds.get("oos_flip", 0.0) + seconds

@@ -10,7 +10,6 @@ seed, the final table is the same as an uninterrupted run's. The final ``suspect
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -23,7 +22,7 @@ import pandas as pd
 import torch
 
 from noisefind import distributed
-from noisefind.cache import ResultCache
+from noisefind.cache import ResultCache, digest, model_key
 from noisefind.console import console
 from noisefind.cutoff import CutoffSettings, calibrate, mark_suspected
 from noisefind.data import LabeledData
@@ -116,8 +115,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         rank_by = "flip" if cutoff.method == "none" or is_own(run) else "cutoff"
     trained_seconds = time.perf_counter() - started
 
-    state = {"settings": settings.as_dict(), "rows": _digest(rows.tolist()),
-             "labels": _digest(data.y.tolist()), "model": _model_digest(run)}
+    state = {"settings": settings.as_dict(), "rows": digest(rows), "labels": digest(data.y),
+             "model": model_key(run.model)}
     rank, world = distributed.rank_and_world()
     log = ScanLog(out, rank) if out is not None else MemoryLog()
     done_rows = log.resume(state) if resume else log.start(state)
@@ -435,15 +434,3 @@ class MemoryLog:
         done = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame(
             columns=list(RESULT_COLUMNS))
         return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
-
-
-def _digest(values) -> str:
-    return hashlib.sha256(json.dumps(values).encode()).hexdigest()[:16]
-
-
-def _model_digest(run: Run) -> str:
-    h = hashlib.sha256()
-    for name, tensor in sorted(run.model.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
