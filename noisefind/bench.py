@@ -352,15 +352,16 @@ class Decision:
 
 
 def bench_decisions(context: DetectorContext, detectors: dict[str, Detector]) -> list[Decision]:
-    """The flip cutoff (when a flip detector ran), the default ranking's cutoff (when
-    ``noisefind`` ran: the same canaries, with out-of-sample evidence) and cleanlab's
-    ``find_label_issues`` (when ``confident_learning`` ran), on the same run and rows."""
+    """The flip cutoff (when a flip detector ran), the scan's default flag (when
+    ``noisefind`` ran: the canaries' estimated count with out-of-sample evidence, taken from
+    the top of the consensus order) and cleanlab's ``find_label_issues`` (when
+    ``confident_learning`` ran), on the same run and rows."""
     decisions = []
     if any("flip" in name for name in detectors):
         decisions.append(_timed_decision(context, "flip_cutoff", lambda: _flip_cutoff(context)))
     if "noisefind" in detectors:
-        decisions.append(_timed_decision(context, "noisefind", lambda: _flip_cutoff(
-            context, out_of_sample=True)))
+        decisions.append(_timed_decision(context, "noisefind", lambda: _consensus_flag(
+            context, detectors["noisefind"])))
     if "confident_learning" in detectors:
         decisions.append(_timed_decision(context, "cleanlab", lambda: _cleanlab_decision(
             context)))
@@ -380,6 +381,14 @@ def _flip_cutoff(context: DetectorContext,
                  out_of_sample: bool = False) -> tuple[np.ndarray, float | None]:
     cutoff = context.flip_cutoff(out_of_sample=out_of_sample)
     return cutoff.suspected, cutoff.estimated_scanned
+
+
+def _consensus_flag(context: DetectorContext,
+                    noisefind: Detector) -> tuple[np.ndarray, float | None]:
+    from noisefind.consensus import flag_top
+
+    cutoff = context.flip_cutoff(out_of_sample=True)
+    return flag_top(noisefind(context), cutoff.estimated_scanned), cutoff.estimated_scanned
 
 
 def _cleanlab_decision(context: DetectorContext) -> tuple[np.ndarray, float]:

@@ -5,6 +5,7 @@ Exit status: 0 success, 1 runtime failure, 2 bad usage or bad input (one line, n
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 from pathlib import Path
@@ -73,6 +74,19 @@ def exits_cleanly(command):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+@contextlib.contextmanager
+def _flag_words():
+    """Say the library's parameter words (``rank_by='flip'``) as the CLI's flags."""
+    try:
+        yield
+    except NoisefindError as error:
+        text = str(error)
+        for words, flag in (("rank_by=", "--rank-by "), ("cutoff='none'", "--cutoff none"),
+                            ("set folds >= 2", "give --folds 2 or more")):
+            text = text.replace(words, flag)
+        raise NoisefindError(text.replace("'", "")) from None
 
 
 def _join_torchrun(device: str, quiet: bool) -> tuple[str, bool]:
@@ -272,14 +286,16 @@ def scan(
              "mislabeled examples (matched), to the model's most likely other class "
              "(runner-up), or to a random other class (uniform).")] = "matched",
     rank_by: Annotated[str | None, typer.Option(
-        help="Order of suspects.csv and the pictures: the cutoff_score, which weighs the flip "
-             "cost with the loss, the training dynamics and the out-of-sample evidence "
-             "(cutoff; the best measured on real noise), or the flip search's own score "
-             "(flip; the paper's) [default: cutoff, or flip with --cutoff none].")] = None,
+        help="Order of suspects.csv and the pictures: consensus_score, the equal-weight sum "
+             "of the out-of-sample margin, the area under the margin and the flip cost "
+             "(consensus; the best measured on real noise), the cutoff_score, the canary-"
+             "weighed mix (cutoff; best on injected noise), or the flip search's own score "
+             "(flip; the paper's) [default: consensus, else cutoff with --folds 0, else "
+             "flip].")] = None,
     folds: Annotated[int, typer.Option(
         help="K-fold models, each judging the examples it never saw: their class-calibrated "
-             "margin against the given label joins the cutoff's signals (K more trainings); "
-             "0 leaves them out.")] = 5,
+             "margin against the given label enters the consensus and the cutoff's signals "
+             "(K more trainings); 0 leaves them out.")] = 5,
     image_size: ImageSize = None,
     quiet: Quiet = False,
     training: TrainingOptions | None = None,
@@ -289,6 +305,7 @@ def scan(
     from noisefind.flip import FlipSettings
     from noisefind.library import check_own_rank_by, resolve_model, training_noise
     from noisefind.own_model import RANKING_SIGNALS, is_own, parse_floats
+    from noisefind.scan import check_rank_by
     from noisefind.scan import scan as run_scan
     from noisefind.scan_report import print_suspects
 
@@ -304,7 +321,8 @@ def scan(
     if inherited and not quiet:
         console.print(f"using the model's training noise {noise} (seed {seed})")
     if run is not None and is_own(run):
-        check_own_rank_by(run, rank_by)
+        with _flag_words():
+            check_own_rank_by(run, rank_by)
         if not quiet:
             console.print(f"your own model: the ranking uses {RANKING_SIGNALS}",
                           highlight=False, soft_wrap=True)
@@ -318,6 +336,9 @@ def scan(
                                      canary_recall=canary_recall,
                                      canary_labels=canary_labels, seed=seed)
     cutoff_settings.validate()
+    if rank_by is not None:
+        with _flag_words():
+            check_rank_by(rank_by, cutoff_settings, folds)
     table = run_scan(loaded, run, out=out, settings=settings, limit=limit, resume=resume,
                      train_config=config, progress=not quiet, device=device,
                      cutoff=cutoff_settings, rank_by=rank_by, folds=folds)

@@ -70,7 +70,6 @@ METHODS = ("canaries", "none")
 CANARY_LABELS = ("matched", "runner-up", "uniform")
 SIGNALS = ("log_flip_cost", "log_loss", "aum", "log_mean_loss", "oos_margin",
            "oos_flip")
-FLIP_SIGNALS = ("log_flip_cost", "oos_flip")
 
 # rows, their given labels -> one value per row; see :func:`signals`
 RowSignal = Callable[[np.ndarray, np.ndarray], np.ndarray]
@@ -477,8 +476,7 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
               settings: CutoffSettings | None = None, flip_settings: FlipSettings | None = None,
               progress: bool = False, cache: ResultCache | None = None,
               out_of_sample: np.ndarray | None = None,
-              out_of_sample_flip: RowSignal | None = None,
-              without: Sequence[str] = ()) -> Cutoff:
+              out_of_sample_flip: RowSignal | None = None) -> Cutoff:
     """The cutoff for the scanned rows of ``results`` (a flip search of ``run`` on ``data``).
 
     Parameters
@@ -503,8 +501,6 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
     out_of_sample_flip : callable, optional
         ``(rows, labels) -> values``: the ``oos_flip`` signal (:func:`signed_flip`) of those
         rows under those labels, for the scanned rows and the canaries alike.
-    without : sequence of str
-        Signals to leave out (for ablations, e.g. :data:`FLIP_SIGNALS`).
 
     Returns
     -------
@@ -531,7 +527,7 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
                       out_of_sample_flip, thresholds)
     canaries = signals(canary, replica_history if use_history else None, out_of_sample,
                        canary["given_label"].to_numpy(), out_of_sample_flip, thresholds)
-    names = [name for name in scanned if name not in without]
+    names = list(scanned)
     scores, threshold, recall, weights, canary_scores = fit_cutoff(
         np.stack([scanned[n] for n in names], 1), np.stack([canaries[n] for n in names], 1),
         settings.canary_recall, settings.seed, names)

@@ -32,10 +32,13 @@ Choices the method leaves open, written down here:
   first, each group ordered by ``1 - cleanlab.rank.get_label_quality_scores`` (self-confidence).
 - ``flip`` is minus the number of units the flip search zeroed (fewer = more suspicious; the
   scan's plain count); ``flip_cost`` is minus its continuous cost.
-- ``flip+dynamics`` is the scan's ``cutoff_score``: the flip cost, the loss, AUM and the mean
-  training loss weighed by a logistic regression that tells canaries (real examples relabelled
-  in a replica model) from the scored rows (:mod:`noisefind.cutoff`); it costs one more
-  training, shared with the bench's ``flip_cutoff`` decision.
+- ``flip+dynamics`` is the scan's ``cutoff_score`` without K-fold models: the flip cost, the
+  loss, AUM and the mean training loss weighed by a logistic regression that tells canaries
+  (real examples relabelled in a replica model) from the scored rows (:mod:`noisefind.cutoff`);
+  it costs one more training, shared with the bench's ``flip_cutoff`` decision. ``cutoff+oos``
+  adds the K-fold models' ``oos_margin`` to its signals (the scan's ``--rank-by cutoff``).
+- ``noisefind`` is the scan's default order, ``consensus_score`` (:mod:`noisefind.consensus`);
+  ``noisefind-no-flip`` is its ablation without the flip search.
 - ``etd`` trains a second model with example-tied dropout (:mod:`noisefind.dropout`) and scores
   minus the label margin with the memorization channels dropped; opt-in, as it costs a training.
 - ``memorization`` is the Feldman-Zhang estimate (:mod:`noisefind.memorization`) from
@@ -221,15 +224,13 @@ class DetectorContext:
         self.used.add("oos_flip")
         return values
 
-    def flip_cutoff(self, out_of_sample: bool = False, oos_flip: bool = False,
-                    without: tuple[str, ...] = ()):
+    def flip_cutoff(self, out_of_sample: bool = False, oos_flip: bool = False):
         """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
         canaries in a replica model, seeded like the flip search), computed once per variant.
 
         ``out_of_sample`` adds the cross-validated models' class-calibrated margin
         (``oos_margin``) to its signals, ``oos_flip`` the flip search on those models
-        (:meth:`out_of_sample_flip`); ``without`` leaves signals out (ablations). Variants
-        share the replica.
+        (:meth:`out_of_sample_flip`). Variants share the replica.
         """
         from noisefind.cutoff import CutoffSettings, calibrate
 
@@ -238,13 +239,13 @@ class DetectorContext:
             cutoff = calibrate(self.data, self.run, results,
                                CutoffSettings(seed=self.flip_settings.seed), self.flip_settings,
                                progress=self.progress, cache=self.cache,
-                               out_of_sample=probabilities, without=without,
+                               out_of_sample=probabilities,
                                out_of_sample_flip=self.out_of_sample_flip if oos_flip else None)
             return cutoff, cutoff.details.get("seconds", 0.0)
 
         probabilities = self.out_of_sample_probabilities() if out_of_sample else None
         name = "flip_cutoff" + ("+oos" if out_of_sample else "") + (
-            "+oos_flip" if oos_flip else "") + "".join(f"-{signal}" for signal in without)
+            "+oos_flip" if oos_flip else "")
         return self.shared_timed(name, compute, depends=(TRAIN, "flip_search") + (
             ("cross_validation",) if out_of_sample or oos_flip else ()) + (
             ("oos_flip",) if oos_flip else ()))
@@ -431,19 +432,27 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 
 @register("noisefind")
 def noisefind_default(context: DetectorContext) -> np.ndarray:
-    """The scan's default order: the cutoff's signals (flip cost, loss, AUM, mean training
-    loss) plus the K-fold models' class-calibrated margin against the given label
-    (``oos_margin``), weighed on canaries (:mod:`noisefind.cutoff`). Costs the flip search,
-    the K-fold models and one more training."""
-    return _cutoff_scores(context, out_of_sample=True)
+    """The scan's default order (:mod:`noisefind.consensus`): the equal-weight sum of the
+    standardised ``oos_margin``, ``aum`` and ``flip_cost``. Costs the training, the flip
+    search and the K-fold models."""
+    return _consensus(context)
 
 
 @register("noisefind-no-flip")
 def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind``: the same weighing without the flip search's signal."""
-    from noisefind.cutoff import FLIP_SIGNALS
+    """Ablation of ``noisefind``: the same sum without the flip search's signal."""
+    from noisefind.consensus import FLIP_SIGNAL
 
-    return _cutoff_scores(context, out_of_sample=True, without=FLIP_SIGNALS)
+    return _consensus(context, without=(FLIP_SIGNAL,))
+
+
+@register("cutoff+oos")
+def cutoff_with_out_of_sample(context: DetectorContext) -> np.ndarray:
+    """The scan's ``cutoff_score`` with K-fold models (``--rank-by cutoff``): the cutoff's
+    signals (flip cost, loss, AUM, mean training loss) plus ``oos_margin``, weighed on
+    canaries (:mod:`noisefind.cutoff`). Costs the flip search, the K-fold models and one more
+    training."""
+    return _cutoff_scores(context, out_of_sample=True)
 
 
 @register("oos_flip", default=False)
@@ -455,11 +464,19 @@ def oos_flip(context: DetectorContext) -> np.ndarray:
     return context.out_of_sample_flip(context.rows, context.labels)
 
 
-@register("noisefind+oos_flip", default=False)
-def noisefind_with_oos_flip(context: DetectorContext) -> np.ndarray:
-    """``noisefind`` with the ``oos_flip`` signal added (costs one more flip search; opt-in:
+@register("cutoff+oos_flip", default=False)
+def cutoff_with_oos_flip(context: DetectorContext) -> np.ndarray:
+    """``cutoff+oos`` with the ``oos_flip`` signal added (costs one more flip search; opt-in:
     on CIFAR-10N it lowered the AUROC, see docs/benchmarks.md)."""
     return _cutoff_scores(context, out_of_sample=True, oos_flip=True)
+
+
+def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.ndarray:
+    from noisefind.consensus import SIGNALS, consensus_score
+
+    witnesses = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost}
+    return consensus_score({name: witnesses[name](context) for name in SIGNALS
+                            if name not in without})
 
 
 def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:

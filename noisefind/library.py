@@ -245,7 +245,8 @@ def training_noise(run: Run | None, noise: str | None, seed: int) -> tuple[str |
 
 
 def check_own_rank_by(run: Run, rank_by: str | None) -> None:
-    """An own model has no cutoff, so it cannot be ranked by the cutoff's score."""
-    if is_own(run) and rank_by == "cutoff":
-        raise NoisefindError("--rank-by cutoff needs the cutoff, which a model noisefind did "
-                             "not train has none of; rank by flip")
+    """An own model has no cutoff and no training history, so it is ranked by the flip score."""
+    if is_own(run) and rank_by in ("cutoff", "consensus"):
+        needs = "the cutoff" if rank_by == "cutoff" else "a training history"
+        raise NoisefindError(f"rank_by={rank_by!r} needs {needs}, which a model noisefind "
+                             "did not train has none of; rank by 'flip'")

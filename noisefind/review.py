@@ -144,6 +144,10 @@ def shown_suspects(suspects: pd.DataFrame, top: int) -> pd.DataFrame:
 
 
 def _order_note(rank_by: str) -> str:
+    if rank_by == "consensus":
+        return ("Sorted by the consensus score (the out-of-sample margin, the area under the "
+                "margin and the flip cost, each standardised, added up; higher = more "
+                "suspicious).")
     if rank_by == "cutoff":
         return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "
                 "training dynamics and the out-of-sample evidence; higher = more like the "
@@ -200,6 +204,7 @@ def _facts(summary: dict, total: int, shown: pd.DataFrame) -> str:
              ("estimated mislabeled", summary.get("estimated_mislabeled")),
              ("cutoff", cutoff.get("method")),
              ("AUROC of the score", _number(summary.get("auroc"))),
+             ("AUROC of the consensus score", _number(summary.get("auroc_consensus_score"))),
              ("AUROC of the cutoff score", _number(summary.get("auroc_cutoff_score"))),
              ("flag precision", _number(summary.get("flag_precision"))),
              ("flag recall", _number(summary.get("flag_recall")))]

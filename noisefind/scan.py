@@ -23,14 +23,15 @@ import torch
 
 from noisefind import distributed
 from noisefind.cache import ResultCache, digest, model_key
+from noisefind.consensus import consensus_score, flag_top
 from noisefind.console import console
-from noisefind.cutoff import CutoffSettings, calibrate, mark_suspected
+from noisefind.cutoff import CutoffSettings, calibrate, history_for, mark_suspected
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.export import save_training_set
 from noisefind.files import JsonLines, write_json
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
-from noisefind.out_of_sample import OutOfSample
+from noisefind.out_of_sample import OutOfSample, calibrated_margin, class_thresholds
 from noisefind.own_model import is_own, own_model_cutoff
 from noisefind.scan_report import (
     SUSPECT_COLUMNS,
@@ -79,16 +80,17 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         How the ``suspected`` flag and ``estimated_mislabeled`` are calibrated (default:
         canaries in a replica model, seeded with the flip search's seed; see
         :mod:`noisefind.cutoff`).
-    rank_by : {"cutoff", "flip"}, optional
-        Order of the table (and of ``top_suspects.png``): by ``cutoff_score``, which weighs the
-        flip cost with the loss, the training dynamics and the out-of-sample evidence (the best
-        order measured on real label noise; needs the cutoff), or by ``score``, the flip
-        search's own ranking (the paper's). Default: ``cutoff``, or ``flip`` without a cutoff.
+    rank_by : {"consensus", "cutoff", "flip"}, optional
+        Order of the table (and of ``top_suspects.png``): by ``consensus_score``, the
+        equal-weight sum of the out-of-sample margin, the area under the margin and the flip
+        cost (:mod:`noisefind.consensus`; the best order measured on real label noise; needs
+        ``folds`` and a training history); by ``cutoff_score``, the canary-weighed mix of the
+        cutoff (best on injected noise; needs the cutoff); or by ``score``, the flip search's
+        own ranking (the paper's). Default: the first of these the scan has.
     folds : int
         K of the K-fold models (the scanned model's recipe, with augmentation for colour
-        images) whose class-calibrated margin against each given label (``oos_margin``) joins
-        the cutoff's signals;
-        0 leaves them out. Costs K trainings; ignored without the cutoff.
+        images) whose class-calibrated margin against each given label (``oos_margin``) enters
+        the consensus and the cutoff's signals; 0 leaves them out. Costs K trainings.
 
     Returns
     -------
@@ -98,10 +100,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     settings = settings or FlipSettings()
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
-    if rank_by is not None:
-        check_rank_by(rank_by, cutoff)
     if folds == 1 or folds < 0:
         raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}")
+    if rank_by is not None:
+        check_rank_by(rank_by, cutoff, folds)
     out = None if out is None else Path(out)
     if out is None and resume:
         raise NoisefindError("resume needs out, the folder of the interrupted scan")
@@ -111,8 +113,11 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     started = time.perf_counter()
     run = _get_model(data, model, out, train_config, progress, device, resume)
     check_compatible(run, data)
-    if rank_by is None:  # the cutoff's score needs a calibrated cutoff, which own models lack
-        rank_by = "flip" if cutoff.method == "none" or is_own(run) else "cutoff"
+    if rank_by is None:
+        rank_by = default_rank_by(run, data, cutoff, folds)
+    elif rank_by == "consensus" and history_for(run, data) is None:
+        raise NoisefindError("rank_by='consensus' needs the model's training history (the area "
+                             "under the margin); rank by 'flip'")
     trained_seconds = time.perf_counter() - started
 
     state = {"settings": settings.as_dict(), "rows": digest(rows), "labels": digest(data.y),
@@ -139,7 +144,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     # other ranks compute their own (the same, by seed) rather than share the folder's files.
     cache = ResultCache(out / CACHE_DIR if out is not None and distributed.is_main() else None)
     oos = probabilities = None
-    if folds and cutoff.method != "none" and not is_own(run):
+    if folds and not is_own(run):
         recipe = replace(TrainConfig(**run.config["train"]), device=str(run.device))
         oos = OutOfSample(data, recipe, folds, flip_settings=settings, progress=progress,
                           cache=cache)
@@ -154,6 +159,13 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     else:
         decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
                              out_of_sample=probabilities)
+    if rank_by == "consensus":
+        consensus = consensus_of(results, run, data, probabilities)
+        table["consensus_score"] = table["index"].map(dict(zip(
+            data.index.numpy()[results["row"]].tolist(), consensus.tolist(), strict=True)))
+        # The flag follows the order: the cutoff's estimated count, taken from the top.
+        decision = replace(decision, suspected=flag_top(
+            consensus_by_rows(consensus, results, decision.rows), decision.estimated_scanned))
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
         if out is not None:
@@ -200,6 +212,36 @@ def with_out_of_sample(table: pd.DataFrame, probabilities: np.ndarray,
     table.insert(at + 1, "oos_label", classes[others.argmax(1)])
     table["suggested_label"] = suggest_labels(table)
     return table
+
+
+def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: int) -> str:
+    """The best order the scan can give: ``consensus`` (needs the K-fold models and the run's
+    history, which own models lack), else ``cutoff`` (needs the cutoff), else ``flip``."""
+    if is_own(run):
+        return "flip"
+    if folds and history_for(run, data) is not None:
+        return "consensus"
+    return "flip" if cutoff.method == "none" else "cutoff"
+
+
+def consensus_of(results: pd.DataFrame, run: Run, data: LabeledData,
+                 probabilities: np.ndarray) -> np.ndarray:
+    """The :func:`~noisefind.consensus.consensus_score` of the rows of a flip-search result."""
+    rows = results["row"].to_numpy()
+    labels = data.y.numpy()
+    history = history_for(run, data)
+    return consensus_score({
+        "oos_margin": calibrated_margin(probabilities, rows, labels[rows],
+                                        class_thresholds(probabilities, labels)),
+        "aum": -history.margin[:, rows].astype(np.float64).mean(axis=0),
+        "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64)})
+
+
+def consensus_by_rows(consensus: np.ndarray, results: pd.DataFrame,
+                      rows: np.ndarray) -> np.ndarray:
+    """``consensus`` (in ``results``' row order) reordered to ``rows``."""
+    position = pd.Series(np.arange(len(results)), index=results["row"].to_numpy())
+    return consensus[position.loc[rows].to_numpy()]
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -272,15 +314,17 @@ def _layer_summary(units, unit_layers: list[str]) -> str:
     return " ".join(f"{layer}:{k}" for layer, k in counts.items())
 
 
-RANK_BY = {"cutoff": "cutoff_score", "flip": "score"}
+RANK_BY = {"consensus": "consensus_score", "cutoff": "cutoff_score", "flip": "score"}
 
 
-def check_rank_by(rank_by: str, cutoff: CutoffSettings) -> None:
-    """Refuse an unknown ``rank_by``, or ranking by the cutoff without one."""
+def check_rank_by(rank_by: str, cutoff: CutoffSettings, folds: int) -> None:
+    """Refuse an unknown ``rank_by``, or an order whose inputs the scan will not make."""
     if rank_by not in RANK_BY:
-        raise NoisefindError(f"--rank-by {rank_by!r}: use {' or '.join(RANK_BY)}")
+        raise NoisefindError(f"rank_by={rank_by!r}: use {', '.join(map(repr, RANK_BY))}")
     if rank_by == "cutoff" and cutoff.method == "none":
-        raise NoisefindError("--rank-by cutoff needs the cutoff; drop --cutoff none")
+        raise NoisefindError("rank_by='cutoff' needs the cutoff; drop cutoff='none'")
+    if rank_by == "consensus" and not folds:
+        raise NoisefindError("rank_by='consensus' needs the K-fold models; set folds >= 2")
 
 
 def rank_table(table: pd.DataFrame, rank_by: str = "flip") -> pd.DataFrame:
@@ -315,10 +359,10 @@ def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: Fli
         summary["mislabeled_scanned"] = int(noisy.sum())
         summary["auroc"] = float(roc_auc_score(noisy, table["score"]))
         summary["auprc"] = float(average_precision_score(noisy, table["score"]))
-        if "cutoff_score" in table and table["cutoff_score"].notna().all():
-            summary["auroc_cutoff_score"] = float(roc_auc_score(noisy, table["cutoff_score"]))
-            summary["auprc_cutoff_score"] = float(average_precision_score(
-                noisy, table["cutoff_score"]))
+        for column in ("consensus_score", "cutoff_score"):
+            if column in table and table[column].notna().all():
+                summary[f"auroc_{column}"] = float(roc_auc_score(noisy, table[column]))
+                summary[f"auprc_{column}"] = float(average_precision_score(noisy, table[column]))
         summary["median_units_to_flip_mislabeled"] = float(
             table.loc[noisy, "units_to_flip"].median())
         summary["median_units_to_flip_clean"] = float(table.loc[~noisy, "units_to_flip"].median())
