@@ -183,11 +183,16 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
         assert key in summary
     # Flagged examples are mostly the truly mislabeled ones even with this tiny model.
     assert summary["flag_precision"] >= 0.5
-    # The default order: the cutoff's score, with the out-of-sample evidence of 5 folds.
-    assert summary["rank_by"] == "cutoff" and table["cutoff_score"].is_monotonic_decreasing
+    # The default order: the consensus of 5 folds' margin, AUM and the flip cost; the flag
+    # takes the cutoff's estimated count from its top.
+    assert summary["rank_by"] == "consensus" and table["consensus_score"].is_monotonic_decreasing
+    flagged = table["suspected"].to_numpy()
+    assert flagged[:flagged.sum()].all()  # a prefix of the order
+    assert abs(flagged.sum() - summary["estimated_mislabeled"] * 150 / 1797) <= 1
     assert summary["folds"] == 5 and "oos_margin" in cutoff["signals"]
     assert table["oos_confidence"].between(0, 1).all()
     assert summary["seconds"]["cross_validation"] > 0
+    assert 0.5 < summary["auroc_consensus_score"] <= 1.0
     assert 0.5 < summary["auroc_cutoff_score"] <= 1.0
     assert not (scanned / "cache").exists()  # models kept for a resume are gone at the end
 
@@ -195,12 +200,13 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
 def test_cutoff_none_flags_nothing(tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["scan", "digits", "--noise", "symmetric:0.1", "--limit", "40",
-                                 "--cutoff", "none", "--out", str(out), *TINY])
+                                 "--cutoff", "none", "--folds", "2", "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out / "suspects.csv")
     summary = json.loads((out / "summary.json").read_text())
     assert not table["suspected"].any() and summary["estimated_mislabeled"] is None
     assert summary["cutoff"]["method"] == "none" and "--cutoff none" in summary["cutoff"]["note"]
+    assert summary["rank_by"] == "consensus"  # the order needs no cutoff, only the folds
 
 
 def test_a_given_model_is_calibrated_by_a_replica_of_its_recipe(scanned, tmp_path):
@@ -226,6 +232,7 @@ def test_a_given_model_is_calibrated_by_a_replica_of_its_recipe(scanned, tmp_pat
     (["--canary-labels", "nearest"], "--canary-labels"),
     (["--rank-by", "units"], "--rank-by"),
     (["--rank-by", "cutoff", "--cutoff", "none"], "--rank-by cutoff needs the cutoff"),
+    (["--rank-by", "consensus", "--folds", "0"], "--rank-by consensus needs the K-fold models"),
 ])
 def test_bad_cutoff_flags_exit_2(args, message):
     result = runner.invoke(app, ["scan", "digits", *args, "--quiet"])
