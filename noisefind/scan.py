@@ -34,6 +34,7 @@ from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
 from noisefind.out_of_sample import OutOfSample, calibrated_margin, class_thresholds
 from noisefind.own_model import is_own, own_model_cutoff
 from noisefind.scan_report import (
+    ORDER_COLUMNS,
     SUSPECT_COLUMNS,
     plot_top_suspects,
     write_summary,
@@ -314,7 +315,7 @@ def _layer_summary(units, unit_layers: list[str]) -> str:
     return " ".join(f"{layer}:{k}" for layer, k in counts.items())
 
 
-RANK_BY = {"consensus": "consensus_score", "cutoff": "cutoff_score", "flip": "score"}
+RANK_BY = ORDER_COLUMNS  # each order, and the column it sorts by
 
 
 def check_rank_by(rank_by: str, cutoff: CutoffSettings, folds: int) -> None:

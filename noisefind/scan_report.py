@@ -19,6 +19,7 @@ from noisefind.console import console
 from noisefind.figures import agg_figure, save_figure
 from noisefind.files import atomic_write, write_json
 
+ORDER_COLUMNS = {"consensus": "consensus_score", "cutoff": "cutoff_score", "flip": "score"}
 SUSPECT_COLUMNS = ["rank", "index", "path", "given_label", "suggested_label", "predicted_label",
                    "units_to_flip", "flipped", "score", "loss", "flip_cost", "flipped_to",
                    "runner_up_label", "reference_accuracy", "layers"]
@@ -69,7 +70,10 @@ def _likely(suggested) -> str:
 
 def suspects_table(table: pd.DataFrame, top: int = 10) -> Table:
     """The ``top`` suspects as a terminal table that fits 80 columns: rank, file name (or
-    example index), given label, suggested label, score. The CSV has the rest."""
+    example index), given label, suggested label, and the score the rows are ordered by
+    (``consensus_score``, ``cutoff_score`` or the flip ``score``, as ``rank_by`` in
+    ``table.attrs["summary"]`` says). The CSV has the rest."""
+    order = ORDER_COLUMNS.get(table.attrs.get("summary", {}).get("rank_by"), "score")
     shown = Table(title=f"top {min(top, len(table))} of {len(table)} scanned examples",
                   box=box.SIMPLE_HEAD)
     has_files = table["path"].astype(bool).any()
@@ -78,11 +82,12 @@ def suspects_table(table: pd.DataFrame, top: int = 10) -> Table:
                      max_width=28)
     shown.add_column("given", no_wrap=True, overflow="ellipsis", max_width=14)
     shown.add_column("suggested", no_wrap=True, overflow="ellipsis", max_width=14)
-    shown.add_column("score", justify="right", no_wrap=True)
+    shown.add_column(order.removesuffix("_score") if order != "score" else "score",
+                     justify="right", no_wrap=True)
     for _, row in table.head(top).iterrows():
         where = Path(row["path"]).name if has_files else str(row["index"])
         shown.add_row(str(row["rank"]), where, str(row["given_label"]),
-                      str(row["suggested_label"] or "-"), f"{row['score']:.3f}")
+                      str(row["suggested_label"] or "-"), f"{row[order]:.3f}")
     return shown
 
 
