@@ -17,6 +17,7 @@ Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tarfile
 from pathlib import Path
@@ -25,7 +26,9 @@ import numpy as np
 import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
+# The CIFAR-10 archive and the CIFAR-10N labels: beside the repository by default; the GPU
+# runbook points NOISEFIND_DATASETS at a copy inside it (the device machine sees only the repo).
+SHARED = Path(os.environ.get("NOISEFIND_DATASETS", REPO.parent / "shared" / "datasets"))
 LABEL_SETS = ("aggre", "random1", "random2", "random3", "worst")
 
 

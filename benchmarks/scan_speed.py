@@ -88,7 +88,8 @@ def main() -> None:
                 "peak_memory_mb", "units_to_flip_agreement"):
         table.add_row(key.replace("_", " "), str(result[key]))
     Console().print(table)
-    out = Path(__file__).parent / "results" / f"scan_speed_{args.data}_{device.type}.json"
+    out = (Path(__file__).parent / "results"
+           / f"scan_speed_{Path(args.data).name}_{device.type}.json")
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
 
