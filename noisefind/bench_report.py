@@ -269,8 +269,9 @@ def decisions_markdown(decisions: list[dict], retrain: list[dict]) -> str:
         lines += _markdown_section(
             "## Decisions: which rows to flag, how many are mislabeled",
             "`flip_cutoff`: the calibrated cutoff on the flip search and training dynamics "
-            "(canaries in a replica model, noisefind.cutoff); `noisefind`: the same canaries "
-            "with the out-of-sample evidence added (the scan's default); "
+            "(canaries in a replica model, noisefind.cutoff); `noisefind` (the scan's "
+            "default): the same canaries with the out-of-sample evidence added estimate the "
+            "count, and that many rows are flagged from the top of the consensus order; "
             "`cleanlab`: `find_label_issues` on the same K-fold "
             "probabilities as `confident_learning`, its estimate `num_label_issues` "
             "(scaled to the rows scored). `count error` = (estimated - true) / true.",

@@ -260,3 +260,20 @@ def test_inputs_in_every_form_become_the_same_data():
     assert torch.equal(from_array.x, from_dataset.x) and torch.equal(from_array.y, from_dataset.y)
     resized = as_labeled_data(as_tensor, labels, image_size=16)
     assert resized.x.shape == (50, 1, 16, 16)
+
+
+def test_readme_step_by_step_example_runs(tmp_path, monkeypatch):
+    """The README's longer example, as written: train, scan, review, export."""
+    text = README.read_text()
+    section = text[text.index("Step by"):]
+    code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    monkeypatch.chdir(tmp_path)
+    scope = {}
+    exec(compile(code, "README.md", "exec"), scope)
+    table, flip = scope["table"], scope["flip"]
+    assert len(table) == 300 and table.attrs["summary"]["rank_by"] == "consensus"
+    assert table["suspected"].any() and table["consensus_score"].is_monotonic_decreasing
+    assert flip["score"].is_monotonic_decreasing and flip.attrs["summary"]["rank_by"] == "flip"
+    assert (tmp_path / "noisefind-out" / "report.html").is_file()
+    clean = (tmp_path / "clean.csv").read_text().splitlines()
+    assert len(clean) - 1 == 1797 - int(table["suspected"].sum())  # header + kept rows
