@@ -87,7 +87,9 @@ def rescore(folder: Path) -> None:
     from noisefind.cutoff import flag_metrics
 
     stored = json.loads((folder / "results.json").read_text())
-    if stored["settings"].get("rescored"):
+    if "cutoff+oos" in stored["settings"]["detectors"]:  # made with the consensus order
+        if stored["settings"].get("rescored"):
+            write_reports(folder)
         return
     scores_file = next((folder / "scores").glob("*.csv"))
     scores = pd.read_csv(scores_file)
@@ -128,6 +130,28 @@ def rescore(folder: Path) -> None:
                      settings, {"decisions": decisions})
     scores.drop(columns=["noisefind-no-flip"]).assign(
         **{"noisefind-no-flip": new["noisefind-no-flip"]}).to_csv(scores_file, index=False)
+    write_reports(folder)
+
+
+def write_reports(folder: Path) -> None:
+    """``results.md`` and ``roc.png`` of a stored result, redrawn from its ``results.json`` and
+    per-example scores (as the bench draws them)."""
+    import json
+
+    from sklearn.metrics import roc_curve
+
+    from noisefind.bench import finite_scores, mean_roc
+    from noisefind.bench_report import write_bench_results
+
+    stored = json.loads((folder / "results.json").read_text())
+    scores = pd.read_csv(next((folder / "scores").glob("*.csv")))
+    is_noisy = scores["is_noisy"].to_numpy(dtype=bool)
+    roc = {"none": {}}
+    for name in stored["settings"]["detectors"]:
+        fpr, tpr, _ = roc_curve(is_noisy, finite_scores(scores[name].to_numpy()))
+        roc["none"][name] = mean_roc([(fpr, tpr)])
+    write_bench_results(pd.DataFrame(stored["runs"]), folder, stored["settings"], roc,
+                        {"decisions": stored.get("decisions", [])})
 
 
 def results_table(folder: Path) -> str:
