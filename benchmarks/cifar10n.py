@@ -17,6 +17,7 @@ Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import tarfile
@@ -67,97 +68,8 @@ TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "confident_learning", "oos_
                    "flip_cost", "flip")
 
 
-def rescore(folder: Path) -> None:
-    """Recompute the consensus detectors of a stored result from its per-example scores.
-
-    ``noisefind`` and ``noisefind-no-flip`` are functions of the stored ``oos_margin``, ``aum``
-    and ``flip_cost`` columns of the same rows (:func:`noisefind.consensus.consensus_score`),
-    so a result made before the consensus order existed can be brought up to date without
-    retraining. Rows of the older canary-weighed default (then named ``noisefind``) are kept as
-    ``cutoff+oos``; its ablation, which no longer exists, is dropped. The ``noisefind``
-    decision becomes the consensus order's top rows, as many as the canaries' estimate. The
-    charge is the training plus the flip search (``flip``'s seconds) plus the K-fold models
-    (``oos_margin``'s seconds). ``settings.rescored`` records all this.
-    """
-    import json
-
-    from noisefind.bench import detection_metrics
-    from noisefind.bench_report import write_bench_json
-    from noisefind.consensus import FLIP_SIGNAL, consensus_score, flag_top
-    from noisefind.cutoff import flag_metrics
-
-    stored = json.loads((folder / "results.json").read_text())
-    if "cutoff+oos" in stored["settings"]["detectors"]:  # made with the consensus order
-        if stored["settings"].get("rescored"):
-            write_reports(folder)
-        return
-    scores_file = next((folder / "scores").glob("*.csv"))
-    scores = pd.read_csv(scores_file)
-    is_noisy = scores["is_noisy"].to_numpy(dtype=bool)
-    records = {r["detector"]: r for r in stored["runs"]}
-    old_default = records.pop("noisefind")
-    records.pop("noisefind-no-flip", None)
-    signals = {"oos_margin": scores["oos_margin"], "aum": scores["aum"],
-               FLIP_SIGNAL: scores["flip_cost"]}
-    seconds = records["flip"]["seconds"] + records["oos_margin"]["seconds"]
-    new = {"noisefind": consensus_score(signals),
-           "noisefind-no-flip": consensus_score(signals, without=(FLIP_SIGNAL,))}
-    runs = [{**old_default, "detector": "cutoff+oos"}]
-    for name, values in new.items():
-        scores[name] = values
-        runs.append({**old_default, "detector": name, **detection_metrics(is_noisy, values),
-                     "seconds": round(seconds if name == "noisefind"
-                                      else records["aum"]["seconds"] + records["oos_margin"][
-                                          "seconds"], 3)})
-    scores["cutoff+oos"] = pd.read_csv(scores_file)["noisefind"]
-    decisions = []
-    for decision in stored["decisions"]:
-        if decision["method"] == "noisefind":
-            flagged = flag_top(scores["noisefind"].to_numpy(), decision["estimated"])
-            metrics = flag_metrics(is_noisy, flagged, decision["estimated"])
-            decision = {**decision, "flagged": int(flagged.sum()),
-                        "precision": metrics["flag_precision"],
-                        "recall": metrics["flag_recall"], "f1": metrics["flag_f1"]}
-        decisions.append(decision)
-    order = [d for d in stored["settings"]["detectors"] if d in records] + [
-        "cutoff+oos", "noisefind", "noisefind-no-flip"]
-    by_name = {**records, **{r["detector"]: r for r in runs}}
-    settings = {**stored["settings"], "detectors": order, "rescored": (
-        "noisefind and noisefind-no-flip recomputed from the stored oos_margin, aum and "
-        "flip_cost scores (the consensus order); the older canary-weighed default kept as "
-        "cutoff+oos; the noisefind decision flags the consensus order's top rows")}
-    write_bench_json(pd.DataFrame([by_name[d] for d in order]), folder / "results.json",
-                     settings, {"decisions": decisions})
-    scores.drop(columns=["noisefind-no-flip"]).assign(
-        **{"noisefind-no-flip": new["noisefind-no-flip"]}).to_csv(scores_file, index=False)
-    write_reports(folder)
-
-
-def write_reports(folder: Path) -> None:
-    """``results.md`` and ``roc.png`` of a stored result, redrawn from its ``results.json`` and
-    per-example scores (as the bench draws them)."""
-    import json
-
-    from sklearn.metrics import roc_curve
-
-    from noisefind.bench import finite_scores, mean_roc
-    from noisefind.bench_report import write_bench_results
-
-    stored = json.loads((folder / "results.json").read_text())
-    scores = pd.read_csv(next((folder / "scores").glob("*.csv")))
-    is_noisy = scores["is_noisy"].to_numpy(dtype=bool)
-    roc = {"none": {}}
-    for name in stored["settings"]["detectors"]:
-        fpr, tpr, _ = roc_curve(is_noisy, finite_scores(scores[name].to_numpy()))
-        roc["none"][name] = mean_roc([(fpr, tpr)])
-    write_bench_results(pd.DataFrame(stored["runs"]), folder, stored["settings"], roc,
-                        {"decisions": stored.get("decisions", [])})
-
-
 def results_table(folder: Path) -> str:
     """A markdown table of AUROC / AUPRC per detector over every ``cifar10n-*`` result."""
-    import json
-
     runs = {}
     for file in sorted(folder.glob("cifar10n-*/results.json")):
         records = json.loads(file.read_text())["runs"]
@@ -193,12 +105,17 @@ def main() -> None:
     parser.add_argument("--table", action="store_true",
                         help="print the AUROC / AUPRC table of every stored result and stop")
     parser.add_argument("--rescore", action="store_true",
-                        help="recompute the consensus detectors of every stored result from "
-                             "its per-example scores, then print the table")
+                        help="recompute the consensus detectors of the stored results made "
+                             "before the consensus order (or rescored before) from their "
+                             "per-example scores (benchmarks/rescore.py), then print the table")
     args = parser.parse_args()
     if args.rescore:
+        from rescore import rescore
+
         for folder in sorted((REPO / "benchmarks" / "results").glob("cifar10n-*")):
-            rescore(folder)
+            settings = json.loads((folder / "results.json").read_text())["settings"]
+            if "cutoff+oos" not in settings["detectors"] or settings.get("rescored"):
+                rescore(folder)  # made before the consensus order, or rescored before
     if args.table or args.rescore:
         print(results_table(REPO / "benchmarks" / "results"))
         return

@@ -286,8 +286,8 @@ def scan(
              "mislabeled examples (matched), to the model's most likely other class "
              "(runner-up), or to a random other class (uniform).")] = "matched",
     rank_by: Annotated[str | None, typer.Option(
-        help="Order of suspects.csv and the pictures: consensus_score, the equal-weight sum "
-             "of the out-of-sample margin, the area under the margin and the flip cost "
+        help="Order of suspects.csv and the pictures: consensus_score, one vote for the "
+             "out-of-sample margin and one for the area under the margin with the flip cost "
              "(consensus; the best measured on real noise), the cutoff_score, the canary-"
              "weighed mix (cutoff; best on injected noise), or the flip search's own score "
              "(flip; the paper's) [default: consensus, else cutoff with --folds 0, else "

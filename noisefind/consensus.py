@@ -1,21 +1,23 @@
-"""The consensus score: the scan's default order, three independent witnesses added up.
+"""The consensus score: the scan's default order, two witnesses with a vote each.
 
-A wrong label leaves three kinds of trace, each seen by a different model:
+A wrong label is seen by two witnesses, one that never saw it and one that learned it:
 
-- ``oos_margin``: models that never saw the example (K-fold) find another class likelier than
-  the given one, judged against each class's typical confidence
-  (:func:`noisefind.out_of_sample.calibrated_margin`; confident learning's evidence);
-- ``aum``: the scanned model's training margin stays low while it learns the example (area
-  under the margin, Pleiss et al. 2020, negated);
-- ``flip_cost``: after training, few units need zeroing to talk the scanned model out of the
-  given label (the flip search's continuous cost, negated; Maini et al. 2023).
+- **out of sample**: models that never saw the example (K-fold) find another class likelier
+  than the given one, judged against each class's typical confidence (``oos_margin``,
+  :func:`noisefind.out_of_sample.calibrated_margin`; confident learning's evidence);
+- **in sample**: the scanned model, which fit every label. How hard the label was to learn
+  (``aum``: the area under the margin, Pleiss et al. 2020, negated) and how little holds it up
+  once learned (``flip_cost``: the flip search's continuous cost, negated; Maini et al. 2023).
 
-Each is standardised over the scored rows (zero mean, unit variance) and the three are summed
-with equal weights. No weight is fitted: the canary-weighed mix (:mod:`noisefind.cutoff`)
-learns from relabelled clear images, which on real human noise (ambiguous images) taught it to
-lean on the in-sample signals; the equal sum does not depend on how alike canaries and real
-errors are. The measurements behind the choice, and where it loses (injected noise, where the
-mean training loss alone is near perfect), are in docs/benchmarks.md.
+Each signal is standardised over the scored rows (zero mean, unit variance); a witness's
+signals are added and the sum standardised again, and the witnesses' scores are added. So the
+two witnesses weigh the same however many signals each has: AUM and the flip cost come from
+the same model and partly repeat each other. No weight is fitted: the canary-weighed mix
+(:mod:`noisefind.cutoff`) learns from relabelled clear images, which on real human noise
+(ambiguous images) taught it to lean on the in-sample signals; this sum does not depend on how
+alike canaries and real errors are. The measurements behind the choice, and where it loses
+(injected noise, where the mean training loss alone is near perfect), are in
+docs/benchmarks.md.
 
 The flag for this order takes the cutoff's estimated count of mislabeled rows from the top
 (:func:`flag_top`), so flagged rows are always a prefix of the order.
@@ -29,21 +31,23 @@ import numpy as np
 
 from noisefind.errors import NoisefindError
 
-SIGNALS = ("oos_margin", "aum", "flip_cost")  # each higher = more suspicious
+WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost")}
+SIGNALS = tuple(name for names in WITNESSES.values() for name in names)  # higher = suspicious
 FLIP_SIGNAL = "flip_cost"
 
 
 def consensus_score(signals: Mapping[str, np.ndarray], *,
                     without: tuple[str, ...] = ()) -> np.ndarray:
-    """Equal-weight sum of standardised suspicion signals, one value per row.
+    """Sum over :data:`WITNESSES` of each witness's standardised sum of standardised signals.
 
     Parameters
     ----------
     signals : mapping of str to numpy.ndarray
-        Signal name -> one float per row, all the same length, higher = more suspicious
-        (:data:`SIGNALS` for the scan's default).
+        :data:`SIGNALS` by name, one float per row each, all the same length, higher = more
+        suspicious.
     without : tuple of str
-        Signals to leave out (ablations, e.g. ``(FLIP_SIGNAL,)``).
+        Signals to leave out (ablations, e.g. ``(FLIP_SIGNAL,)``); a witness left with none
+        has no vote.
 
     Returns
     -------
@@ -53,23 +57,34 @@ def consensus_score(signals: Mapping[str, np.ndarray], *,
     Raises
     ------
     NoisefindError
-        For no signals, signals of different lengths, or a non-finite value.
+        For a missing or unknown signal, signals of different lengths, or a non-finite value.
     """
+    missing = [name for name in SIGNALS if name not in signals and name not in without]
+    unknown = [name for name in signals if name not in SIGNALS]
+    if missing or unknown:
+        raise NoisefindError(f"signals: give exactly {', '.join(SIGNALS)}; "
+                             f"missing {missing}, unknown {unknown}")
     used = {name: np.asarray(values, dtype=np.float64) for name, values in signals.items()
             if name not in without}
-    if not used:
-        raise NoisefindError("signals: give at least one signal to add up")
-    lengths = {name: len(values) for name, values in used.items()}
-    if len(set(lengths.values())) != 1:
-        raise NoisefindError(f"signals: every signal needs one value per row, got {lengths}")
-    total = np.zeros(next(iter(lengths.values())))
+    lengths = {len(values) for values in used.values()}
+    if len(lengths) != 1:
+        raise NoisefindError(f"signals: every signal needs one value per row, got lengths "
+                             f"{sorted(lengths)}")
     for name, values in used.items():
         if not np.isfinite(values).all():
             raise NoisefindError(f"signals: {name!r} has a missing or infinite value")
-        spread = values.std()
-        if spread > 0:
-            total += (values - values.mean()) / spread
+    total = np.zeros(lengths.pop())
+    for names in WITNESSES.values():
+        votes = [standardised(used[name]) for name in names if name in used]
+        if votes:
+            total += standardised(np.sum(votes, axis=0))
     return total
+
+
+def standardised(values: np.ndarray) -> np.ndarray:
+    """``values`` at zero mean and unit variance; all zeros when they are constant."""
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
 
 
 def flag_top(scores: np.ndarray, count: float | None) -> np.ndarray:

@@ -432,9 +432,9 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 
 @register("noisefind")
 def noisefind_default(context: DetectorContext) -> np.ndarray:
-    """The scan's default order (:mod:`noisefind.consensus`): the equal-weight sum of the
-    standardised ``oos_margin``, ``aum`` and ``flip_cost``. Costs the training, the flip
-    search and the K-fold models."""
+    """The scan's default order (:mod:`noisefind.consensus`): the out-of-sample witness
+    (``oos_margin``) and the in-sample one (``aum`` with ``flip_cost``), one standardised vote
+    each. Costs the training, the flip search and the K-fold models."""
     return _consensus(context)
 
 
@@ -476,7 +476,7 @@ def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.nd
 
     witnesses = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost}
     return consensus_score({name: witnesses[name](context) for name in SIGNALS
-                            if name not in without})
+                            if name not in without}, without=without)
 
 
 def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:

@@ -82,9 +82,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         canaries in a replica model, seeded with the flip search's seed; see
         :mod:`noisefind.cutoff`).
     rank_by : {"consensus", "cutoff", "flip"}, optional
-        Order of the table (and of ``top_suspects.png``): by ``consensus_score``, the
-        equal-weight sum of the out-of-sample margin, the area under the margin and the flip
-        cost (:mod:`noisefind.consensus`; the best order measured on real label noise; needs
+        Order of the table (and of ``top_suspects.png``): by ``consensus_score``, one vote
+        for the out-of-sample margin and one for the area under the margin with the flip cost
+        (:mod:`noisefind.consensus`; the best order measured on real label noise; needs
         ``folds`` and a training history); by ``cutoff_score``, the canary-weighed mix of the
         cutoff (best on injected noise; needs the cutoff); or by ``score``, the flip search's
         own ranking (the paper's). Default: the first of these the scan has.

@@ -1,0 +1,112 @@
+"""Recompute the consensus detectors of stored bench results from their per-example scores.
+
+    python benchmarks/rescore.py benchmarks/results/bench-digits-consensus
+
+``noisefind`` (the scan's default order) and ``noisefind-no-flip`` are functions of the stored
+``oos_margin``, ``aum`` and ``flip_cost`` columns of the same rows
+(:func:`noisefind.consensus.consensus_score`), so a result made with an earlier form of the
+order, or before it existed, is brought up to date without retraining. A result from before
+the consensus order keeps its canary-weighed default (then named ``noisefind``) as
+``cutoff+oos`` and drops that default's ablation. The ``noisefind`` decision becomes the
+consensus order's top rows, as many as the canaries' estimate. The charge is the training plus
+the flip search (``flip_cost``'s seconds) plus the K-fold models (``oos_margin``'s seconds).
+``settings.rescored`` says what was done; ``results.md`` and ``roc.png`` are redrawn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+RESCORED = ("noisefind and noisefind-no-flip recomputed from the stored oos_margin, aum and "
+            "flip_cost scores with the consensus order of the code that rescored them; the "
+            "noisefind decision flags the consensus order's top rows")
+
+
+def scores_file(folder: Path, noise: str, seed: int) -> Path:
+    """The per-example scores of one setting, as the bench names them."""
+    kind, _, rate = noise.partition(":")
+    return folder / "scores" / f"{kind}-{float(rate or 0):g}_seed{seed}.csv"
+
+
+def rescore(folder: Path) -> None:
+    """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
+    from noisefind.bench import detection_metrics
+    from noisefind.consensus import FLIP_SIGNAL, consensus_score, flag_top
+    from noisefind.cutoff import flag_metrics
+
+    stored = json.loads((folder / "results.json").read_text())
+    settings, runs = stored["settings"], stored["runs"]
+    if "cutoff+oos" not in settings["detectors"]:  # made before the consensus order
+        runs = [{**r, "detector": "cutoff+oos"} if r["detector"] == "noisefind" else r
+                for r in runs if r["detector"] != "noisefind-no-flip"]
+        settings["detectors"] = [d for d in settings["detectors"] if not d.startswith(
+            "noisefind")] + ["cutoff+oos", "noisefind", "noisefind-no-flip"]
+        renamed = True
+    else:
+        renamed = False
+    by_key = {(r["detector"], r["noise"], r["seed"]): r for r in runs}
+    decisions = stored.get("decisions", [])
+    for noise, seed in sorted({(r["noise"], r["seed"]) for r in runs}):
+        path = scores_file(folder, noise, seed)
+        scores = pd.read_csv(path)
+        if renamed:
+            scores = scores.rename(columns={"noisefind": "cutoff+oos"})
+        is_noisy = scores["is_noisy"].to_numpy(dtype=bool)
+        signals = {name: scores[name] for name in ("oos_margin", "aum", "flip_cost")}
+        charged = {"noisefind": ("flip_cost", "oos_margin"),
+                   "noisefind-no-flip": ("aum", "oos_margin")}
+        template = by_key[("oos_margin", noise, seed)]
+        for name, without in (("noisefind", ()), ("noisefind-no-flip", (FLIP_SIGNAL,))):
+            scores[name] = consensus_score(signals, without=without)
+            seconds = sum(by_key[(d, noise, seed)]["seconds"] for d in charged[name])
+            by_key[(name, noise, seed)] = {**template, "detector": name, **detection_metrics(
+                is_noisy, scores[name].to_numpy()), "seconds": round(seconds, 3)}
+        scores.to_csv(path, index=False)
+        for i, decision in enumerate(decisions):
+            if (decision["method"], decision["noise"], decision["seed"]) == (
+                    "noisefind", noise, seed):
+                flagged = flag_top(scores["noisefind"].to_numpy(), decision["estimated"])
+                metrics = flag_metrics(is_noisy, flagged, decision["estimated"])
+                decisions[i] = {**decision, "flagged": int(flagged.sum()),
+                                "precision": metrics["flag_precision"],
+                                "recall": metrics["flag_recall"], "f1": metrics["flag_f1"]}
+    order = {d: i for i, d in enumerate(settings["detectors"])}
+    runs = sorted(by_key.values(), key=lambda r: (r["noise"], r["seed"], order[r["detector"]]))
+    settings["rescored"] = RESCORED
+    write_reports(folder, pd.DataFrame(runs), settings, decisions)
+
+
+def write_reports(folder: Path, runs: pd.DataFrame, settings: dict, decisions: list) -> None:
+    """``results.json``, ``results.md`` and ``roc.png`` of ``folder``, the curves drawn from its
+    per-example scores (as the bench draws them)."""
+    from sklearn.metrics import roc_curve
+
+    from noisefind.bench import finite_scores, mean_roc
+    from noisefind.bench_report import write_bench_results
+
+    curves: dict = {}
+    for (noise, seed), _ in runs.groupby(["noise", "seed"], sort=False):
+        scores = pd.read_csv(scores_file(folder, noise, seed))
+        for name in settings["detectors"]:
+            fpr, tpr, _ = roc_curve(scores["is_noisy"].to_numpy(dtype=bool),
+                                    finite_scores(scores[name].to_numpy()))
+            curves.setdefault(noise, {}).setdefault(name, []).append((fpr, tpr))
+    roc = {noise: {name: mean_roc(c) for name, c in by_name.items()}
+           for noise, by_name in curves.items()}
+    write_bench_results(runs, folder, settings, roc, {"decisions": decisions})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", type=Path, help="bench --out folders")
+    for folder in parser.parse_args().folders:
+        rescore(folder)
+        print(f"rescored {folder}")
+
+
+if __name__ == "__main__":
+    main()
