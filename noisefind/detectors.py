@@ -474,8 +474,8 @@ def cutoff_with_oos_flip(context: DetectorContext) -> np.ndarray:
 def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.ndarray:
     from noisefind.consensus import SIGNALS, consensus_score
 
-    witnesses = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost}
-    return consensus_score({name: witnesses[name](context) for name in SIGNALS
+    detector_of = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost}
+    return consensus_score({name: detector_of[name](context) for name in SIGNALS
                             if name not in without}, without=without)
 
 

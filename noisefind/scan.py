@@ -25,13 +25,13 @@ from noisefind import distributed
 from noisefind.cache import ResultCache, digest, model_key
 from noisefind.consensus import consensus_score, flag_top
 from noisefind.console import console
-from noisefind.cutoff import CutoffSettings, calibrate, history_for, mark_suspected
+from noisefind.cutoff import CutoffSettings, calibrate, history_for, mark_suspected, signals
 from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.export import save_training_set
 from noisefind.files import JsonLines, write_json
 from noisefind.flip import RESULT_COLUMNS, FlipSettings, flip_search
-from noisefind.out_of_sample import OutOfSample, calibrated_margin, class_thresholds
+from noisefind.out_of_sample import OutOfSample, class_thresholds
 from noisefind.own_model import is_own, own_model_cutoff
 from noisefind.scan_report import (
     ORDER_COLUMNS,
@@ -164,9 +164,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         consensus = consensus_of(results, run, data, probabilities)
         table["consensus_score"] = table["index"].map(dict(zip(
             data.index.numpy()[results["row"]].tolist(), consensus.tolist(), strict=True)))
-        # The flag follows the order: the cutoff's estimated count, taken from the top.
-        decision = replace(decision, suspected=flag_top(
-            consensus_by_rows(consensus, results, decision.rows), decision.estimated_scanned))
+        # The flag follows the order: the cutoff's estimated count, taken from the top
+        # (the decision's rows are the flip search's, in its order).
+        decision = replace(decision, suspected=flag_top(consensus, decision.estimated_scanned))
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     if distributed.is_main():
         if out is not None:
@@ -227,22 +227,14 @@ def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: 
 
 def consensus_of(results: pd.DataFrame, run: Run, data: LabeledData,
                  probabilities: np.ndarray) -> np.ndarray:
-    """The :func:`~noisefind.consensus.consensus_score` of the rows of a flip-search result."""
-    rows = results["row"].to_numpy()
+    """The :func:`~noisefind.consensus.consensus_score` of the rows of a flip-search result,
+    in its order; AUM and ``oos_margin`` as the cutoff reads them (:func:`cutoff.signals`)."""
     labels = data.y.numpy()
-    history = history_for(run, data)
-    return consensus_score({
-        "oos_margin": calibrated_margin(probabilities, rows, labels[rows],
-                                        class_thresholds(probabilities, labels)),
-        "aum": -history.margin[:, rows].astype(np.float64).mean(axis=0),
-        "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64)})
-
-
-def consensus_by_rows(consensus: np.ndarray, results: pd.DataFrame,
-                      rows: np.ndarray) -> np.ndarray:
-    """``consensus`` (in ``results``' row order) reordered to ``rows``."""
-    position = pd.Series(np.arange(len(results)), index=results["row"].to_numpy())
-    return consensus[position.loc[rows].to_numpy()]
+    read = signals(results, history_for(run, data), probabilities,
+                   labels[results["row"].to_numpy()],
+                   thresholds=class_thresholds(probabilities, labels))
+    return consensus_score({"oos_margin": read["oos_margin"], "aum": -read["aum"],
+                            "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64)})
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -315,13 +307,10 @@ def _layer_summary(units, unit_layers: list[str]) -> str:
     return " ".join(f"{layer}:{k}" for layer, k in counts.items())
 
 
-RANK_BY = ORDER_COLUMNS  # each order, and the column it sorts by
-
-
 def check_rank_by(rank_by: str, cutoff: CutoffSettings, folds: int) -> None:
     """Refuse an unknown ``rank_by``, or an order whose inputs the scan will not make."""
-    if rank_by not in RANK_BY:
-        raise NoisefindError(f"rank_by={rank_by!r}: use {', '.join(map(repr, RANK_BY))}")
+    if rank_by not in ORDER_COLUMNS:
+        raise NoisefindError(f"rank_by={rank_by!r}: use {', '.join(map(repr, ORDER_COLUMNS))}")
     if rank_by == "cutoff" and cutoff.method == "none":
         raise NoisefindError("rank_by='cutoff' needs the cutoff; drop cutoff='none'")
     if rank_by == "consensus" and not folds:
@@ -329,11 +318,12 @@ def check_rank_by(rank_by: str, cutoff: CutoffSettings, folds: int) -> None:
 
 
 def rank_table(table: pd.DataFrame, rank_by: str = "flip") -> pd.DataFrame:
-    """``table`` sorted by the column :data:`RANK_BY` names, highest first, ``rank`` renumbered.
+    """``table`` sorted by the column ``ORDER_COLUMNS[rank_by]``, highest first, ``rank``
+    renumbered.
 
     Ties (and missing values, last) keep the training-set order of ``index``.
     """
-    table = table.sort_values([RANK_BY[rank_by], "index"], ascending=[False, True],
+    table = table.sort_values([ORDER_COLUMNS[rank_by], "index"], ascending=[False, True],
                               kind="stable", na_position="last")
     return table.assign(rank=np.arange(1, len(table) + 1)).reset_index(drop=True)
 
