@@ -112,7 +112,8 @@ def main() -> None:
 
     import noisefind
     from noisefind.data import load_data
-    from noisefind.detectors import cleanlab_scores, cv_folds
+    from noisefind.detectors import cleanlab_scores
+    from noisefind.out_of_sample import cv_folds
     from noisefind.train import resolve_device
 
     device = resolve_device(args.device)
