@@ -446,6 +446,30 @@ def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
     return _consensus(context, without=(FLIP_SIGNAL,))
 
 
+@register("aum_folds")
+def aum_folds(context: DetectorContext) -> np.ndarray:
+    """AUM averaged over the scanned model and the K-1 fold models that trained on each row
+    (:meth:`~noisefind.out_of_sample.OutOfSample.fold_aum`), negated. Costs the training and
+    the K-fold models."""
+    context.out_of_sample_probabilities()  # the same K models: charge them
+    main = context.history.margin.astype(np.float64).mean(0)
+    return -context.out_of_sample.fold_aum(context.rows, main)
+
+
+@register("noisefind+folds")
+def noisefind_with_fold_aum(context: DetectorContext) -> np.ndarray:
+    """``noisefind`` with ``aum_folds`` in place of the scanned model's AUM."""
+    return _consensus(context, aum_signal=aum_folds)
+
+
+@register("noisefind+folds-no-flip")
+def noisefind_with_fold_aum_without_flip(context: DetectorContext) -> np.ndarray:
+    """Ablation of ``noisefind+folds`` without the flip search's signal."""
+    from noisefind.consensus import FLIP_SIGNAL
+
+    return _consensus(context, without=(FLIP_SIGNAL,), aum_signal=aum_folds)
+
+
 @register("cutoff+oos")
 def cutoff_with_out_of_sample(context: DetectorContext) -> np.ndarray:
     """The scan's ``cutoff_score`` with K-fold models (``--rank-by cutoff``): the cutoff's
@@ -471,10 +495,11 @@ def cutoff_with_oos_flip(context: DetectorContext) -> np.ndarray:
     return _cutoff_scores(context, out_of_sample=True, oos_flip=True)
 
 
-def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.ndarray:
+def _consensus(context: DetectorContext, without: tuple[str, ...] = (),
+               aum_signal: Detector | None = None) -> np.ndarray:
     from noisefind.consensus import SIGNALS, consensus_score
 
-    detector_of = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost}
+    detector_of = {"oos_margin": oos_margin, "aum": aum_signal or aum, "flip_cost": flip_cost}
     return consensus_score({name: detector_of[name](context) for name in SIGNALS
                             if name not in without}, without=without)
 

@@ -77,12 +77,36 @@ def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds:
                                   cache: ResultCache | None = None) -> np.ndarray:
     """Out-of-sample softmax for every example: each row predicted in eval mode by the
     :func:`cross_validated_runs` model that held it out."""
+    return held_out_probabilities(data, cross_validated_runs(data, config, folds, progress,
+                                                             cache))
+
+
+def held_out_probabilities(data: LabeledData,
+                           fold_runs: list[tuple[Run, np.ndarray]]) -> np.ndarray:
+    """(N, C) softmax of every row by the fold model that held it out."""
     probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
-    for run, held in cross_validated_runs(data, config, folds, progress, cache):
+    for run, held in fold_runs:
         held_rows = torch.from_numpy(held)
         logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows])
         probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
     return probabilities
+
+
+def fold_margins(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
+    """(2, N): the sum over the fold models that trained on each row of its area under the
+    margin (its label margin averaged over that model's epochs), and how many models that is.
+
+    Each of K fold models trains on K-1 folds, so every row was learned by K-1 of them: K-1
+    more records of how hard its label was to fit, which the scan's own model gives once.
+    """
+    total, count = np.zeros(n), np.zeros(n)
+    for run, held in fold_runs:
+        if run.history is None:
+            raise NoisefindError("a fold model has no training history")
+        kept = np.setdiff1d(np.arange(n), held)  # the fold's training rows, in its order
+        total[kept] += run.history.margin.astype(np.float64).mean(0)
+        count[kept] += 1
+    return np.stack([total, count])
 
 
 def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
@@ -206,6 +230,7 @@ class OutOfSample:
         self.seconds: dict[str, float] = {}
         self._probabilities: np.ndarray | None = None
         self._runs: list[tuple[Run, np.ndarray]] | None = None
+        self._fold_margins: np.ndarray | None = None
 
     def runs(self) -> list[tuple[Run, np.ndarray]]:
         """The K models with the rows each held out."""
@@ -220,9 +245,18 @@ class OutOfSample:
             key = digest("cross_validation", data_key(self.data), self.config.__dict__,
                          self.folds)
             self._probabilities, self.seconds["cross_validation"] = self.cache.array(
-                key, lambda: cross_validated_probabilities(
-                    self.data, self.config, self.folds, self.progress, self.cache))
+                key, lambda: held_out_probabilities(self.data, self.runs()))
         return self._probabilities
+
+    def fold_aum(self, rows: np.ndarray, main_aum: np.ndarray) -> np.ndarray:
+        """The area under the margin of ``rows`` averaged over the scanned model (``main_aum``,
+        one per row) and the K-1 fold models that trained on each (:func:`fold_margins`)."""
+        if self._fold_margins is None:
+            key = digest("fold_margins", data_key(self.data), self.config.__dict__, self.folds)
+            self._fold_margins, _ = self.cache.array(
+                key, lambda: fold_margins(self.runs(), len(self.data)))
+        total, count = self._fold_margins[:, np.asarray(rows, dtype=np.int64)]
+        return (np.asarray(main_aum, dtype=np.float64) + total) / (1.0 + count)
 
     def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""

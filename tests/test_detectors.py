@@ -23,7 +23,12 @@ from noisefind.detectors import (
 )
 from noisefind.errors import NoisefindError
 from noisefind.models import predict_logits
-from noisefind.out_of_sample import cross_validated_probabilities, cv_folds
+from noisefind.out_of_sample import (
+    cross_validated_probabilities,
+    cross_validated_runs,
+    cv_folds,
+    fold_margins,
+)
 from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
 
 CLASSES = ["a", "b", "c"]
@@ -177,6 +182,31 @@ def test_cross_validated_probabilities_come_from_models_that_did_not_see_the_row
     wrong = noisy.is_noisy.numpy()
     given = probabilities[np.arange(len(noisy)), noisy.y.numpy()]
     assert given[wrong].mean() < 0.3 < given[~wrong].mean()
+
+
+def test_fold_margins_sum_the_aum_of_the_models_that_trained_on_each_row():
+    # Two fold models over four rows: the first held out rows 0 and 1, the second rows 2 and 3.
+    _, first = constructed(np.ones((2, 2)), [[1.0, 3.0], [3.0, 5.0]], np.zeros((2, 2)))
+    _, second = constructed(np.ones((2, 2)), [[-1.0, 0.0], [-3.0, 2.0]], np.zeros((2, 2)))
+    total, count = fold_margins([(first, np.array([0, 1])), (second, np.array([2, 3]))], 4)
+    assert count.tolist() == [1, 1, 1, 1]
+    assert total.tolist() == [-2.0, 1.0, 2.0, 4.0]  # rows 0, 1 from the second; 2, 3 the first
+
+
+def test_aum_folds_averages_the_scanned_and_the_fold_models_and_finds_noise(digits):
+    noisy = digits.subset(torch.arange(0, 1797, 4)).with_noise("symmetric:0.2", seed=0)
+    config = TrainConfig(width=0.25, epochs=8, device="cpu")
+    run = fit(noisy, config, progress=False)
+    context = DetectorContext(noisy, run, train_config=config, folds=3)
+    context.start_tracking()
+    scores = DETECTORS["aum_folds"](context)
+    assert context.used == {"cross_validation", "train"}
+    fold_runs = cross_validated_runs(noisy, context.out_of_sample.config, 3)
+    total, count = fold_margins(fold_runs, len(noisy))
+    assert (count == 2).all()
+    main = run.history.margin.astype(np.float64).mean(0)
+    assert scores == pytest.approx(-(main + total) / 3, abs=1e-6)
+    assert roc_auc_score(noisy.is_noisy.numpy(), scores) > 0.9
 
 
 def test_flip_detectors_read_one_shared_search_on_the_given_rows(digits):
