@@ -263,15 +263,15 @@ def scan(
     limit: Annotated[int | None, typer.Option(
         help="Scan a seeded random subset of N examples.")] = None,
     max_units: Annotated[int, typer.Option(help="Cap on units zeroed per example.")] = 100,
-    noise_copies: Annotated[int, typer.Option(help="Noisy copies averaged per example.")] = 5,
+    noise_copies: Annotated[int, typer.Option(help="Noisy copies averaged per example.")] = 2,
     reference_size: Annotated[int, typer.Option(
-        help="Reference examples whose loss the search keeps low.")] = 16,
+        help="Reference examples whose loss the search keeps low.")] = 4,
     reference: Annotated[str, typer.Option(
         help="Reference examples from the example's class (same-class) or anywhere (random)."
     )] = "same-class",
     scan_batch_size: Annotated[int | None, typer.Option(
-        help="Searches run together [default: 8 on CPU; on a GPU, what fits in half its "
-             "free memory].")] = None,
+        help="Searches run together [default: about 192 inputs a pass on CPU; on a GPU, what "
+             "fits in half its free memory].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the suspects table to print.")] = 10,
     cutoff: Annotated[str, typer.Option(
@@ -387,12 +387,12 @@ def bench(
     batch_size: BatchSize = None,
     lr: Lr = 0.1,
     max_units: Annotated[int, typer.Option(help="Cap on units zeroed per example.")] = 100,
-    noise_copies: Annotated[int, typer.Option(help="Noisy copies averaged per example.")] = 5,
+    noise_copies: Annotated[int, typer.Option(help="Noisy copies averaged per example.")] = 2,
     reference_size: Annotated[int, typer.Option(
-        help="Reference examples whose loss the search keeps low.")] = 16,
+        help="Reference examples whose loss the search keeps low.")] = 4,
     scan_batch_size: Annotated[int | None, typer.Option(
-        help="Searches run together [default: 8 on CPU; on a GPU, what fits in half its "
-             "free memory].")] = None,
+        help="Searches run together [default: about 192 inputs a pass on CPU; on a GPU, what "
+             "fits in half its free memory].")] = None,
     retrain: Annotated[bool, typer.Option(
         "--retrain", help="Also report the test accuracy of models retrained on the cleaned "
                           "sets (a clean test split is held out when the data has none).")

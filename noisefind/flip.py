@@ -49,6 +49,7 @@ from noisefind.rng import keyed_bits, keyed_normal
 from noisefind.train import label_margin
 
 _NOISE_STREAM, _REFERENCE_STREAM = 11, 12
+CPU_INPUTS_PER_PASS = 192
 RESULT_COLUMNS = ("row", "index", "units_to_flip", "flipped", "flip_cost", "loss",
                   "predicted_label", "flipped_to", "reference_accuracy", "units")
 
@@ -73,7 +74,8 @@ class FlipSettings:
         class the example claims to belong to, so a clean example, supported by its class's
         shared features, needs more units; a memorised one does not (docs/benchmarks.md).
     batch_size : int or None
-        Searches advanced together (each runs K + R examples); None picks 8 on CPU and, on a
+        Searches advanced together (each runs K + R examples); None picks, on CPU, enough for
+        about :data:`CPU_INPUTS_PER_PASS` inputs per pass (at least 8) and, on a
         GPU, as many as fit in half the free memory (:func:`auto_batch_size`).
     seed : int
         Seed of the noise copies and the reference draws.
@@ -82,9 +84,9 @@ class FlipSettings:
     """
 
     max_units: int = 100
-    noise_copies: int = 5
+    noise_copies: int = 2
     noise_scale: float = 0.01
-    reference_size: int = 16
+    reference_size: int = 4
     batch_size: int | None = None
     seed: int = 0
     flush_every: int = 8
@@ -377,15 +379,17 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
 
 def auto_batch_size(model: Net, x: torch.Tensor, y: torch.Tensor, settings: FlipSettings,
                     pool: ReferencePool) -> int:
-    """Searches per pass: 8 on CPU; on a GPU, as many as fit in half the free memory.
+    """Searches per pass: on CPU, about :data:`CPU_INPUTS_PER_PASS` inputs (K + R per search,
+    at least 8 searches); on a GPU, as many as fit in half the free memory.
 
-    On a CPU the arithmetic is the cost, and larger batches only spill the caches (measured in
-    docs/scaling.md). The memory of one search on a GPU is measured on a probe step of 8
-    searches.
+    On a CPU the arithmetic is the cost once a pass holds a couple of hundred inputs, and larger
+    passes only spill the caches; smaller ones pay the per-step overhead (docs/scaling.md). The
+    memory of one search on a GPU is measured on a probe step of 8 searches.
     """
     device = x.device
     if device.type != "cuda":
-        return 8
+        per_search = settings.noise_copies + settings.reference_size
+        return max(8, CPU_INPUTS_PER_PASS // per_search)
     probe = 8
     rows = torch.arange(probe, device=device) % len(x)
     total_units = sum(g.units for _, g in model.gates())

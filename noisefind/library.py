@@ -56,8 +56,8 @@ class LabelIssues:
 
 def find_label_issues(x, labels=None, *, model=None, weights=None, out=None, classes=None,
                       noise=None, seed=0, device="auto", epochs=50, width=1.0, arch="auto",
-                      batch_size=None, lr=0.1, limit=None, max_units=100, noise_copies=5,
-                      reference_size=16, reference="same-class", scan_batch_size=None,
+                      batch_size=None, lr=0.1, limit=None, max_units=100, noise_copies=2,
+                      reference_size=4, reference="same-class", scan_batch_size=None,
                       cutoff="canaries", canary_fraction=0.05, canary_recall=0.9,
                       canary_labels="matched", rank_by=None, image_size=None, mean=None,
                       std=None, resume=False, progress=False) -> LabelIssues:

@@ -130,3 +130,16 @@ def test_bad_settings():
         FlipSettings(max_units=0).validate()
     with pytest.raises(NoisefindError):
         FlipSettings(noise_copies=0).validate()
+
+
+def test_the_cli_and_the_library_default_to_the_search_settings_defaults():
+    # The CLI keeps literal defaults so that `noisefind --help` does not import torch.
+    import inspect
+
+    from noisefind import cli, library
+
+    defaults = FlipSettings()
+    for function in (cli.scan, cli.bench, library.find_label_issues):
+        parameters = inspect.signature(function).parameters
+        for name in ("max_units", "noise_copies", "reference_size"):
+            assert parameters[name].default == getattr(defaults, name), (function, name)
