@@ -149,7 +149,7 @@ def main() -> None:
                                                "ratio_to_training", "examples_per_second",
                                                "peak_memory_mb", "auroc_flip",
                                                "auroc_flip_cost", "mean_units")))
-    Console().print(shown)
+    Console(width=200).print(shown)
     if check:
         print(f"batched against one at a time on {check['examples']} rows: agreement "
               f"{check['units_to_flip_agreement']:.3f}, "
