@@ -155,7 +155,7 @@ def main() -> None:
               f"{check['units_to_flip_agreement']:.3f}, "
               f"{check['batched_over_one_at_a_time_speed']}x")
     out = (Path(__file__).parent / "results"
-           / f"scan_speed_{Path(args.data).name}_{device.type}.json")
+           / f"scan_speed_{Path(args.data).stem}_{device.type}.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 
