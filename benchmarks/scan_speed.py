@@ -128,8 +128,8 @@ def main() -> None:
 
     report = {
         "command": "python benchmarks/scan_speed.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if v not in (None, [], 0)),
+            f"--{k.replace('_', '-')} {item}" for k, v in vars(args).items()
+            if v not in (None, [], 0) for item in (v if isinstance(v, list) else [v])),
         "machine": f"{platform.node()} {platform.processor() or platform.machine()}, "
                    f"{torch.get_num_threads()} threads",
         "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(),

@@ -270,8 +270,8 @@ def scan(
         help="Reference examples from the example's class (same-class) or anywhere (random)."
     )] = "same-class",
     scan_batch_size: Annotated[int | None, typer.Option(
-        help="Searches run together [default: about 192 inputs a pass on CPU; on a GPU, what "
-             "fits in half its free memory].")] = None,
+        help="Searches run together [default: on CPU, about 192 inputs a pass, fewer for "
+             "large images; on a GPU, what fits in half its free memory].")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the suspects table to print.")] = 10,
     cutoff: Annotated[str, typer.Option(
@@ -391,8 +391,8 @@ def bench(
     reference_size: Annotated[int, typer.Option(
         help="Reference examples whose loss the search keeps low.")] = 4,
     scan_batch_size: Annotated[int | None, typer.Option(
-        help="Searches run together [default: about 192 inputs a pass on CPU; on a GPU, what "
-             "fits in half its free memory].")] = None,
+        help="Searches run together [default: on CPU, about 192 inputs a pass, fewer for "
+             "large images; on a GPU, what fits in half its free memory].")] = None,
     retrain: Annotated[bool, typer.Option(
         "--retrain", help="Also report the test accuracy of models retrained on the cleaned "
                           "sets (a clean test split is held out when the data has none).")

@@ -49,7 +49,8 @@ from noisefind.rng import keyed_bits, keyed_normal
 from noisefind.train import label_margin
 
 _NOISE_STREAM, _REFERENCE_STREAM = 11, 12
-CPU_INPUTS_PER_PASS = 192
+CPU_INPUTS_PER_PASS = 192  # inputs of one CPU pass, for small inputs (digits, MNIST, tables)
+CPU_VALUES_PER_PASS = 150_000  # ... and fewer for large ones: input values (pixels x channels)
 RESULT_COLUMNS = ("row", "index", "units_to_flip", "flipped", "flip_cost", "loss",
                   "predicted_label", "flipped_to", "reference_accuracy", "units")
 
@@ -74,9 +75,8 @@ class FlipSettings:
         class the example claims to belong to, so a clean example, supported by its class's
         shared features, needs more units; a memorised one does not (docs/benchmarks.md).
     batch_size : int or None
-        Searches advanced together (each runs K + R examples); None picks, on CPU, enough for
-        about :data:`CPU_INPUTS_PER_PASS` inputs per pass (at least 8) and, on a
-        GPU, as many as fit in half the free memory (:func:`auto_batch_size`).
+        Searches advanced together (each runs K + R examples); None lets
+        :func:`auto_batch_size` choose (on CPU by the size of a pass, on a GPU by free memory).
     seed : int
         Seed of the noise copies and the reference draws.
     flush_every : int
@@ -379,17 +379,20 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
 
 def auto_batch_size(model: Net, x: torch.Tensor, y: torch.Tensor, settings: FlipSettings,
                     pool: ReferencePool) -> int:
-    """Searches per pass: on CPU, about :data:`CPU_INPUTS_PER_PASS` inputs (K + R per search,
-    at least 8 searches); on a GPU, as many as fit in half the free memory.
+    """Searches per pass: on CPU, enough for about :data:`CPU_INPUTS_PER_PASS` inputs, or
+    :data:`CPU_VALUES_PER_PASS` input values when inputs are large (K + R inputs per search, at
+    least 8 searches); on a GPU, as many as fit in half the free memory.
 
-    On a CPU the arithmetic is the cost once a pass holds a couple of hundred inputs, and larger
-    passes only spill the caches; smaller ones pay the per-step overhead (docs/scaling.md). The
-    memory of one search on a GPU is measured on a probe step of 8 searches.
+    On a CPU small passes pay the per-step overhead and large ones spill the caches: the best
+    pass held about 192 inputs on digits (8 x 8) and MNIST (28 x 28) but about 48 on CIFAR
+    (32 x 32 x 3; docs/scaling.md). The memory of one search on a GPU is measured on a probe
+    step of 8 searches.
     """
     device = x.device
     if device.type != "cuda":
         per_search = settings.noise_copies + settings.reference_size
-        return max(8, CPU_INPUTS_PER_PASS // per_search)
+        inputs = min(CPU_INPUTS_PER_PASS, CPU_VALUES_PER_PASS // max(1, x[0].numel()))
+        return max(8, inputs // per_search)
     probe = 8
     rows = torch.arange(probe, device=device) % len(x)
     total_units = sum(g.units for _, g in model.gates())
