@@ -37,6 +37,9 @@ from noisefind.scan import peak_memory_mb
 from noisefind.train import TrainConfig, fit, resolve_device
 
 PAPER = FlipSettings(max_units=100, noise_copies=5, reference_size=16, batch_size=8)
+TABLE_COLUMNS = ("settings", "reference_size", "noise_copies", "max_units", "batch_size",
+                 "flip_search_seconds", "ratio_to_training", "examples_per_second",
+                 "peak_memory_mb", "auroc_flip", "auroc_flip_cost", "mean_units")
 
 
 def parse_variant(text: str) -> tuple[str, FlipSettings]:
@@ -139,16 +142,10 @@ def main() -> None:
     }
     shown = Table(title=f"flip search against training ({train_seconds:.1f} s), {args.data}, "
                         f"{report['device']}")
-    for column in ("settings", "reference_size", "noise_copies", "max_units", "batch_size",
-                   "flip_search_seconds", "ratio_to_training", "examples_per_second",
-                   "peak_memory_mb", "auroc_flip", "auroc_flip_cost", "mean_units"):
+    for column in TABLE_COLUMNS:
         shown.add_column(column.replace("_", " "), justify="right")
     for row in results:
-        shown.add_row(*(str(row[c]) for c in ("settings", "reference_size", "noise_copies",
-                                               "max_units", "batch_size", "flip_search_seconds",
-                                               "ratio_to_training", "examples_per_second",
-                                               "peak_memory_mb", "auroc_flip",
-                                               "auroc_flip_cost", "mean_units")))
+        shown.add_row(*(str(row[column]) for column in TABLE_COLUMNS))
     Console(width=200).print(shown)
     if check:
         print(f"batched against one at a time on {check['examples']} rows: agreement "

@@ -452,8 +452,7 @@ def aum_folds(context: DetectorContext) -> np.ndarray:
     (:meth:`~noisefind.out_of_sample.OutOfSample.fold_aum`), negated. Costs the training and
     the K-fold models."""
     context.out_of_sample_probabilities()  # the same K models: charge them
-    main = context.history.margin.astype(np.float64).mean(0)
-    return -context.out_of_sample.fold_aum(context.rows, main)
+    return -context.out_of_sample.fold_aum(context.rows, -aum(context))
 
 
 @register("noisefind+folds")
