@@ -35,7 +35,7 @@ def scores_file(folder: Path, noise: str, seed: int) -> Path:
 def rescore(folder: Path) -> None:
     """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
     from noisefind.bench import detection_metrics
-    from noisefind.consensus import FLIP_SIGNAL, consensus_score, flag_top
+    from noisefind.consensus import AUGMENTED, consensus_score, flag_top
     from noisefind.cutoff import flag_metrics
 
     stored = json.loads((folder / "results.json").read_text())
@@ -60,7 +60,8 @@ def rescore(folder: Path) -> None:
         charged = {"noisefind": ("flip_cost", "oos_margin"),
                    "noisefind-no-flip": ("aum", "oos_margin")}
         template = by_key[("oos_margin", noise, seed)]
-        for name, without in (("noisefind", ()), ("noisefind-no-flip", (FLIP_SIGNAL,))):
+        for name, without in (("noisefind", AUGMENTED),
+                              ("noisefind-no-flip", AUGMENTED + ("flip_cost",))):
             scores[name] = consensus_score(signals, without=without)
             seconds = sum(by_key[(d, noise, seed)]["seconds"] for d in charged[name])
             by_key[(name, noise, seed)] = {**template, "detector": name, **detection_metrics(

@@ -31,9 +31,11 @@ import numpy as np
 
 from noisefind.errors import NoisefindError
 
-WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost")}
+WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
+             "augmented": ("fold_aum", "fold_flip")}
 SIGNALS = tuple(name for names in WITNESSES.values() for name in names)  # higher = suspicious
-FLIP_SIGNAL = "flip_cost"
+FLIP_SIGNALS = ("flip_cost", "fold_flip")
+AUGMENTED = WITNESSES["augmented"]
 
 
 def consensus_score(signals: Mapping[str, np.ndarray], *,
@@ -46,8 +48,8 @@ def consensus_score(signals: Mapping[str, np.ndarray], *,
         :data:`SIGNALS` by name, one float per row each, all the same length, higher = more
         suspicious.
     without : tuple of str
-        Signals to leave out (ablations, e.g. ``(FLIP_SIGNAL,)``); a witness left with none
-        has no vote.
+        Signals to leave out (ablations, e.g. :data:`FLIP_SIGNALS`); a witness left with
+        none has no vote.
 
     Returns
     -------

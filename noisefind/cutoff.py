@@ -98,6 +98,10 @@ class CutoffSettings:
         to a uniformly random other class.
     seed : int
         Draws the canaries and their labels.
+    replica_fraction : float
+        Share of the other (non-canary) rows the replica trains on beside the canaries; below
+        1 the replica costs about that share of a training, at the price of a model less like
+        the scanned one (docs/benchmarks.md measures what it does to the flag).
     """
 
     method: str = "canaries"
@@ -106,6 +110,7 @@ class CutoffSettings:
     canary_recall: float = 0.9
     canary_labels: str = "matched"
     seed: int = 0
+    replica_fraction: float = 1.0
 
     def validate(self) -> None:
         if self.method not in METHODS:
@@ -117,6 +122,9 @@ class CutoffSettings:
             raise NoisefindError(f"min_canaries must be at least 2, got {self.min_canaries}")
         if not 0.0 < self.canary_recall < 1.0:
             raise NoisefindError(f"--canary-recall must be in (0, 1), got {self.canary_recall}")
+        if not 0.0 < self.replica_fraction <= 1.0:
+            raise NoisefindError(
+                f"replica_fraction must be in (0, 1], got {self.replica_fraction}")
         if self.canary_labels not in CANARY_LABELS:
             raise NoisefindError(f"--canary-labels {self.canary_labels!r}: use "
                                  f"{' or '.join(CANARY_LABELS)}")
@@ -304,9 +312,11 @@ def replica_config(run: Run) -> TrainConfig:
 
 def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
                    settings: CutoffSettings, progress: bool,
-                   cache: ResultCache | None = None) -> tuple[pd.DataFrame, History, float]:
-    """Train the replica with canaries and flip-search them: their results, its history and
-    the seconds both took (``cache`` may hold them from an earlier run)."""
+                   cache: ResultCache | None = None,
+                   ) -> tuple[pd.DataFrame, History, float, int]:
+    """Train the replica with canaries and flip-search them: their results, its history, the
+    seconds both took (``cache`` may hold them from an earlier run) and how many rows it
+    trained on."""
     cache = cache or ResultCache(None)
     logits = (None if settings.canary_labels == "uniform"
               else predict_logits(run.model, data.x, data.index).cpu().numpy())
@@ -315,19 +325,52 @@ def canary_results(data: LabeledData, run: Run, flip_settings: FlipSettings,
     y = data.y.clone()
     y[torch.from_numpy(rows)] = torch.from_numpy(new_labels)
     relabelled = replace(data, y=y)
+    trained = replica_rows(len(data), rows, settings)
+    replica_data = relabelled if len(trained) == len(data) else relabelled.subset(
+        torch.from_numpy(trained))
     if progress:
         console.print(f"calibrating the cutoff: a replica with {len(rows)} canaries (real "
                       "examples relabelled), then their flip search", highlight=False)
     # Each rank trains the whole replica alone: a data-parallel one would differ in its
     # BatchNorm statistics and rounding from the single-process replica, and so would the flag.
     config = replica_config(run)
-    replica = cache.fit(relabelled, config, progress=progress, data_parallel=False)
-    key = digest("canaries", data_key(relabelled), config.__dict__, flip_settings.as_dict(), rows)
+    replica = cache.fit(replica_data, config, progress=progress, data_parallel=False)
+    at = np.searchsorted(trained, rows)  # the canaries' positions in the replica's data
+    key = digest("canaries", data_key(replica_data), config.__dict__, flip_settings.as_dict(),
+                 rows)
     results, seconds = cache.table(key, lambda: flip_search(
-        replica.model, relabelled, flip_settings, rows=torch.from_numpy(rows),
+        replica.model, replica_data, flip_settings, rows=torch.from_numpy(at),
         progress=progress))
+    results = results.assign(row=trained[results["row"].to_numpy()])
     results = results.assign(given_label=new_labels[np.searchsorted(rows, results["row"])])
-    return results, replica.history, replica.config["seconds"] + seconds
+    history = replica.history
+    if len(trained) < len(data):
+        history = _spread(history, trained, len(data))
+    return results, history, replica.config["seconds"] + seconds, len(trained)
+
+
+def replica_rows(examples: int, canaries: np.ndarray, settings: CutoffSettings) -> np.ndarray:
+    """Sorted rows the replica trains on: every canary and a seeded ``replica_fraction`` of the
+    other rows (all of them at 1)."""
+    if settings.replica_fraction >= 1.0:
+        return np.arange(examples)
+    others = np.setdiff1d(np.arange(examples), canaries)
+    rng = np.random.default_rng([settings.seed, 0x4E91])
+    kept = rng.choice(others, round(settings.replica_fraction * len(others)), replace=False)
+    return np.sort(np.concatenate([np.asarray(canaries, dtype=np.int64), kept]))
+
+
+def _spread(history: History, trained: np.ndarray, examples: int) -> History:
+    # The replica's history has a column per row it trained on; signals() reads columns by
+    # the training set's row numbers, so put each where its row is (the rest stay zero).
+    def full(values: np.ndarray) -> np.ndarray:
+        out = np.zeros(values.shape[:-1] + (examples,), dtype=values.dtype)
+        out[..., trained] = values
+        return out
+
+    return History(loss=full(history.loss), margin=full(history.margin),
+                   correct=full(history.correct), labels=full(history.labels),
+                   index=full(history.index))
 
 
 def row_suspicion(run: Run, data: LabeledData, logits: np.ndarray | None) -> np.ndarray | None:
@@ -514,8 +557,8 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         return no_cutoff(rows, "no cutoff asked for (--cutoff none)")
     if canary_count(len(data), settings) < 2 or len(rows) < 2:
         return no_cutoff(rows, f"too few examples ({len(data)}) for canaries")
-    canary, replica_history, replica_seconds = canary_results(data, run, flip_settings,
-                                                              settings, progress, cache)
+    canary, replica_history, replica_seconds, replica_examples = canary_results(
+        data, run, flip_settings, settings, progress, cache)
     started = time.perf_counter()  # the replica is charged what it first cost, cached or not
     history = history_for(run, data)
     use_history = history is not None  # both sides need it; the replica always has one
@@ -537,6 +580,7 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         "method": "canaries",
         "canaries": len(canary),
         "canary_labels": settings.canary_labels,
+        "replica_examples": replica_examples,
         "calibration": "a replica of the scanned model's recipe and seed, trained with the "
                        "canaries (real examples relabelled to a wrong class); the "
                        "canaries are flip-searched on it and never appear in the outputs",

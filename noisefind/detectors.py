@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -65,6 +65,9 @@ from noisefind.flip import FlipSettings, flip_search
 from noisefind.models import predict_logits
 from noisefind.out_of_sample import OutOfSample, class_thresholds
 from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
+
+if TYPE_CHECKING:
+    from noisefind.cutoff import CutoffSettings
 
 EL2N_EPOCH_FRACTION = 0.1
 TRAIN = "train"  # the shared input every detector of the trained model depends on
@@ -96,6 +99,8 @@ class DetectorContext:
     cache : ResultCache, optional
         Where costly shared inputs (cross-validation models, flip searches, the cutoff's
         replica) are stored and found again; default none (everything is computed).
+    cutoff_settings : CutoffSettings, optional
+        How :meth:`flip_cutoff` calibrates; default the scan's, seeded like the flip search.
 
     Attributes
     ----------
@@ -111,7 +116,8 @@ class DetectorContext:
     def __init__(self, data: LabeledData, run: Run, rows: Sequence[int] | None = None, *,
                  train_config: TrainConfig | None = None, folds: int = 5,
                  flip_settings: FlipSettings | None = None, train_seconds: float | None = None,
-                 progress: bool = False, cache: ResultCache | None = None):
+                 progress: bool = False, cache: ResultCache | None = None,
+                 cutoff_settings: CutoffSettings | None = None):
         if run.history is not None and run.history.loss.shape[1] != len(data):
             raise NoisefindError(f"the run's history covers {run.history.loss.shape[1]} examples "
                                  f"but the data has {len(data)}; score the data it was trained on")
@@ -123,6 +129,7 @@ class DetectorContext:
         self.flip_settings = flip_settings
         self.progress = progress
         self.cache = cache or ResultCache(None)
+        self.cutoff_settings = cutoff_settings
         self.costs: dict[str, float] = {TRAIN: float(
             run.config.get("seconds", 0.0) if train_seconds is None else train_seconds)}
         self.used: set[str] = set()
@@ -224,6 +231,14 @@ class DetectorContext:
         self.used.add("oos_flip")
         return values
 
+    def fold_flip(self) -> np.ndarray:
+        """Flip cost of :attr:`rows` on one fold model that trained on each
+        (:meth:`~noisefind.out_of_sample.OutOfSample.fold_flip`)."""
+        self.out_of_sample_probabilities()  # the searches run on the same K models
+        oos = self.out_of_sample
+        return self.shared_timed("fold_flip", lambda: (
+            oos.fold_flip(self.rows), oos.seconds["fold_flip"]), depends=("cross_validation",))
+
     def flip_cutoff(self, out_of_sample: bool = False, oos_flip: bool = False):
         """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
         canaries in a replica model, seeded like the flip search), computed once per variant.
@@ -234,10 +249,11 @@ class DetectorContext:
         """
         from noisefind.cutoff import CutoffSettings, calibrate
 
+        settings = self.cutoff_settings or CutoffSettings(seed=self.flip_settings.seed)
+
         def compute():
             results = self.flip_results().reset_index()  # a "row" column, in row order
-            cutoff = calibrate(self.data, self.run, results,
-                               CutoffSettings(seed=self.flip_settings.seed), self.flip_settings,
+            cutoff = calibrate(self.data, self.run, results, settings, self.flip_settings,
                                progress=self.progress, cache=self.cache,
                                out_of_sample=probabilities,
                                out_of_sample_flip=self.out_of_sample_flip if oos_flip else None)
@@ -435,15 +451,17 @@ def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order (:mod:`noisefind.consensus`): the out-of-sample witness
     (``oos_margin``) and the in-sample one (``aum`` with ``flip_cost``), one standardised vote
     each. Costs the training, the flip search and the K-fold models."""
-    return _consensus(context)
+    from noisefind.consensus import AUGMENTED
+
+    return _consensus(context, without=AUGMENTED)
 
 
 @register("noisefind-no-flip")
 def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
     """Ablation of ``noisefind``: the same sum without the flip search's signal."""
-    from noisefind.consensus import FLIP_SIGNAL
+    from noisefind.consensus import AUGMENTED
 
-    return _consensus(context, without=(FLIP_SIGNAL,))
+    return _consensus(context, without=AUGMENTED + ("flip_cost",))
 
 
 @register("aum_folds")
@@ -451,22 +469,55 @@ def aum_folds(context: DetectorContext) -> np.ndarray:
     """AUM averaged over the scanned model and the K-1 fold models that trained on each row
     (:meth:`~noisefind.out_of_sample.OutOfSample.fold_aum`), negated. Costs the training and
     the K-fold models."""
+    k = context.folds
+    return (aum(context) + (k - 1) * fold_aum(context)) / k
+
+
+@register("fold_aum")
+def fold_aum(context: DetectorContext) -> np.ndarray:
+    """AUM averaged over the K-1 fold models that trained on each row (with augmentation for
+    colour images), negated. Costs the K-fold models."""
     context.out_of_sample_probabilities()  # the same K models: charge them
-    return -context.out_of_sample.fold_aum(context.rows, -aum(context))
+    return -context.out_of_sample.fold_aum(context.rows)
+
+
+@register("fold_flip")
+def fold_flip(context: DetectorContext) -> np.ndarray:
+    """The flip search's cost on one fold model that trained on each row
+    (:meth:`DetectorContext.fold_flip`), negated. Costs the K-fold models and one more
+    search."""
+    return -context.fold_flip()
 
 
 @register("noisefind+folds")
 def noisefind_with_fold_aum(context: DetectorContext) -> np.ndarray:
     """``noisefind`` with ``aum_folds`` in place of the scanned model's AUM."""
-    return _consensus(context, aum_signal=aum_folds)
+    from noisefind.consensus import AUGMENTED
+
+    return _consensus(context, without=AUGMENTED, aum_signal=aum_folds)
 
 
 @register("noisefind+folds-no-flip")
 def noisefind_with_fold_aum_without_flip(context: DetectorContext) -> np.ndarray:
     """Ablation of ``noisefind+folds`` without the flip search's signal."""
-    from noisefind.consensus import FLIP_SIGNAL
+    from noisefind.consensus import AUGMENTED
 
-    return _consensus(context, without=(FLIP_SIGNAL,), aum_signal=aum_folds)
+    return _consensus(context, without=AUGMENTED + ("flip_cost",), aum_signal=aum_folds)
+
+
+@register("noisefind+augmented")
+def noisefind_augmented(context: DetectorContext) -> np.ndarray:
+    """``noisefind`` with a third witness: the fold models that learned each row under
+    augmentation (``fold_aum`` with ``fold_flip``), one standardised vote like the others."""
+    return _consensus(context)
+
+
+@register("noisefind+augmented-no-flip")
+def noisefind_augmented_without_flip(context: DetectorContext) -> np.ndarray:
+    """Ablation of ``noisefind+augmented`` without the flip search's signals."""
+    from noisefind.consensus import FLIP_SIGNALS
+
+    return _consensus(context, without=FLIP_SIGNALS)
 
 
 @register("cutoff+oos")
@@ -498,7 +549,8 @@ def _consensus(context: DetectorContext, without: tuple[str, ...] = (),
                aum_signal: Detector | None = None) -> np.ndarray:
     from noisefind.consensus import SIGNALS, consensus_score
 
-    detector_of = {"oos_margin": oos_margin, "aum": aum_signal or aum, "flip_cost": flip_cost}
+    detector_of = {"oos_margin": oos_margin, "aum": aum_signal or aum, "flip_cost": flip_cost,
+                   "fold_aum": fold_aum, "fold_flip": fold_flip}
     return consensus_score({name: detector_of[name](context) for name in SIGNALS
                             if name not in without}, without=without)
 

@@ -153,6 +153,44 @@ def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.nd
     return costs, predicted, seconds
 
 
+def fold_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
+                    rows: np.ndarray, settings: FlipSettings, progress: bool = False,
+                    cache: ResultCache | None = None) -> tuple[np.ndarray, float]:
+    """The flip search run again where the example was learned: on one fold model that
+    trained on each row (the one after the fold that held it out), away from the given label.
+
+    The flip cost of one model is a noisy reading of how little holds a label up; a second
+    model that learned the same label, from a different seed and with augmentation, gives a
+    second reading at the cost of one more search.
+
+    Returns
+    -------
+    costs : numpy.ndarray
+        Flip cost per row of ``rows`` (:func:`noisefind.flip.flip_search`'s ``flip_cost``).
+    seconds : float
+        What the searches cost (as first computed, when read back from ``cache``).
+    """
+    cache = cache or ResultCache(None)
+    rows = np.asarray(rows, dtype=np.int64)
+    held_by = np.empty(len(data), dtype=np.int64)
+    for fold, (_, held) in enumerate(fold_runs):
+        held_by[held] = fold
+    learner = (held_by[rows] + 1) % len(fold_runs)
+    costs, seconds = np.full(len(rows), np.nan), 0.0
+    for fold, (run, _) in enumerate(fold_runs):
+        at = np.flatnonzero(learner == fold)
+        if not len(at):
+            continue
+        key = digest("fold_flip", data_key(data), model_key(run.model), settings.as_dict(),
+                     rows[at])
+        table, took = cache.table(key, lambda model=run.model, r=rows[at]: flip_search(
+            model, data, settings, rows=torch.from_numpy(r), progress=progress))
+        seconds += took
+        order = {int(r): i for i, r in enumerate(table["row"])}
+        costs[at] = table["flip_cost"].to_numpy()[[order[int(r)] for r in rows[at]]]
+    return costs, seconds
+
+
 def class_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Per class c, the mean out-of-sample probability of c over the rows labelled c:
     confident learning's per-class threshold ``t_c`` (a hard class has a low one)."""
@@ -248,15 +286,23 @@ class OutOfSample:
                 key, lambda: held_out_probabilities(self.data, self.runs()))
         return self._probabilities
 
-    def fold_aum(self, rows: np.ndarray, main_aum: np.ndarray) -> np.ndarray:
-        """The area under the margin of ``rows`` averaged over the scanned model (``main_aum``,
-        one per row) and the K-1 fold models that trained on each (:func:`fold_margins`)."""
+    def fold_aum(self, rows: np.ndarray) -> np.ndarray:
+        """The area under the margin of ``rows`` averaged over the K-1 fold models that trained
+        on each (:func:`fold_margins`)."""
         if self._fold_margins is None:
             key = digest("fold_margins", data_key(self.data), self.config.__dict__, self.folds)
             self._fold_margins, _ = self.cache.array(
                 key, lambda: fold_margins(self.runs(), len(self.data)))
         total, count = self._fold_margins[:, np.asarray(rows, dtype=np.int64)]
-        return (np.asarray(main_aum, dtype=np.float64) + total) / (1.0 + count)
+        return total / count
+
+    def fold_flip(self, rows: np.ndarray) -> np.ndarray:
+        """Flip cost of ``rows`` on one fold model that trained on each
+        (:func:`fold_flip_costs`)."""
+        costs, seconds = fold_flip_costs(self.data, self.runs(), rows, self.flip_settings,
+                                         self.progress, self.cache)
+        self.seconds["fold_flip"] = seconds
+        return costs
 
     def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""

@@ -23,7 +23,7 @@ import torch
 
 from noisefind import distributed
 from noisefind.cache import ResultCache, digest, model_key
-from noisefind.consensus import consensus_score, flag_top
+from noisefind.consensus import AUGMENTED, consensus_score, flag_top
 from noisefind.console import console
 from noisefind.cutoff import CutoffSettings, calibrate, history_for, mark_suspected, signals
 from noisefind.data import LabeledData
@@ -234,7 +234,8 @@ def consensus_of(results: pd.DataFrame, run: Run, data: LabeledData,
                    labels[results["row"].to_numpy()],
                    thresholds=class_thresholds(probabilities, labels))
     return consensus_score({"oos_margin": read["oos_margin"], "aum": -read["aum"],
-                            "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64)})
+                            "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64)},
+                           without=AUGMENTED)
 
 
 def peak_memory_mb(device: torch.device) -> float:

@@ -1,7 +1,14 @@
 import numpy as np
 import pytest
 
-from noisefind.consensus import FLIP_SIGNAL, SIGNALS, WITNESSES, consensus_score, flag_top
+from noisefind.consensus import (
+    AUGMENTED,
+    FLIP_SIGNALS,
+    SIGNALS,
+    WITNESSES,
+    consensus_score,
+    flag_top,
+)
 from noisefind.errors import NoisefindError
 
 
@@ -16,27 +23,35 @@ def signals():
 
 
 def test_each_witness_has_one_standardised_vote(signals):
-    assert WITNESSES == {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost")}
-    expected = z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
+    assert WITNESSES == {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
+                         "augmented": ("fold_aum", "fold_flip")}
+    expected = (z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
+                + z(z(signals["fold_aum"]) + z(signals["fold_flip"])))
     assert consensus_score(signals) == pytest.approx(expected)
     # Scale and offset of a signal do not matter; its order against the others does.
     rescaled = {**signals, "aum": 1000 * signals["aum"] - 7}
     assert consensus_score(rescaled) == pytest.approx(expected)
 
 
-def test_the_ablation_leaves_the_flip_signal_out(signals):
-    expected = z(signals["oos_margin"]) + z(signals["aum"])
-    assert consensus_score(signals, without=(FLIP_SIGNAL,)) == pytest.approx(expected)
+def test_the_ablation_leaves_the_flip_signals_out(signals):
+    expected = (z(signals["oos_margin"]) + z(signals["aum"]) + z(signals["fold_aum"]))
+    assert consensus_score(signals, without=FLIP_SIGNALS) == pytest.approx(expected)
     three = {"oos_margin": np.array([0.0, 1, 2]), "aum": np.array([2.0, 1, 0]),
-             FLIP_SIGNAL: np.array([0.0, 0, 9])}
-    assert consensus_score(three, without=(FLIP_SIGNAL,)) == pytest.approx([0, 0, 0])
-    assert consensus_score(three).argmax() == 2
+             "flip_cost": np.array([0.0, 0, 9])}
+    assert consensus_score(three, without=AUGMENTED + ("flip_cost",)) == pytest.approx([0, 0, 0])
+    assert consensus_score(three, without=AUGMENTED).argmax() == 2
+
+
+def test_a_witness_left_out_has_no_vote(signals):
+    expected = z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
+    given = {name: values for name, values in signals.items() if name not in AUGMENTED}
+    assert consensus_score(given, without=AUGMENTED) == pytest.approx(expected)
 
 
 def test_a_constant_signal_adds_nothing():
     signals = {"oos_margin": np.array([1.0, 3.0]), "aum": np.array([5.0, 5.0]),
                "flip_cost": np.array([2.0, 2.0])}
-    assert consensus_score(signals) == pytest.approx([-1.0, 1.0])
+    assert consensus_score(signals, without=AUGMENTED) == pytest.approx([-1.0, 1.0])
 
 
 @pytest.mark.parametrize("change,message", [

@@ -10,12 +10,14 @@ from typer.testing import CliRunner
 from noisefind.cli import app
 from noisefind.cutoff import (
     CutoffSettings,
+    calibrate,
     canary_count,
     choose_canaries,
     estimate_count,
     estimated_confusions,
     fit_cutoff,
     flag_metrics,
+    replica_rows,
 )
 from noisefind.errors import NoisefindError
 
@@ -162,6 +164,7 @@ def test_matched_canaries_of_symmetric_noise_spread_over_the_pairs():
     (CutoffSettings(method="quantile"), "--cutoff"),
     (CutoffSettings(canary_fraction=0.5), "--canary-fraction"),
     (CutoffSettings(canary_recall=1.0), "--canary-recall"),
+    (CutoffSettings(replica_fraction=0.0), "replica_fraction"),
 ])
 def test_bad_settings(settings, message):
     with pytest.raises(NoisefindError, match=message):
@@ -195,6 +198,36 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
     assert 0.5 < summary["auroc_consensus_score"] <= 1.0
     assert 0.5 < summary["auroc_cutoff_score"] <= 1.0
     assert not (scanned / "cache").exists()  # models kept for a resume are gone at the end
+
+
+def test_a_partial_replica_trains_on_every_canary_and_a_share_of_the_rest():
+    canaries = np.array([3, 10, 50])
+    rows = replica_rows(103, canaries, CutoffSettings(replica_fraction=0.5, seed=1))
+    assert np.isin(canaries, rows).all() and len(rows) == 3 + 50
+    assert (np.diff(rows) > 0).all()
+    again = replica_rows(103, canaries, CutoffSettings(replica_fraction=0.5, seed=1))
+    assert rows.tolist() == again.tolist()
+    assert replica_rows(103, canaries, CutoffSettings()).tolist() == list(range(103))
+
+
+def test_a_partial_replica_calibrates_the_same_rows(noisy_digits, noisy_digits_run):
+    from noisefind.flip import FlipSettings, flip_search
+
+    rows = np.random.default_rng(0).permutation(len(noisy_digits))[:120]
+    settings = FlipSettings(max_units=30)
+    results = flip_search(noisy_digits_run.model, noisy_digits, settings,
+                          rows=rows.tolist(), progress=False).reset_index()
+    whole = calibrate(noisy_digits, noisy_digits_run, results, CutoffSettings(), settings)
+    half = calibrate(noisy_digits, noisy_digits_run, results,
+                     CutoffSettings(replica_fraction=0.5), settings)
+    assert half.rows.tolist() == whole.rows.tolist()
+    assert half.details["canaries"] == whole.details["canaries"] == 90
+    assert whole.details["replica_examples"] == len(noisy_digits)
+    assert half.details["replica_examples"] == 90 + round(0.5 * (len(noisy_digits) - 90))
+    truth = noisy_digits.is_noisy.numpy()[rows]
+    for cutoff in (whole, half):  # both flags find the injected noise
+        assert flag_metrics(truth, cutoff.suspected, cutoff.estimated_scanned)[
+            "flag_precision"] >= 0.5
 
 
 def test_cutoff_none_flags_nothing(tmp_path):

@@ -209,6 +209,46 @@ def test_aum_folds_averages_the_scanned_and_the_fold_models_and_finds_noise(digi
     assert roc_auc_score(noisy.is_noisy.numpy(), scores) > 0.9
 
 
+def test_fold_aum_reads_only_the_fold_models_that_trained_on_each_row(digits):
+    noisy = digits.subset(torch.arange(0, 1797, 4)).with_noise("symmetric:0.2", seed=0)
+    config = TrainConfig(width=0.25, epochs=8, device="cpu")
+    run = fit(noisy, replace(config, epochs=1), progress=False)  # fold_aum never reads it
+    context = DetectorContext(noisy, run, train_config=config, folds=3)
+    context.start_tracking()
+    scores = DETECTORS["fold_aum"](context)
+    assert context.used == {"cross_validation"}
+    total, count = fold_margins(context.out_of_sample.runs(), len(noisy))
+    assert scores == pytest.approx(-total / count, abs=1e-6)
+    assert roc_auc_score(noisy.is_noisy.numpy(), scores) > 0.9
+
+
+def test_fold_flip_searches_each_row_on_a_fold_model_that_learned_it(digits):
+    from noisefind.flip import FlipSettings, flip_search
+
+    noisy = digits.subset(torch.arange(0, 1797, 6)).with_noise("symmetric:0.2", seed=0)
+    config = TrainConfig(width=0.25, epochs=8, device="cpu")
+    run = fit(noisy, replace(config, epochs=1), progress=False)  # fold_flip never reads it
+    settings = FlipSettings(max_units=20)
+    rows = np.arange(0, len(noisy), 2)
+    context = DetectorContext(noisy, run, rows=rows, train_config=config, folds=3,
+                              flip_settings=settings)
+    context.start_tracking()
+    scores = DETECTORS["fold_flip"](context)
+    assert context.used == {"cross_validation", "fold_flip"} and np.isfinite(scores).all()
+    fold_runs = context.out_of_sample.runs()
+    held_by = np.empty(len(noisy), dtype=int)
+    for fold, (_, held) in enumerate(fold_runs):
+        held_by[held] = fold
+    # The rows the first fold model holds out are searched on the second, which learned them.
+    at = np.flatnonzero(held_by[rows] == 0)
+    learner, held = fold_runs[1]
+    assert not np.isin(rows[at], held).any()
+    table = flip_search(learner.model, noisy, settings, rows=torch.from_numpy(rows[at]),
+                        progress=False)
+    assert -scores[at] == pytest.approx(table["flip_cost"].to_numpy(), abs=1e-5)
+    assert roc_auc_score(noisy.is_noisy.numpy()[rows], scores) > 0.8
+
+
 def test_flip_detectors_read_one_shared_search_on_the_given_rows(digits):
     small = digits.subset(torch.arange(0, 1797, 6))
     run = fit(small, TrainConfig(width=0.25, epochs=6, device="cpu"), progress=False)
