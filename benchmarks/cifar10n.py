@@ -63,9 +63,10 @@ def write_manifest(labels_csv: Path, images: Path, label_set: str, size: int, pa
     return out
 
 
-TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "noisefind+folds", "confident_learning",
-                   "oos_margin", "cutoff+oos", "oos_confidence", "mean_loss", "aum", "aum_folds",
-                   "flip+dynamics", "flip_cost", "flip")
+TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "noisefind-no-augmented",
+                   "confident_learning", "oos_margin", "cutoff+oos", "oos_confidence",
+                   "mean_loss", "aum", "aum_folds", "fold_aum", "fold_flip", "flip+dynamics",
+                   "flip_cost", "flip")
 
 
 def results_table(folder: Path) -> str:

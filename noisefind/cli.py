@@ -286,16 +286,18 @@ def scan(
              "mislabeled examples (matched), to the model's most likely other class "
              "(runner-up), or to a random other class (uniform).")] = "matched",
     rank_by: Annotated[str | None, typer.Option(
-        help="Order of suspects.csv and the pictures: consensus_score, one vote for the "
-             "out-of-sample margin and one for the area under the margin with the flip cost "
-             "(consensus; the best measured on real noise), the cutoff_score, the canary-"
+        help="Order of suspects.csv and the pictures: consensus_score, one vote each for the "
+             "out-of-sample margin, for the area under the margin with the flip cost, and for "
+             "the same two on the fold models that learned the example (consensus; the best "
+             "measured on real noise), the cutoff_score, the canary-"
              "weighed mix (cutoff; best on injected noise), or the flip search's own score "
              "(flip; the paper's) [default: consensus, else cutoff with --folds 0, else "
              "flip].")] = None,
     folds: Annotated[int, typer.Option(
         help="K-fold models, each judging the examples it never saw: their class-calibrated "
-             "margin against the given label enters the consensus and the cutoff's signals "
-             "(K more trainings); 0 leaves them out.")] = 5,
+             "margin against the given label enters the consensus and the cutoff's signals, "
+             "and they are the consensus's third witness for the examples they learned (K "
+             "more trainings and one more flip search); 0 leaves them out.")] = 5,
     image_size: ImageSize = None,
     quiet: Quiet = False,
     training: TrainingOptions | None = None,

@@ -1,18 +1,23 @@
-"""The consensus score: the scan's default order, two witnesses with a vote each.
+"""The consensus score: the scan's default order, three witnesses with a vote each.
 
-A wrong label is seen by two witnesses, one that never saw it and one that learned it:
+A wrong label is seen by three witnesses, one that never saw it and two that learned it:
 
 - **out of sample**: models that never saw the example (K-fold) find another class likelier
   than the given one, judged against each class's typical confidence (``oos_margin``,
   :func:`noisefind.out_of_sample.calibrated_margin`; confident learning's evidence);
 - **in sample**: the scanned model, which fit every label. How hard the label was to learn
   (``aum``: the area under the margin, Pleiss et al. 2020, negated) and how little holds it up
-  once learned (``flip_cost``: the flip search's continuous cost, negated; Maini et al. 2023).
+  once learned (``flip_cost``: the flip search's continuous cost, negated; Maini et al. 2023);
+- **augmented**: the same two readings from the K-fold models that trained on the example,
+  with augmentation for colour images (``fold_aum``: its AUM averaged over the K-1 of them;
+  ``fold_flip``: the flip search on one of them). A second model that learned the label
+  under a different seed and recipe; on real human noise its flip cost alone ranks as well
+  as confident learning, where the scanned model's ranks well below it.
 
 Each signal is standardised over the scored rows (zero mean, unit variance); a witness's
 signals are added and the sum standardised again, and the witnesses' scores are added. So the
-two witnesses weigh the same however many signals each has: AUM and the flip cost come from
-the same model and partly repeat each other. No weight is fitted: the canary-weighed mix
+witnesses weigh the same however many signals each has: AUM and the flip cost come from the
+same model and partly repeat each other. No weight is fitted: the canary-weighed mix
 (:mod:`noisefind.cutoff`) learns from relabelled clear images, which on real human noise
 (ambiguous images) taught it to lean on the in-sample signals; this sum does not depend on how
 alike canaries and real errors are. The measurements behind the choice, and where it loses

@@ -99,9 +99,10 @@ class CutoffSettings:
     seed : int
         Draws the canaries and their labels.
     replica_fraction : float
-        Share of the other (non-canary) rows the replica trains on beside the canaries; below
-        1 the replica costs about that share of a training, at the price of a model less like
-        the scanned one (docs/benchmarks.md measures what it does to the flag).
+        Share of the other (non-canary) rows the replica trains on beside the canaries. Below
+        1 the replica costs about that share of a training, but its canaries look less like
+        the scanned model's errors and the flag loses quality (measured in
+        docs/benchmarks.md); kept at 1 by the scan.
     """
 
     method: str = "canaries"

@@ -449,19 +449,28 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 @register("noisefind")
 def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order (:mod:`noisefind.consensus`): the out-of-sample witness
-    (``oos_margin``) and the in-sample one (``aum`` with ``flip_cost``), one standardised vote
-    each. Costs the training, the flip search and the K-fold models."""
-    from noisefind.consensus import AUGMENTED
-
-    return _consensus(context, without=AUGMENTED)
+    (``oos_margin``), the in-sample one (``aum`` with ``flip_cost``) and the augmented one
+    (``fold_aum`` with ``fold_flip``), one standardised vote each. Costs the training, the flip
+    search, the K-fold models and the flip search on them."""
+    return _consensus(context)
 
 
 @register("noisefind-no-flip")
 def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind``: the same sum without the flip search's signal."""
+    """Ablation of ``noisefind``: the same sum without the flip search's signals (``flip_cost``
+    and ``fold_flip``)."""
+    from noisefind.consensus import FLIP_SIGNALS
+
+    return _consensus(context, without=FLIP_SIGNALS)
+
+
+@register("noisefind-no-augmented")
+def noisefind_without_augmented(context: DetectorContext) -> np.ndarray:
+    """Ablation of ``noisefind`` without the augmented witness: the out-of-sample and the
+    in-sample witnesses only (the default order before the third witness)."""
     from noisefind.consensus import AUGMENTED
 
-    return _consensus(context, without=AUGMENTED + ("flip_cost",))
+    return _consensus(context, without=AUGMENTED)
 
 
 @register("aum_folds")
@@ -489,37 +498,6 @@ def fold_flip(context: DetectorContext) -> np.ndarray:
     return -context.fold_flip()
 
 
-@register("noisefind+folds")
-def noisefind_with_fold_aum(context: DetectorContext) -> np.ndarray:
-    """``noisefind`` with ``aum_folds`` in place of the scanned model's AUM."""
-    from noisefind.consensus import AUGMENTED
-
-    return _consensus(context, without=AUGMENTED, aum_signal=aum_folds)
-
-
-@register("noisefind+folds-no-flip")
-def noisefind_with_fold_aum_without_flip(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind+folds`` without the flip search's signal."""
-    from noisefind.consensus import AUGMENTED
-
-    return _consensus(context, without=AUGMENTED + ("flip_cost",), aum_signal=aum_folds)
-
-
-@register("noisefind+augmented")
-def noisefind_augmented(context: DetectorContext) -> np.ndarray:
-    """``noisefind`` with a third witness: the fold models that learned each row under
-    augmentation (``fold_aum`` with ``fold_flip``), one standardised vote like the others."""
-    return _consensus(context)
-
-
-@register("noisefind+augmented-no-flip")
-def noisefind_augmented_without_flip(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind+augmented`` without the flip search's signals."""
-    from noisefind.consensus import FLIP_SIGNALS
-
-    return _consensus(context, without=FLIP_SIGNALS)
-
-
 @register("cutoff+oos")
 def cutoff_with_out_of_sample(context: DetectorContext) -> np.ndarray:
     """The scan's ``cutoff_score`` with K-fold models (``--rank-by cutoff``): the cutoff's
@@ -545,11 +523,10 @@ def cutoff_with_oos_flip(context: DetectorContext) -> np.ndarray:
     return _cutoff_scores(context, out_of_sample=True, oos_flip=True)
 
 
-def _consensus(context: DetectorContext, without: tuple[str, ...] = (),
-               aum_signal: Detector | None = None) -> np.ndarray:
+def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.ndarray:
     from noisefind.consensus import SIGNALS, consensus_score
 
-    detector_of = {"oos_margin": oos_margin, "aum": aum_signal or aum, "flip_cost": flip_cost,
+    detector_of = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost,
                    "fold_aum": fold_aum, "fold_flip": fold_flip}
     return consensus_score({name: detector_of[name](context) for name in SIGNALS
                             if name not in without}, without=without)

@@ -23,7 +23,7 @@ import torch
 
 from noisefind import distributed
 from noisefind.cache import ResultCache, digest, model_key
-from noisefind.consensus import AUGMENTED, consensus_score, flag_top
+from noisefind.consensus import consensus_score, flag_top
 from noisefind.console import console
 from noisefind.cutoff import CutoffSettings, calibrate, history_for, mark_suspected, signals
 from noisefind.data import LabeledData
@@ -83,15 +83,18 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         :mod:`noisefind.cutoff`).
     rank_by : {"consensus", "cutoff", "flip"}, optional
         Order of the table (and of ``top_suspects.png``): by ``consensus_score``, one vote
-        for the out-of-sample margin and one for the area under the margin with the flip cost
+        each for the out-of-sample margin, for the area under the margin with the flip cost,
+        and for the same two read from the fold models that learned the example
         (:mod:`noisefind.consensus`; the best order measured on real label noise; needs
-        ``folds`` and a training history); by ``cutoff_score``, the canary-weighed mix of the
-        cutoff (best on injected noise; needs the cutoff); or by ``score``, the flip search's
-        own ranking (the paper's). Default: the first of these the scan has.
+        ``folds``, a training history and one more flip search); by ``cutoff_score``, the
+        canary-weighed mix of the cutoff (best on injected noise; needs the cutoff); or by
+        ``score``, the flip search's own ranking (the paper's). Default: the first of these
+        the scan has.
     folds : int
         K of the K-fold models (the scanned model's recipe, with augmentation for colour
         images) whose class-calibrated margin against each given label (``oos_margin``) enters
-        the consensus and the cutoff's signals; 0 leaves them out. Costs K trainings.
+        the consensus and the cutoff's signals, and whose training records and flip search
+        give the consensus its third witness; 0 leaves them out. Costs K trainings.
 
     Returns
     -------
@@ -161,7 +164,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
                              out_of_sample=probabilities)
     if rank_by == "consensus":
-        consensus = consensus_of(results, run, data, probabilities)
+        if progress:
+            console.print("the augmented witness: the flip search again, on the fold model "
+                          "that learned each example", highlight=False)
+        consensus = consensus_of(results, run, data, oos)
         table["consensus_score"] = table["index"].map(dict(zip(
             data.index.numpy()[results["row"]].tolist(), consensus.tolist(), strict=True)))
         # The flag follows the order: the cutoff's estimated count, taken from the top
@@ -226,16 +232,19 @@ def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: 
 
 
 def consensus_of(results: pd.DataFrame, run: Run, data: LabeledData,
-                 probabilities: np.ndarray) -> np.ndarray:
+                 oos: OutOfSample) -> np.ndarray:
     """The :func:`~noisefind.consensus.consensus_score` of the rows of a flip-search result,
-    in its order; AUM and ``oos_margin`` as the cutoff reads them (:func:`cutoff.signals`)."""
+    in its order: AUM and ``oos_margin`` as the cutoff reads them (:func:`cutoff.signals`), and
+    the augmented witness from ``oos``'s fold models (their AUM, and the flip search on the one
+    after each row's held-out fold)."""
     labels = data.y.numpy()
-    read = signals(results, history_for(run, data), probabilities,
-                   labels[results["row"].to_numpy()],
+    rows = results["row"].to_numpy()
+    probabilities = oos.probabilities()
+    read = signals(results, history_for(run, data), probabilities, labels[rows],
                    thresholds=class_thresholds(probabilities, labels))
     return consensus_score({"oos_margin": read["oos_margin"], "aum": -read["aum"],
-                            "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64)},
-                           without=AUGMENTED)
+                            "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64),
+                            "fold_aum": -oos.fold_aum(rows), "fold_flip": -oos.fold_flip(rows)})
 
 
 def peak_memory_mb(device: torch.device) -> float:
