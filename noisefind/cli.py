@@ -360,7 +360,8 @@ def time_spent(out: Path) -> str:
 
     seconds = json.loads((out / "summary.json").read_text())["seconds"]
     stages = {"train": "training", "flip_search": "flip search",
-              "cross_validation": "out-of-sample models", "oos_flip": "their flip search",
+              "cross_validation": "out-of-sample models",
+              "fold_flip": "flip search on the fold models",
               "cutoff": "cutoff (replica)"}
     parts = [f"{name} {seconds[key]:.0f} s" for key, name in stages.items() if seconds.get(key)]
     return f"time: {', '.join(parts)}; total {seconds['total']:.0f} s"
