@@ -11,6 +11,10 @@ the consensus order keeps its canary-weighed default (then named ``noisefind``) 
 consensus order's top rows, as many as the canaries' estimate. The charge is the training plus
 the flip search (``flip_cost``'s seconds) plus the K-fold models (``oos_margin``'s seconds).
 ``settings.rescored`` says what was done; ``results.md`` and ``roc.png`` are redrawn.
+
+The stored columns hold no fold-model signals, so what it writes as ``noisefind`` is the
+two-witness order (today's ``noisefind-no-augmented``), as ``benchmarks/cifar10n.py --table``
+shows it; the three-witness order needs the runs' caches (rerun the bench).
 """
 
 from __future__ import annotations
