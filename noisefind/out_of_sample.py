@@ -6,7 +6,10 @@ trained without one fold of the data (:func:`cross_validated_runs`), judge every
 unseen: their probability of the given label (confident learning's evidence, Northcutt et al.
 2021) and the flip search run on them (:func:`out_of_sample_flip_costs`: how many units it takes
 to talk the unseen-example model out of its prediction). Both enter the cutoff's weighing as
-signals (:mod:`noisefind.cutoff`); :class:`OutOfSample` hands them over lazily, computing each
+signals (:mod:`noisefind.cutoff`). Each of the K models also learned the other K-1 folds, so it
+gives the consensus order (:mod:`noisefind.consensus`) a third witness for those rows: their
+area under the margin (:func:`fold_margins`) and the flip search on one of them
+(:func:`fold_flip_costs`). :class:`OutOfSample` hands everything over lazily, computing each
 once.
 
 The K models follow the scanned model's recipe with augmentation for colour images
