@@ -150,8 +150,7 @@ def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.nd
         table, took = cache.table(key, lambda model=run.model, d=relabelled, r=mine: flip_search(
             model, d, settings, rows=r, progress=progress))
         seconds += took
-        order = {int(r): i for i, r in enumerate(table["row"])}
-        costs[at] = table["flip_cost"].to_numpy()[[order[int(r)] for r in rows[at]]]
+        costs[at] = table.set_index("row").loc[rows[at], "flip_cost"].to_numpy()
         predicted[at] = guess.numpy()
     return costs, predicted, seconds
 
@@ -189,8 +188,7 @@ def fold_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
         table, took = cache.table(key, lambda model=run.model, r=rows[at]: flip_search(
             model, data, settings, rows=torch.from_numpy(r), progress=progress))
         seconds += took
-        order = {int(r): i for i, r in enumerate(table["row"])}
-        costs[at] = table["flip_cost"].to_numpy()[[order[int(r)] for r in rows[at]]]
+        costs[at] = table.set_index("row").loc[rows[at], "flip_cost"].to_numpy()
     return costs, seconds
 
 
