@@ -8,7 +8,9 @@ unpacked CIFAR-10 JPEG archive, for one label set (``aggre``, ``random1`` .. ``r
 ``worst``) and one part of a seeded shuffle of the 40,000 labelled images (parts never
 overlap), then runs ``noisefind bench MANIFEST --noise none`` on it. Results go to
 ``benchmarks/results/cifar10n-<labels>-part<k>/`` in the bench's own format; its ``cache/`` is
-kept outside the repository (``--work``) so a rerun resumes from the trained models.
+kept outside the repository (``--work``) so a rerun resumes from the trained models. Another
+shuffle (``--subset-seed``) draws fresh parts, named ``cifar10n-<labels>-shuffle<seed>-part<k>``:
+they are disjoint from each other but overlap the first shuffle's.
 
 CIFAR-10N: Wei et al., "Learning with Noisy Labels Revisited: A Study Using Real-World Human
 Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
@@ -63,25 +65,30 @@ def write_manifest(labels_csv: Path, images: Path, label_set: str, size: int, pa
     return out
 
 
-TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "noisefind-no-augmented",
-                   "confident_learning", "oos_margin", "cutoff+oos", "oos_confidence",
-                   "mean_loss", "aum", "aum_folds", "fold_aum", "fold_flip", "flip+dynamics",
-                   "flip_cost", "flip")
+TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "noisefind-no-neighbours",
+                   "noisefind-no-augmented", "three witnesses", "two witnesses",
+                   "confident_learning", "oos_margin", "neighbours", "cutoff+oos",
+                   "oos_confidence", "mean_loss", "aum", "aum_folds", "fold_aum", "fold_flip",
+                   "flip+dynamics", "flip_cost", "flip")
 
 
 def results_table(folder: Path) -> str:
     """A markdown table of AUROC / AUPRC per detector over every ``cifar10n-*`` result.
 
-    A run made before the augmented witness (no ``fold_flip`` row) shows its ``noisefind``, the
-    two-witness order of the time, as ``noisefind-no-augmented``, which is the same order.
+    A run made before today's default order shows its ``noisefind`` under the order of its
+    time: ``three witnesses`` (before the neighbours witness: no ``neighbours`` row) or ``two
+    witnesses`` (before the augmented one: no ``fold_flip`` row); its ablations, of that
+    order, are left out.
     """
     runs = {}
     for file in sorted(folder.glob("cifar10n-*/results.json")):
         records = json.loads(file.read_text())["runs"]
         scores = {r["detector"]: (r["auroc"], r["auprc"]) for r in records}
-        if "fold_flip" not in scores and "noisefind" in scores:
-            scores["noisefind-no-augmented"] = scores.pop("noisefind")
-            scores.pop("noisefind-no-flip", None)  # the ablation of that older order
+        if "neighbours" not in scores and "noisefind" in scores:
+            earlier = "three witnesses" if "fold_flip" in scores else "two witnesses"
+            scores[earlier] = scores.pop("noisefind")
+            for ablation in ("noisefind-no-flip", "noisefind-no-augmented"):
+                scores.pop(ablation, None)
         runs[file.parent.name.removeprefix("cifar10n-")] = scores
     lines = ["| detector | " + " | ".join(runs) + " |",
              "| --- |" + " ---: |" * len(runs)]
@@ -136,7 +143,9 @@ def main() -> None:
     from noisefind.detectors import parse_detector_list
     from noisefind.train import TrainConfig
 
-    name = f"cifar10n-{args.labels}-part{args.part}"
+    # A shuffle other than the first names its parts apart: they overlap the first's.
+    shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""
+    name = f"cifar10n-{args.labels}{shuffle}-part{args.part}"
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,
                               args.subset_seed, args.work / f"{name}.csv")

@@ -13,8 +13,8 @@ the flip search (``flip_cost``'s seconds) plus the K-fold models (``oos_margin``
 ``settings.rescored`` says what was done; ``results.md`` and ``roc.png`` are redrawn.
 
 The stored columns hold no fold-model signals, so what it writes as ``noisefind`` is the
-two-witness order (today's ``noisefind-no-augmented``), as ``benchmarks/cifar10n.py --table``
-shows it; the three-witness order needs the runs' caches (rerun the bench).
+two-witness order (the out-of-sample and in-sample witnesses), as ``benchmarks/cifar10n.py
+--table`` shows it; today's order needs the runs' caches (rerun the bench).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def scores_file(folder: Path, noise: str, seed: int) -> Path:
 def rescore(folder: Path) -> None:
     """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
     from noisefind.bench import detection_metrics
-    from noisefind.consensus import AUGMENTED, consensus_score, flag_top
+    from noisefind.consensus import AUGMENTED, NEIGHBOURS, consensus_score, flag_top
     from noisefind.cutoff import flag_metrics
 
     stored = json.loads((folder / "results.json").read_text())
@@ -64,8 +64,8 @@ def rescore(folder: Path) -> None:
         charged = {"noisefind": ("flip_cost", "oos_margin"),
                    "noisefind-no-flip": ("aum", "oos_margin")}
         template = by_key[("oos_margin", noise, seed)]
-        for name, without in (("noisefind", AUGMENTED),
-                              ("noisefind-no-flip", AUGMENTED + ("flip_cost",))):
+        for name, without in (("noisefind", AUGMENTED + NEIGHBOURS),
+                              ("noisefind-no-flip", AUGMENTED + NEIGHBOURS + ("flip_cost",))):
             scores[name] = consensus_score(signals, without=without)
             seconds = sum(by_key[(d, noise, seed)]["seconds"] for d in charged[name])
             by_key[(name, noise, seed)] = {**template, "detector": name, **detection_metrics(

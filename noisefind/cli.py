@@ -296,8 +296,9 @@ def scan(
     folds: Annotated[int, typer.Option(
         help="K-fold models, each judging the examples it never saw: their class-calibrated "
              "margin against the given label enters the consensus and the cutoff's signals, "
-             "and they are the consensus's third witness for the examples they learned (K "
-             "more trainings and one more flip search); 0 leaves them out.")] = 5,
+             "and they are the consensus's augmented witness for the examples they learned "
+             "and its neighbours witness (K more trainings and one more flip search); 0 "
+             "leaves them out.")] = 5,
     image_size: ImageSize = None,
     quiet: Quiet = False,
     training: TrainingOptions | None = None,
@@ -362,6 +363,7 @@ def time_spent(out: Path) -> str:
     stages = {"train": "training", "flip_search": "flip search",
               "cross_validation": "out-of-sample models",
               "fold_flip": "flip search on the fold models",
+              "neighbours": "neighbours",
               "cutoff": "cutoff (replica)"}
     parts = [f"{name} {seconds[key]:.0f} s" for key, name in stages.items() if seconds.get(key)]
     return f"time: {', '.join(parts)}; total {seconds['total']:.0f} s"

@@ -1,6 +1,7 @@
-"""The consensus score: the scan's default order, three witnesses with a vote each.
+"""The consensus score: the scan's default order, four witnesses with a vote each.
 
-A wrong label is seen by three witnesses, one that never saw it and two that learned it:
+A wrong label is seen by four witnesses, one that never saw it, two that learned it and one
+that looks at its neighbours:
 
 - **out of sample**: models that never saw the example (K-fold) find another class likelier
   than the given one, judged against each class's typical confidence (``oos_margin``,
@@ -12,7 +13,10 @@ A wrong label is seen by three witnesses, one that never saw it and two that lea
   with augmentation for colour images (``fold_aum``: its AUM averaged over the K-1 of them;
   ``fold_flip``: the flip search on one of them). A second model that learned the label
   under a different seed and recipe; on real human noise its flip cost alone ranks as well
-  as confident learning, where the scanned model's ranks well below it.
+  as confident learning, where the scanned model's ranks well below it;
+- **neighbours**: the share of the example's nearest neighbours in the K-fold models' feature
+  spaces that carry another label (``neighbours``, :mod:`noisefind.neighbours`): the labels
+  around it, not any model's verdict on it.
 
 Each signal is standardised over the scored rows (zero mean, unit variance); a witness's
 signals are added and the sum standardised again, and the witnesses' scores are added. So the
@@ -37,10 +41,11 @@ import numpy as np
 from noisefind.errors import NoisefindError
 
 WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
-             "augmented": ("fold_aum", "fold_flip")}
+             "augmented": ("fold_aum", "fold_flip"), "neighbours": ("neighbours",)}
 SIGNALS = tuple(name for names in WITNESSES.values() for name in names)  # higher = suspicious
 FLIP_SIGNALS = ("flip_cost", "fold_flip")
 AUGMENTED = WITNESSES["augmented"]
+NEIGHBOURS = WITNESSES["neighbours"]
 
 
 def consensus_score(signals: Mapping[str, np.ndarray], *,

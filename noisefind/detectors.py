@@ -38,7 +38,8 @@ Choices the method leaves open, written down here:
   it costs one more training, shared with the bench's ``flip_cutoff`` decision. ``cutoff+oos``
   adds the K-fold models' ``oos_margin`` to its signals (the scan's ``--rank-by cutoff``).
 - ``noisefind`` is the scan's default order, ``consensus_score`` (:mod:`noisefind.consensus`);
-  ``noisefind-no-flip`` is its ablation without the flip search.
+  ``noisefind-no-flip`` is its ablation without the flip search, ``noisefind-no-augmented``
+  and ``noisefind-no-neighbours`` without one witness each.
 - ``etd`` trains a second model with example-tied dropout (:mod:`noisefind.dropout`) and scores
   minus the label margin with the memorization channels dropped; opt-in, as it costs a training.
 - ``memorization`` is the Feldman-Zhang estimate (:mod:`noisefind.memorization`) from
@@ -238,6 +239,14 @@ class DetectorContext:
         oos = self.out_of_sample
         return self.shared_timed("fold_flip", lambda: (
             oos.fold_flip(self.rows), oos.seconds["fold_flip"]), depends=("cross_validation",))
+
+    def neighbours(self) -> np.ndarray:
+        """Share of the nearest neighbours of :attr:`rows` in the K models' feature spaces that
+        carry another label (:meth:`~noisefind.out_of_sample.OutOfSample.neighbours`)."""
+        self.out_of_sample_probabilities()  # the features come from the same K models
+        oos = self.out_of_sample
+        return self.shared_timed("neighbours", lambda: (
+            oos.neighbours(self.rows), oos.seconds["neighbours"]), depends=("cross_validation",))
 
     def flip_cutoff(self, out_of_sample: bool = False, oos_flip: bool = False):
         """The scan's calibrated cutoff over :attr:`rows` (:func:`noisefind.cutoff.calibrate`:
@@ -449,9 +458,10 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 @register("noisefind")
 def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order (:mod:`noisefind.consensus`): the out-of-sample witness
-    (``oos_margin``), the in-sample one (``aum`` with ``flip_cost``) and the augmented one
-    (``fold_aum`` with ``fold_flip``), one standardised vote each. Costs the training, the flip
-    search, the K-fold models and the flip search on them."""
+    (``oos_margin``), the in-sample one (``aum`` with ``flip_cost``), the augmented one
+    (``fold_aum`` with ``fold_flip``) and the neighbours (``neighbours``), one standardised
+    vote each. Costs the training, the flip search, the K-fold models and the flip search on
+    them."""
     return _consensus(context)
 
 
@@ -467,10 +477,19 @@ def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
 @register("noisefind-no-augmented")
 def noisefind_without_augmented(context: DetectorContext) -> np.ndarray:
     """Ablation of ``noisefind`` without the augmented witness: the out-of-sample and the
-    in-sample witnesses only (the default order before the third witness)."""
+    in-sample and the neighbours witnesses."""
     from noisefind.consensus import AUGMENTED
 
     return _consensus(context, without=AUGMENTED)
+
+
+@register("noisefind-no-neighbours")
+def noisefind_without_neighbours(context: DetectorContext) -> np.ndarray:
+    """Ablation of ``noisefind`` without the neighbours witness (the default order before
+    it)."""
+    from noisefind.consensus import NEIGHBOURS
+
+    return _consensus(context, without=NEIGHBOURS)
 
 
 @register("aum_folds")
@@ -496,6 +515,14 @@ def fold_flip(context: DetectorContext) -> np.ndarray:
     (:meth:`DetectorContext.fold_flip`), negated. Costs the K-fold models and one more
     search."""
     return -context.fold_flip()
+
+
+@register("neighbours")
+def neighbours(context: DetectorContext) -> np.ndarray:
+    """Share of each row's 10 nearest neighbours in the K-fold models' feature spaces that
+    carry another label, averaged over the K models (:mod:`noisefind.neighbours`). Costs the
+    K-fold models and one forward pass of each over the data."""
+    return context.neighbours()
 
 
 @register("cutoff+oos")
@@ -527,7 +554,7 @@ def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.nd
     from noisefind.consensus import SIGNALS, consensus_score
 
     detector_of = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost,
-                   "fold_aum": fold_aum, "fold_flip": fold_flip}
+                   "fold_aum": fold_aum, "fold_flip": fold_flip, "neighbours": neighbours}
     return consensus_score({name: detector_of[name](context) for name in SIGNALS
                             if name not in without}, without=without)
 

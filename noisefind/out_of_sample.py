@@ -7,10 +7,11 @@ unseen: their probability of the given label (confident learning's evidence, Nor
 2021) and the flip search run on them (:func:`out_of_sample_flip_costs`: how many units it takes
 to talk the unseen-example model out of its prediction). Both enter the cutoff's weighing as
 signals (:mod:`noisefind.cutoff`). Each of the K models also learned the other K-1 folds, so it
-gives the consensus order (:mod:`noisefind.consensus`) a third witness for those rows: their
+gives the consensus order (:mod:`noisefind.consensus`) an augmented witness for those rows: their
 area under the margin (:func:`fold_margins`) and the flip search on one of them
-(:func:`fold_flip_costs`). :class:`OutOfSample` hands everything over lazily, computing each
-once.
+(:func:`fold_flip_costs`). Their feature spaces give a fourth: how many of each row's nearest
+neighbours share its label (:mod:`noisefind.neighbours`). :class:`OutOfSample` hands everything
+over lazily, computing each once.
 
 The K models follow the scanned model's recipe with augmentation for colour images
 (:func:`out_of_sample_config`): they should generalise, not fit every label.
@@ -18,6 +19,7 @@ The K models follow the scanned model's recipe with augmentation for colour imag
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -28,6 +30,7 @@ from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
 from noisefind.models import predict_logits
+from noisefind.neighbours import embeddings, neighbour_disagreement
 from noisefind.train import Run, TrainConfig
 
 
@@ -112,6 +115,14 @@ def fold_margins(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
     return np.stack([total, count])
 
 
+def held_by(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
+    """The fold that held out each of ``n`` rows."""
+    fold_of = np.empty(n, dtype=np.int64)
+    for fold, (_, held) in enumerate(fold_runs):
+        fold_of[held] = fold
+    return fold_of
+
+
 def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
                              rows: np.ndarray, settings: FlipSettings, progress: bool = False,
                              cache: ResultCache | None = None,
@@ -132,26 +143,20 @@ def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.nd
     seconds : float
         What the searches cost (as first computed, when read back from ``cache``).
     """
-    cache = cache or ResultCache(None)
     rows = np.asarray(rows, dtype=np.int64)
-    costs, predicted = np.full(len(rows), np.nan), np.full(len(rows), -1, dtype=np.int64)
-    seconds = 0.0
-    for run, held in fold_runs:
-        at = np.flatnonzero(np.isin(rows, held))
-        if not len(at):
-            continue
+    predicted = np.full(len(rows), -1, dtype=np.int64)
+
+    def own_guesses(run: Run, at: np.ndarray) -> LabeledData:
         mine = torch.from_numpy(rows[at])
         guess = predict_logits(run.model, data.x[mine], data.index[mine]).argmax(1).cpu()
+        predicted[at] = guess.numpy()
         y = data.y.clone()
         y[mine] = guess
-        relabelled = replace(data, y=y)
-        key = digest("oos_flip", data_key(relabelled), model_key(run.model),
-                     settings.as_dict(), rows[at])
-        table, took = cache.table(key, lambda model=run.model, d=relabelled, r=mine: flip_search(
-            model, d, settings, rows=r, progress=progress))
-        seconds += took
-        costs[at] = table.set_index("row").loc[rows[at], "flip_cost"].to_numpy()
-        predicted[at] = guess.numpy()
+        return replace(data, y=y)
+
+    costs, seconds = _searches_per_fold("oos_flip", fold_runs, rows,
+                                        held_by(fold_runs, len(data))[rows], own_guesses,
+                                        settings, progress, cache)
     return costs, predicted, seconds
 
 
@@ -172,21 +177,29 @@ def fold_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
     seconds : float
         What the searches cost (as first computed, when read back from ``cache``).
     """
-    cache = cache or ResultCache(None)
     rows = np.asarray(rows, dtype=np.int64)
-    held_by = np.empty(len(data), dtype=np.int64)
-    for fold, (_, held) in enumerate(fold_runs):
-        held_by[held] = fold
-    learner = (held_by[rows] + 1) % len(fold_runs)
+    learner = (held_by(fold_runs, len(data))[rows] + 1) % len(fold_runs)
+    return _searches_per_fold("fold_flip", fold_runs, rows, learner, lambda run, at: data,
+                              settings, progress, cache)
+
+
+def _searches_per_fold(kind: str, fold_runs: list[tuple[Run, np.ndarray]], rows: np.ndarray,
+                       searched_on: np.ndarray,
+                       labelled: Callable[[Run, np.ndarray], LabeledData],
+                       settings: FlipSettings, progress: bool,
+                       cache: ResultCache | None) -> tuple[np.ndarray, float]:
+    """Flip cost of each of ``rows`` on fold model ``searched_on`` (one cached search per
+    model), away from the labels of ``labelled(run, positions in rows)``; and the seconds."""
+    cache = cache or ResultCache(None)
     costs, seconds = np.full(len(rows), np.nan), 0.0
     for fold, (run, _) in enumerate(fold_runs):
-        at = np.flatnonzero(learner == fold)
+        at = np.flatnonzero(searched_on == fold)
         if not len(at):
             continue
-        key = digest("fold_flip", data_key(data), model_key(run.model), settings.as_dict(),
-                     rows[at])
-        table, took = cache.table(key, lambda model=run.model, r=rows[at]: flip_search(
-            model, data, settings, rows=torch.from_numpy(r), progress=progress))
+        data = labelled(run, at)
+        key = digest(kind, data_key(data), model_key(run.model), settings.as_dict(), rows[at])
+        table, took = cache.table(key, lambda model=run.model, d=data, r=rows[at]: flip_search(
+            model, d, settings, rows=torch.from_numpy(r), progress=progress))
         seconds += took
         costs[at] = table.set_index("row").loc[rows[at], "flip_cost"].to_numpy()
     return costs, seconds
@@ -253,8 +266,8 @@ class OutOfSample:
     Attributes
     ----------
     seconds : dict of str to float
-        What ``"cross_validation"`` (the K models and their probabilities) and ``"oos_flip"``
-        (the searches) cost so far, as first computed.
+        What ``"cross_validation"`` (the K models and their probabilities), ``"oos_flip"`` and
+        ``"fold_flip"`` (the searches) and ``"neighbours"`` cost so far, as first computed.
     """
 
     def __init__(self, data: LabeledData, config: TrainConfig, folds: int = 5, *,
@@ -304,6 +317,18 @@ class OutOfSample:
                                          self.progress, self.cache)
         self.seconds["fold_flip"] = seconds
         return costs
+
+    def neighbours(self, rows: np.ndarray, k: int = 10) -> np.ndarray:
+        """Share of the ``k`` nearest neighbours of ``rows`` that carry another label, in the
+        feature space of each of the K models, averaged
+        (:func:`noisefind.neighbours.neighbour_disagreement`)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        key = digest("neighbours", data_key(self.data), self.config.__dict__, self.folds, k,
+                     rows)
+        values, self.seconds["neighbours"] = self.cache.array(key, lambda: neighbour_disagreement(
+            [embeddings(run.model, self.data.x, self.data.index) for run, _ in self.runs()],
+            self.data.y.numpy(), rows, k=k))
+        return values
 
     def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""

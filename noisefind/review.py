@@ -145,10 +145,11 @@ def shown_suspects(suspects: pd.DataFrame, top: int) -> pd.DataFrame:
 
 def _order_note(rank_by: str) -> str:
     if rank_by == "consensus":
-        return ("Sorted by the consensus score (three witnesses, one vote each: the "
+        return ("Sorted by the consensus score (four witnesses, one vote each: the "
                 "out-of-sample margin; the area under the margin and the flip cost of the "
-                "scanned model; the same two from the fold models that learned the example. "
-                "Higher = more suspicious).")
+                "scanned model; the same two from the fold models that learned the example; "
+                "how many of its nearest neighbours carry another label. Higher = more "
+                "suspicious).")
     if rank_by == "cutoff":
         return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "
                 "training dynamics and the out-of-sample evidence; higher = more like the "

@@ -4,6 +4,7 @@ import pytest
 from noisefind.consensus import (
     AUGMENTED,
     FLIP_SIGNALS,
+    NEIGHBOURS,
     SIGNALS,
     WITNESSES,
     consensus_score,
@@ -24,9 +25,9 @@ def signals():
 
 def test_each_witness_has_one_standardised_vote(signals):
     assert WITNESSES == {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
-                         "augmented": ("fold_aum", "fold_flip")}
+                         "augmented": ("fold_aum", "fold_flip"), "neighbours": ("neighbours",)}
     expected = (z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
-                + z(z(signals["fold_aum"]) + z(signals["fold_flip"])))
+                + z(z(signals["fold_aum"]) + z(signals["fold_flip"])) + z(signals["neighbours"]))
     assert consensus_score(signals) == pytest.approx(expected)
     # Scale and offset of a signal do not matter; its order against the others does.
     rescaled = {**signals, "aum": 1000 * signals["aum"] - 7}
@@ -34,24 +35,27 @@ def test_each_witness_has_one_standardised_vote(signals):
 
 
 def test_the_ablation_leaves_the_flip_signals_out(signals):
-    expected = (z(signals["oos_margin"]) + z(signals["aum"]) + z(signals["fold_aum"]))
+    expected = (z(signals["oos_margin"]) + z(signals["aum"]) + z(signals["fold_aum"])
+                + z(signals["neighbours"]))
     assert consensus_score(signals, without=FLIP_SIGNALS) == pytest.approx(expected)
     three = {"oos_margin": np.array([0.0, 1, 2]), "aum": np.array([2.0, 1, 0]),
              "flip_cost": np.array([0.0, 0, 9])}
-    assert consensus_score(three, without=AUGMENTED + ("flip_cost",)) == pytest.approx([0, 0, 0])
-    assert consensus_score(three, without=AUGMENTED).argmax() == 2
+    fold_models = AUGMENTED + NEIGHBOURS
+    assert consensus_score(three, without=fold_models + ("flip_cost",)) == pytest.approx([0, 0, 0])
+    assert consensus_score(three, without=fold_models).argmax() == 2
 
 
 def test_a_witness_left_out_has_no_vote(signals):
     expected = z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
-    given = {name: values for name, values in signals.items() if name not in AUGMENTED}
-    assert consensus_score(given, without=AUGMENTED) == pytest.approx(expected)
+    left_out = AUGMENTED + NEIGHBOURS
+    given = {name: values for name, values in signals.items() if name not in left_out}
+    assert consensus_score(given, without=left_out) == pytest.approx(expected)
 
 
 def test_a_constant_signal_adds_nothing():
     signals = {"oos_margin": np.array([1.0, 3.0]), "aum": np.array([5.0, 5.0]),
                "flip_cost": np.array([2.0, 2.0])}
-    assert consensus_score(signals, without=AUGMENTED) == pytest.approx([-1.0, 1.0])
+    assert consensus_score(signals, without=AUGMENTED + NEIGHBOURS) == pytest.approx([-1.0, 1.0])
 
 
 @pytest.mark.parametrize("change,message", [

@@ -249,6 +249,28 @@ def test_fold_flip_searches_each_row_on_a_fold_model_that_learned_it(digits):
     assert roc_auc_score(noisy.is_noisy.numpy()[rows], scores) > 0.8
 
 
+def test_oos_flip_searches_each_row_on_the_fold_model_that_held_it_out(digits):
+    from noisefind.flip import FlipSettings
+
+    noisy = digits.subset(torch.arange(0, 1797, 6)).with_noise("symmetric:0.2", seed=0)
+    config = TrainConfig(width=0.25, epochs=8, device="cpu")
+    run = fit(noisy, replace(config, epochs=1), progress=False)  # oos_flip never reads it
+    rows = np.arange(0, len(noisy), 3)
+    context = DetectorContext(noisy, run, rows=rows, train_config=config, folds=3,
+                              flip_settings=FlipSettings(max_units=20))
+    context.start_tracking()
+    scores = DETECTORS["oos_flip"](context)
+    assert "oos_flip" in context.used and np.isfinite(scores).all()
+    # Positive where the model that never saw the row predicts another class, else negative.
+    predicted = np.empty(len(rows), dtype=int)
+    for model, held in context.out_of_sample.runs():
+        at = np.flatnonzero(np.isin(rows, held))
+        predicted[at] = predict_logits(model.model, noisy.x[rows[at]]).argmax(1).numpy()
+    differs = predicted != noisy.y.numpy()[rows]
+    assert (scores[differs] >= 0).all() and (scores[~differs] <= 0).all()
+    assert differs.any() and (~differs).any()
+
+
 def test_flip_detectors_read_one_shared_search_on_the_given_rows(digits):
     small = digits.subset(torch.arange(0, 1797, 6))
     run = fit(small, TrainConfig(width=0.25, epochs=6, device="cpu"), progress=False)
