@@ -83,9 +83,9 @@ def neighbour_disagreement(features: Sequence[torch.Tensor], labels: np.ndarray,
                              f"got {k}")
     disagree = np.zeros(len(rows))
     for space in features:
-        label_of = torch.as_tensor(labels, device=space.device)
+        label_of = torch.tensor(labels, device=space.device)
         for start in range(0, len(rows), batch_size):
-            chunk = torch.as_tensor(rows[start:start + batch_size], device=space.device)
+            chunk = torch.tensor(rows[start:start + batch_size], device=space.device)
             similarity = space[chunk] @ space.T
             similarity[torch.arange(len(chunk), device=space.device), chunk] = -torch.inf
             nearest = similarity.topk(k, dim=1).indices

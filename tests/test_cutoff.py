@@ -186,8 +186,9 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
         assert key in summary
     # Flagged examples are mostly the truly mislabeled ones even with this tiny model.
     assert summary["flag_precision"] >= 0.5
-    # The default order: the consensus of 5 folds' margin, AUM and the flip cost, and the fold
-    # models' AUM and flip cost; the flag takes the cutoff's estimated count from its top.
+    # The default order: the consensus of 5 folds' margin, AUM and the flip cost, the fold
+    # models' AUM and flip cost, and the neighbours in their feature spaces; the flag takes the
+    # cutoff's estimated count from its top.
     assert summary["rank_by"] == "consensus" and table["consensus_score"].is_monotonic_decreasing
     flagged = table["suspected"].to_numpy()
     assert flagged[:flagged.sum()].all()  # a prefix of the order
@@ -196,6 +197,7 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
     assert table["oos_confidence"].between(0, 1).all()
     assert summary["seconds"]["cross_validation"] > 0
     assert summary["seconds"]["fold_flip"] > 0  # the augmented witness's flip search
+    assert summary["seconds"]["neighbours"] > 0  # and the neighbours witness
     assert 0.5 < summary["auroc_consensus_score"] <= 1.0
     assert 0.5 < summary["auroc_cutoff_score"] <= 1.0
     assert not (scanned / "cache").exists()  # models kept for a resume are gone at the end
