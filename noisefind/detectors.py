@@ -459,7 +459,7 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order (:mod:`noisefind.consensus`): the out-of-sample witness
     (``oos_margin``), the in-sample one (``aum`` with ``flip_cost``), the augmented one
-    (``fold_aum`` with ``fold_flip``) and the neighbours (``neighbours``), one standardised
+    (``fold_flip``) and the neighbours (``neighbours``), one standardised
     vote each. Costs the training, the flip search, the K-fold models and the flip search on
     them."""
     return _consensus(context)
@@ -554,7 +554,7 @@ def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.nd
     from noisefind.consensus import SIGNALS, consensus_score
 
     detector_of = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost,
-                   "fold_aum": fold_aum, "fold_flip": fold_flip, "neighbours": neighbours}
+                   "fold_flip": fold_flip, "neighbours": neighbours}
     return consensus_score({name: detector_of[name](context) for name in SIGNALS
                             if name not in without}, without=without)
 

@@ -147,7 +147,7 @@ def _order_note(rank_by: str) -> str:
     if rank_by == "consensus":
         return ("Sorted by the consensus score (four witnesses, one vote each: the "
                 "out-of-sample margin; the area under the margin and the flip cost of the "
-                "scanned model; the same two from the fold models that learned the example; "
+                "scanned model; the flip cost on a fold model that learned the example; "
                 "how many of its nearest neighbours carry another label. Higher = more "
                 "suspicious).")
     if rank_by == "cutoff":

@@ -93,9 +93,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     folds : int
         K of the K-fold models (the scanned model's recipe, with augmentation for colour
         images) whose class-calibrated margin against each given label (``oos_margin``) enters
-        the consensus and the cutoff's signals, and whose training records, flip search and
-        feature spaces give the consensus its augmented and neighbours witnesses; 0 leaves
-        them out. Costs K trainings.
+        the consensus and the cutoff's signals, and whose flip search and feature spaces give
+        the consensus its augmented and neighbours witnesses; 0 leaves them out. Costs K
+        trainings.
 
     Returns
     -------
@@ -235,9 +235,9 @@ def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: 
 def consensus_of(results: pd.DataFrame, run: Run, data: LabeledData,
                  oos: OutOfSample) -> np.ndarray:
     """The :func:`~noisefind.consensus.consensus_score` of the rows of a flip-search result,
-    in its order: AUM and ``oos_margin`` as the cutoff reads them (:func:`cutoff.signals`), and
-    the augmented witness from ``oos``'s fold models (their AUM, and the flip search on the one
-    after each row's held-out fold), and the neighbours in their feature spaces."""
+    in its order: AUM and ``oos_margin`` as the cutoff reads them (:func:`cutoff.signals`), the
+    flip search on the fold model after each row's held-out fold, and the neighbours in the
+    fold models' feature spaces."""
     labels = data.y.numpy()
     rows = results["row"].to_numpy()
     probabilities = oos.probabilities()
@@ -245,7 +245,7 @@ def consensus_of(results: pd.DataFrame, run: Run, data: LabeledData,
                    thresholds=class_thresholds(probabilities, labels))
     return consensus_score({"oos_margin": read["oos_margin"], "aum": -read["aum"],
                             "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64),
-                            "fold_aum": -oos.fold_aum(rows), "fold_flip": -oos.fold_flip(rows),
+                            "fold_flip": -oos.fold_flip(rows),
                             "neighbours": oos.neighbours(rows)})
 
 

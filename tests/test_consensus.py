@@ -25,9 +25,9 @@ def signals():
 
 def test_each_witness_has_one_standardised_vote(signals):
     assert WITNESSES == {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
-                         "augmented": ("fold_aum", "fold_flip"), "neighbours": ("neighbours",)}
+                         "augmented": ("fold_flip",), "neighbours": ("neighbours",)}
     expected = (z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
-                + z(z(signals["fold_aum"]) + z(signals["fold_flip"])) + z(signals["neighbours"]))
+                + z(signals["fold_flip"]) + z(signals["neighbours"]))
     assert consensus_score(signals) == pytest.approx(expected)
     # Scale and offset of a signal do not matter; its order against the others does.
     rescaled = {**signals, "aum": 1000 * signals["aum"] - 7}
@@ -35,8 +35,8 @@ def test_each_witness_has_one_standardised_vote(signals):
 
 
 def test_the_ablation_leaves_the_flip_signals_out(signals):
-    expected = (z(signals["oos_margin"]) + z(signals["aum"]) + z(signals["fold_aum"])
-                + z(signals["neighbours"]))
+    # The augmented witness is the fold flip cost alone, so it loses its vote too.
+    expected = z(signals["oos_margin"]) + z(signals["aum"]) + z(signals["neighbours"])
     assert consensus_score(signals, without=FLIP_SIGNALS) == pytest.approx(expected)
     three = {"oos_margin": np.array([0.0, 1, 2]), "aum": np.array([2.0, 1, 0]),
              "flip_cost": np.array([0.0, 0, 9])}
