@@ -8,12 +8,11 @@ evidence that neither confident learning (the held-out model's probability) nor 
 dynamics (how hard the label was to fit) give (Bahri et al. 2020, "Deep k-NN for noisy labels";
 Zhu et al. 2022, "Detecting corrupted labels without training a model to predict").
 
-The features come from the K fold models (:mod:`noisefind.out_of_sample`), trained with
-augmentation for colour images, so that a model which memorised one wrong label does not also
-move that example towards its given class. The scanned model, which fits every label, places a
-mislabeled example among its given class and its neighbours agree with it (0.53 to 0.61 AUROC
-on CIFAR-10N, against 0.78 to 0.85 for the fold models': docs/benchmarks.md). Each example was
-learned by K-1 of the K fold models, but they generalise rather than fit every label.
+The features come from the K fold models (:mod:`noisefind.out_of_sample`). Each of them
+learned K-1 of every K examples, but with augmentation for colour images and without fitting
+every label, so a wrong label moves its example little. The scanned model, which fits every
+label, places a mislabeled example among its given class, and its neighbours agree with it: in
+its feature space this evidence is close to useless (docs/benchmarks.md).
 """
 
 from __future__ import annotations
