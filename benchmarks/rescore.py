@@ -12,9 +12,12 @@ consensus order's top rows, as many as the canaries' estimate. The charge is the
 the flip search (``flip_cost``'s seconds) plus the K-fold models (``oos_margin``'s seconds).
 ``settings.rescored`` says what was done; ``results.md`` and ``roc.png`` are redrawn.
 
-The stored columns hold no fold-model signals, so what it writes as ``noisefind`` is the
-two-witness order (the out-of-sample and in-sample witnesses), as ``benchmarks/cifar10n.py
---table`` shows it; today's order needs the runs' caches (rerun the bench).
+Results made before the fold-model signals hold no ``fold_flip`` or ``neighbours`` column, so
+what it writes there as ``noisefind`` is the two-witness order (the out-of-sample and in-sample
+witnesses), as ``benchmarks/cifar10n.py --table`` shows it. A result that holds every signal of
+today's order (:data:`noisefind.consensus.SIGNALS`) gets today's order and its three ablations
+(``noisefind-no-flip``, ``-no-augmented``, ``-no-neighbours``) instead, each keeping the
+seconds the bench charged it (the same inputs).
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ import pandas as pd
 RESCORED = ("noisefind and noisefind-no-flip recomputed from the stored oos_margin, aum and "
             "flip_cost scores with the consensus order of the code that rescored them; the "
             "noisefind decision flags the consensus order's top rows")
+RESCORED_CURRENT = ("noisefind and its ablations recomputed from the stored scores of every "
+                    "signal of the consensus order of the code that rescored them (seconds as "
+                    "charged by the bench); the noisefind decision flags its top rows")
 
 
 def scores_file(folder: Path, noise: str, seed: int) -> Path:
@@ -39,7 +45,14 @@ def scores_file(folder: Path, noise: str, seed: int) -> Path:
 def rescore(folder: Path) -> None:
     """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
     from noisefind.bench import detection_metrics
-    from noisefind.consensus import AUGMENTED, NEIGHBOURS, consensus_score, flag_top
+    from noisefind.consensus import (
+        AUGMENTED,
+        FLIP_SIGNALS,
+        NEIGHBOURS,
+        SIGNALS,
+        consensus_score,
+        flag_top,
+    )
     from noisefind.cutoff import flag_metrics
 
     stored = json.loads((folder / "results.json").read_text())
@@ -60,14 +73,27 @@ def rescore(folder: Path) -> None:
         if renamed:
             scores = scores.rename(columns={"noisefind": "cutoff+oos"})
         is_noisy = scores["is_noisy"].to_numpy(dtype=bool)
-        signals = {name: scores[name] for name in ("oos_margin", "aum", "flip_cost")}
-        charged = {"noisefind": ("flip_cost", "oos_margin"),
-                   "noisefind-no-flip": ("aum", "oos_margin")}
+        current = all(name in scores for name in SIGNALS)
+        if current:
+            signals = {name: scores[name] for name in SIGNALS}
+            forms = {"noisefind": (), "noisefind-no-flip": FLIP_SIGNALS,
+                     "noisefind-no-augmented": AUGMENTED, "noisefind-no-neighbours": NEIGHBOURS}
+        else:
+            signals = {name: scores[name] for name in ("oos_margin", "aum", "flip_cost")}
+            forms = {"noisefind": AUGMENTED + NEIGHBOURS,
+                     "noisefind-no-flip": AUGMENTED + NEIGHBOURS + ("flip_cost",)}
+            charged = {"noisefind": ("flip_cost", "oos_margin"),
+                       "noisefind-no-flip": ("aum", "oos_margin")}
         template = by_key[("oos_margin", noise, seed)]
-        for name, without in (("noisefind", AUGMENTED + NEIGHBOURS),
-                              ("noisefind-no-flip", AUGMENTED + NEIGHBOURS + ("flip_cost",))):
+        for name, without in forms.items():
             scores[name] = consensus_score(signals, without=without)
-            seconds = sum(by_key[(d, noise, seed)]["seconds"] for d in charged[name])
+            if current:
+                if (name, noise, seed) not in by_key:
+                    raise SystemExit(f"{folder}: no stored {name} row to take its seconds from; "
+                                     "rerun the bench")
+                seconds = by_key[(name, noise, seed)]["seconds"]
+            else:
+                seconds = sum(by_key[(d, noise, seed)]["seconds"] for d in charged[name])
             by_key[(name, noise, seed)] = {**template, "detector": name, **detection_metrics(
                 is_noisy, scores[name].to_numpy()), "seconds": round(seconds, 3)}
         scores.to_csv(path, index=False)
@@ -81,7 +107,7 @@ def rescore(folder: Path) -> None:
                                 "recall": metrics["flag_recall"], "f1": metrics["flag_f1"]}
     order = {d: i for i, d in enumerate(settings["detectors"])}
     runs = sorted(by_key.values(), key=lambda r: (r["noise"], r["seed"], order[r["detector"]]))
-    settings["rescored"] = RESCORED
+    settings["rescored"] = RESCORED_CURRENT if current else RESCORED
     write_reports(folder, pd.DataFrame(runs), settings, decisions)
 
 
