@@ -460,8 +460,8 @@ def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order (:mod:`noisefind.consensus`): the out-of-sample witness
     (``oos_margin``), the in-sample one (``aum`` with ``flip_cost``), the augmented one
     (``fold_flip``) and the neighbours (``neighbours``), one standardised
-    vote each. Costs the training, the flip search, the K-fold models and the flip search on
-    them."""
+    vote each. Costs the training, the flip search, the K-fold models, the flip search on
+    them and one forward pass of each over the data."""
     return _consensus(context)
 
 
@@ -485,8 +485,8 @@ def noisefind_without_augmented(context: DetectorContext) -> np.ndarray:
 
 @register("noisefind-no-neighbours")
 def noisefind_without_neighbours(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind`` without the neighbours witness (the default order before
-    it)."""
+    """Ablation of ``noisefind`` without the neighbours witness (the default order before it
+    had the fold models' AUM in the augmented witness too)."""
     from noisefind.consensus import NEIGHBOURS
 
     return _consensus(context, without=NEIGHBOURS)

@@ -7,11 +7,11 @@ unseen: their probability of the given label (confident learning's evidence, Nor
 2021) and the flip search run on them (:func:`out_of_sample_flip_costs`: how many units it takes
 to talk the unseen-example model out of its prediction). Both enter the cutoff's weighing as
 signals (:mod:`noisefind.cutoff`). Each of the K models also learned the other K-1 folds, so it
-gives the consensus order (:mod:`noisefind.consensus`) an augmented witness for those rows: their
-area under the margin (:func:`fold_margins`) and the flip search on one of them
-(:func:`fold_flip_costs`). Their feature spaces give a fourth: how many of each row's nearest
-neighbours share its label (:mod:`noisefind.neighbours`). :class:`OutOfSample` hands everything
-over lazily, computing each once.
+gives the consensus order (:mod:`noisefind.consensus`) an augmented witness for those rows:
+the flip search on one of them (:func:`fold_flip_costs`); their area under the margin
+(:func:`fold_margins`) is a bench detector. Their feature spaces give a fourth witness: how
+many of each row's nearest neighbours share its label (:mod:`noisefind.neighbours`).
+:class:`OutOfSample` hands everything over lazily, computing each once.
 
 The K models follow the scanned model's recipe with augmentation for colour images
 (:func:`out_of_sample_config`): they should generalise, not fit every label.
