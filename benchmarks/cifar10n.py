@@ -1,7 +1,7 @@
 """Bench every detector on CIFAR-10N: real human label noise, with the clean labels beside it.
 
     python benchmarks/cifar10n.py --labels random1 --part 0            # 5,000 images, CPU
-    python benchmarks/cifar10n.py --labels aggre --part 1 --epochs 40 --width 0.25 --limit 1000
+    python benchmarks/cifar10n.py --labels aggre --part 1 --epochs 40   # -> ...-part1-e40
 
 Builds an image manifest (``path,label,true_label``) from the CIFAR-10N label file and the
 unpacked CIFAR-10 JPEG archive, for one label set (``aggre``, ``random1`` .. ``random3``,
@@ -10,7 +10,8 @@ overlap), then runs ``noisefind bench MANIFEST --noise none`` on it. Results go 
 ``benchmarks/results/cifar10n-<labels>-part<k>/`` in the bench's own format; its ``cache/`` is
 kept outside the repository (``--work``) so a rerun resumes from the trained models. Another
 shuffle (``--subset-seed``) draws fresh parts, named ``cifar10n-<labels>-shuffle<seed>-part<k>``:
-they are disjoint from each other but overlap the first shuffle's.
+they are disjoint from each other but overlap the first shuffle's. Models trained for other
+than 20 epochs (the documented runs) add ``-e<epochs>`` to the name.
 
 CIFAR-10N: Wei et al., "Learning with Noisy Labels Revisited: A Study Using Real-World Human
 Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
@@ -106,7 +107,8 @@ def main() -> None:
     parser.add_argument("--part", type=int, default=0, help="which disjoint part")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the shuffle")
     parser.add_argument("--seed", type=int, default=0, help="bench seed")
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=20,
+                        help="epochs of every model; other than 20 names the results -eN")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--limit", type=int, default=1000, help="rows every detector scores")
     parser.add_argument("--folds", type=int, default=5)
@@ -145,7 +147,8 @@ def main() -> None:
 
     # A shuffle other than the first names its parts apart: they overlap the first's.
     shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""
-    name = f"cifar10n-{args.labels}{shuffle}-part{args.part}"
+    length = f"-e{args.epochs}" if args.epochs != 20 else ""  # 20: the documented runs
+    name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}"
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,
                               args.subset_seed, args.work / f"{name}.csv")
