@@ -15,9 +15,9 @@ that looks at its neighbours:
   well as confident learning, where the scanned model's ranks well below it. (Its AUM,
   ``fold_aum``, was part of this witness until the neighbours came; beside them it lowered
   the order, docs/benchmarks.md);
-- **neighbours**: the share of the example's nearest neighbours in the K-fold models' feature
-  spaces that carry another label (``neighbours``, :mod:`noisefind.neighbours`): the labels
-  around it, not any model's verdict on it.
+- **neighbours**: how much less the example's nearest neighbours in the K-fold models' feature
+  spaces carry its label than another, each against its class's usual share (``neighbours``,
+  :mod:`noisefind.neighbours`): the labels around it, not any model's verdict on it.
 
 Each signal is standardised over the scored rows (zero mean, unit variance); a witness's
 signals are added and the sum standardised again, and the witnesses' scores are added. So the

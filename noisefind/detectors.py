@@ -241,8 +241,8 @@ class DetectorContext:
             oos.fold_flip(self.rows), oos.seconds["fold_flip"]), depends=("cross_validation",))
 
     def neighbours(self) -> np.ndarray:
-        """Share of the nearest neighbours of :attr:`rows` in the K models' feature spaces that
-        carry another label (:meth:`~noisefind.out_of_sample.OutOfSample.neighbours`)."""
+        """The neighbours' calibrated margin against the given label of :attr:`rows`, in the K
+        models' feature spaces (:meth:`~noisefind.out_of_sample.OutOfSample.neighbours`)."""
         self.out_of_sample_probabilities()  # the features come from the same K models
         oos = self.out_of_sample
         return self.shared_timed("neighbours", lambda: (
@@ -519,9 +519,11 @@ def fold_flip(context: DetectorContext) -> np.ndarray:
 
 @register("neighbours")
 def neighbours(context: DetectorContext) -> np.ndarray:
-    """Share of each row's 10 nearest neighbours in the K-fold models' feature spaces that
-    carry another label, averaged over the K models (:mod:`noisefind.neighbours`). Costs the
-    K-fold models and one forward pass of each over the data."""
+    """How much less the labels of each row's 20 nearest neighbours in the K-fold models'
+    feature spaces back its given label than another, each judged against its class's usual
+    share: confident learning's calibrated margin on the neighbours' vote
+    (:meth:`~noisefind.out_of_sample.OutOfSample.neighbours`). Costs the K-fold models and one
+    forward pass of each over the data."""
     return context.neighbours()
 
 

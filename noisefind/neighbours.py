@@ -8,6 +8,12 @@ evidence that neither confident learning (the held-out model's probability) nor 
 dynamics (how hard the label was to fit) give (Bahri et al. 2020, "Deep k-NN for noisy labels";
 Zhu et al. 2022, "Detecting corrupted labels without training a model to predict").
 
+:func:`neighbour_probabilities` turns the vote into a probability per class, so the
+``neighbours`` signal is judged as confident learning judges a model's probabilities: by the
+calibrated margin against each class's typical share
+(:func:`noisefind.out_of_sample.calibrated_margin`). Examples of a hard class pair (cat/dog)
+usually have neighbours of both classes, and the calibration stops that counting against them.
+
 The features come from the K fold models (:mod:`noisefind.out_of_sample`). Each of them
 learned K-1 of every K examples, but with augmentation for colour images and without fitting
 every label, so a wrong label moves its example little. The scanned model, which fits every
@@ -40,11 +46,15 @@ def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -
     return F.normalize(torch.cat(captured), dim=1)
 
 
-def neighbour_disagreement(features: Sequence[torch.Tensor], labels: np.ndarray,
-                           rows: np.ndarray, *, k: int = 10,
-                           batch_size: int = 1024) -> np.ndarray:
-    """Share of each row's ``k`` nearest other examples that carry another label, averaged
-    over feature spaces.
+def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray, *,
+                            num_classes: int | None = None, k: int = 20,
+                            pseudo_count: float = 1.0, batch_size: int = 1024) -> np.ndarray:
+    """(N, C) share of each example's ``k`` nearest other examples that carry each label,
+    smoothed and averaged over feature spaces: the neighbours' vote, read as probabilities.
+
+    In each space a row gets ``(count_c + pseudo_count) / (k + pseudo_count * C)`` for class
+    c, so no class is ever at zero (its log stays finite in the calibrated margin); the
+    spaces' shares are then averaged.
 
     Parameters
     ----------
@@ -53,25 +63,27 @@ def neighbour_disagreement(features: Sequence[torch.Tensor], labels: np.ndarray,
         example; nearness is the cosine similarity.
     labels : numpy.ndarray
         Given label of every example, length N.
-    rows : numpy.ndarray
-        Positions of the examples to score; their neighbours are sought among all N.
+    num_classes : int, optional
+        C (default: the largest label + 1).
     k : int
-        Neighbours per row (at most N - 1).
+        Neighbours per example (at most N - 1); an example is never its own neighbour.
+    pseudo_count : float
+        Added to every class's count (Laplace smoothing); must be positive.
     batch_size : int
         Rows compared with all N at once (memory: ``batch_size * N`` floats).
 
     Returns
     -------
     numpy.ndarray
-        Float in [0, 1] per row of ``rows``; higher = more suspicious.
+        Float64 of shape (N, C); every row sums to 1.
 
     Raises
     ------
     NoisefindError
-        For no feature spaces, features or labels of different lengths, or a bad ``k``.
+        For no feature spaces, features or labels of different lengths, a bad ``k``, a
+        non-positive ``pseudo_count`` or a label outside ``num_classes``.
     """
-    labels = np.asarray(labels)
-    rows = np.asarray(rows, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
     if not features:
         raise NoisefindError("features: give at least one (N, D) tensor")
     if any(len(f) != len(labels) for f in features):
@@ -80,14 +92,18 @@ def neighbour_disagreement(features: Sequence[torch.Tensor], labels: np.ndarray,
     if not 1 <= k < len(labels):
         raise NoisefindError(f"k must be between 1 and {len(labels) - 1} (the other examples), "
                              f"got {k}")
-    disagree = np.zeros(len(rows))
+    if not pseudo_count > 0:
+        raise NoisefindError(f"pseudo_count must be positive, got {pseudo_count}")
+    classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    if labels.min() < 0 or labels.max() >= classes:
+        raise NoisefindError(f"labels must lie in 0..{classes - 1} (num_classes {classes})")
+    counts = np.zeros((len(labels), classes))
     for space in features:
-        label_of = torch.tensor(labels, device=space.device)
-        for start in range(0, len(rows), batch_size):
-            chunk = torch.tensor(rows[start:start + batch_size], device=space.device)
+        one_hot = F.one_hot(torch.tensor(labels, device=space.device), classes).double()
+        for start in range(0, len(labels), batch_size):
+            chunk = torch.arange(start, min(start + batch_size, len(labels)), device=space.device)
             similarity = space[chunk] @ space.T
             similarity[torch.arange(len(chunk), device=space.device), chunk] = -torch.inf
             nearest = similarity.topk(k, dim=1).indices
-            differ = (label_of[nearest] != label_of[chunk, None]).double().mean(1)
-            disagree[start:start + len(chunk)] += differ.cpu().numpy()
-    return disagree / len(features)
+            counts[start:start + len(chunk)] += one_hot[nearest].sum(1).cpu().numpy()
+    return (counts / len(features) + pseudo_count) / (k + pseudo_count * classes)

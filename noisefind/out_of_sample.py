@@ -10,7 +10,8 @@ signals (:mod:`noisefind.cutoff`). Each of the K models also learned the other K
 gives the consensus order (:mod:`noisefind.consensus`) an augmented witness for those rows:
 the flip search on one of them (:func:`fold_flip_costs`); their area under the margin
 (:func:`fold_margins`) is a bench detector. Their feature spaces give a fourth witness: how
-many of each row's nearest neighbours share its label (:mod:`noisefind.neighbours`).
+much less each row's nearest neighbours share its label than its class's usually do
+(:mod:`noisefind.neighbours`).
 :class:`OutOfSample` hands everything over lazily, computing each once.
 
 The K models follow the scanned model's recipe with augmentation for colour images
@@ -30,7 +31,7 @@ from noisefind.data import LabeledData
 from noisefind.errors import NoisefindError
 from noisefind.flip import FlipSettings, flip_search
 from noisefind.models import predict_logits
-from noisefind.neighbours import embeddings, neighbour_disagreement
+from noisefind.neighbours import embeddings, neighbour_probabilities
 from noisefind.train import Run, TrainConfig
 
 
@@ -318,17 +319,21 @@ class OutOfSample:
         self.seconds["fold_flip"] = seconds
         return costs
 
-    def neighbours(self, rows: np.ndarray, k: int = 10) -> np.ndarray:
-        """Share of the ``k`` nearest neighbours of ``rows`` that carry another label, in the
-        feature space of each of the K models, averaged
-        (:func:`noisefind.neighbours.neighbour_disagreement`)."""
+    def neighbours(self, rows: np.ndarray, k: int = 20) -> np.ndarray:
+        """The ``neighbours`` signal of ``rows``: the calibrated margin
+        (:func:`calibrated_margin`) of the labels of each row's ``k`` nearest neighbours, in
+        the K models' feature spaces (:func:`noisefind.neighbours.neighbour_probabilities`),
+        against the given label; per-class thresholds from every example's own neighbours."""
+        key = digest("neighbour_probabilities", data_key(self.data), self.config.__dict__,
+                     self.folds, k)
+        probabilities, self.seconds["neighbours"] = self.cache.array(
+            key, lambda: neighbour_probabilities(
+                [embeddings(run.model, self.data.x, self.data.index) for run, _ in self.runs()],
+                self.data.y.numpy(), num_classes=self.data.num_classes, k=k))
+        labels = self.data.y.numpy()
         rows = np.asarray(rows, dtype=np.int64)
-        key = digest("neighbours", data_key(self.data), self.config.__dict__, self.folds, k,
-                     rows)
-        values, self.seconds["neighbours"] = self.cache.array(key, lambda: neighbour_disagreement(
-            [embeddings(run.model, self.data.x, self.data.index) for run, _ in self.runs()],
-            self.data.y.numpy(), rows, k=k))
-        return values
+        return calibrated_margin(probabilities, rows, labels[rows],
+                                 class_thresholds(probabilities, labels))
 
     def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""

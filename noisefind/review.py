@@ -148,7 +148,8 @@ def _order_note(rank_by: str) -> str:
         return ("Sorted by the consensus score (four witnesses, one vote each: the "
                 "out-of-sample margin; the area under the margin and the flip cost of the "
                 "scanned model; the flip cost on a fold model that learned the example; "
-                "how many of its nearest neighbours carry another label. Higher = more "
+                "how much less its nearest neighbours carry its label than its class's "
+                "usually do. Higher = more "
                 "suspicious).")
     if rank_by == "cutoff":
         return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "

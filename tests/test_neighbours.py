@@ -6,52 +6,87 @@ from sklearn.metrics import roc_auc_score
 
 from noisefind.errors import NoisefindError
 from noisefind.models import build_model, predict_logits
-from noisefind.neighbours import embeddings, neighbour_disagreement
+from noisefind.neighbours import embeddings, neighbour_probabilities
+from noisefind.out_of_sample import calibrated_margin, class_thresholds
 
 
-def clusters(seed=0):
-    """Two tight clusters of 20 points each; labels follow the cluster except rows 0 and 25."""
+def clusters(sizes_and_labels, seed=0):
+    """Tight clusters far apart, one per entry: (labels of its points); unit-length rows."""
     rng = np.random.default_rng(seed)
-    centres = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
-    points = np.repeat(centres, 20, axis=0) + rng.normal(scale=0.05, size=(40, 3))
-    labels = np.repeat([0, 1], 20)
-    labels[[0, 25]] = [1, 0]
-    return F.normalize(torch.tensor(points, dtype=torch.float32), dim=1), labels
+    points, labels = [], []
+    for centre, members in enumerate(sizes_and_labels):
+        axis = np.zeros(len(sizes_and_labels))
+        axis[centre] = 1.0
+        points.append(axis + rng.normal(scale=0.01, size=(len(members), len(axis))))
+        labels.extend(members)
+    points = torch.tensor(np.concatenate(points), dtype=torch.float32)
+    return F.normalize(points, dim=1), np.array(labels)
 
 
-def test_a_label_its_neighbours_do_not_share_scores_high():
-    features, labels = clusters()
-    scores = neighbour_disagreement([features], labels, np.arange(40), k=5)
-    assert scores.shape == (40,) and ((0 <= scores) & (scores <= 1)).all()
-    assert set(np.argsort(-scores)[:2]) == {0, 25}
-    assert scores[0] == 1.0  # every neighbour is of the other class
-    # An example is not its own neighbour: the rows in its cluster see at most one odd one.
-    assert np.delete(scores, [0, 25]).max() <= 1 / 5
+def margin(features, labels, k):
+    probabilities = neighbour_probabilities(features, labels, k=k)
+    rows = np.arange(len(labels))
+    return calibrated_margin(probabilities, rows, labels, class_thresholds(probabilities, labels))
 
 
-def test_feature_spaces_are_averaged_and_rows_are_scored_in_order():
-    features, labels = clusters()
-    shuffled = features[:, [2, 0, 1]]  # the same distances
-    rows = np.array([25, 3, 0])
-    one = neighbour_disagreement([features], labels, rows, k=5)
-    assert neighbour_disagreement([features, shuffled], labels, rows, k=5) == pytest.approx(one)
+def test_the_vote_counts_each_class_among_the_k_nearest_others_smoothed():
+    # With k = 5 every point's neighbours are exactly the rest of its cluster of six.
+    features, labels = clusters([[0, 0, 0, 0, 0, 3], [1, 1, 1, 2, 2, 2]])
+    probabilities = neighbour_probabilities([features], labels, num_classes=5, k=5)
+    assert probabilities.shape == (12, 5)
+    assert probabilities.sum(1) == pytest.approx(np.ones(12))
+    # Row 5 (label 3) sees five 0s; with one pseudo-count per class: (5 + 1) / (5 + 5).
+    assert probabilities[5] == pytest.approx(np.array([6, 1, 1, 1, 1]) / 10)
+    # A point of the mixed cluster sees two of its own class and three of the other.
+    assert probabilities[6] == pytest.approx(np.array([1, 3, 4, 1, 1]) / 10)
+    halved = neighbour_probabilities([features], labels, num_classes=5, k=5,
+                                     pseudo_count=0.5)
+    assert halved[5] == pytest.approx(np.array([5.5, 0.5, 0.5, 0.5, 0.5]) / 7.5)
+
+
+def test_a_label_its_neighbours_do_not_share_scores_highest():
+    features, labels = clusters([[0] * 19 + [1], [1] * 20])
+    scores = margin([features], labels, k=5)
+    assert np.argmax(scores) == 19
+    assert scores[19] > 0 > np.delete(scores, 19).max()
+
+
+def test_a_hard_class_pair_is_judged_against_its_own_usual_share():
+    # Cluster 0: class 0 with one odd label 1; cluster 1: the hard pair 1/2, mixed;
+    # cluster 2: class 0 mixed with class 4. Rows 6-8 (class 1) and 12-14 (class 0) see the
+    # same two of five neighbours of their own class, but class 0 mostly agrees with its
+    # neighbours and class 1 never does: the class-0 rows are the odd ones.
+    features, labels = clusters([[0, 0, 0, 0, 0, 1], [1, 1, 1, 2, 2, 2], [0, 0, 0, 4, 4, 4]])
+    probabilities = neighbour_probabilities([features], labels, k=5)
+    assert probabilities[6, 1] == pytest.approx(probabilities[12, 0])
+    scores = margin([features], labels, k=5)
+    assert scores[12:15].min() > scores[6:9].max()
+    assert np.argmax(scores) == 5  # the odd label in a cluster that agrees is the most suspect
+
+
+def test_feature_spaces_are_averaged_and_batches_change_nothing():
+    features, labels = clusters([[0] * 19 + [1], [1] * 20])
+    shuffled = features[:, [1, 0]]  # the same distances
+    one = neighbour_probabilities([features], labels, k=5)
+    assert neighbour_probabilities([features, shuffled], labels, k=5) == pytest.approx(one)
     # Where one space has no structure the average sits between the two readings.
-    noise = F.normalize(torch.randn(40, 3, generator=torch.Generator().manual_seed(0)), dim=1)
-    both = neighbour_disagreement([features, noise], labels, rows, k=5)
-    alone = neighbour_disagreement([noise], labels, rows, k=5)
+    noise = F.normalize(torch.randn(40, 2, generator=torch.Generator().manual_seed(0)), dim=1)
+    both = neighbour_probabilities([features, noise], labels, k=5)
+    alone = neighbour_probabilities([noise], labels, k=5)
     assert both == pytest.approx((one + alone) / 2)
-    assert neighbour_disagreement([features], labels, rows, k=5, batch_size=2) == \
-        pytest.approx(one)
+    assert neighbour_probabilities([features], labels, k=5, batch_size=3) == pytest.approx(one)
 
 
-@pytest.mark.parametrize("features,labels,k,message", [
-    ([], np.zeros(4, int), 2, "at least one"),
-    ([torch.zeros(3, 2)], np.zeros(4, int), 2, "one row per label"),
-    ([torch.zeros(4, 2)], np.zeros(4, int), 4, "k must be between 1 and 3"),
+@pytest.mark.parametrize("features,labels,options,message", [
+    ([], np.zeros(4, int), {"k": 2}, "at least one"),
+    ([torch.zeros(3, 2)], np.zeros(4, int), {"k": 2}, "one row per label"),
+    ([torch.zeros(4, 2)], np.zeros(4, int), {"k": 4}, "k must be between 1 and 3"),
+    ([torch.zeros(4, 2)], np.zeros(4, int), {"k": 2, "pseudo_count": 0}, "pseudo_count"),
+    ([torch.zeros(4, 2)], np.array([0, 1, 2, 3]), {"k": 2, "num_classes": 3}, "0..2"),
 ])
-def test_bad_input_is_refused(features, labels, k, message):
+def test_bad_input_is_refused(features, labels, options, message):
     with pytest.raises(NoisefindError, match=message):
-        neighbour_disagreement(features, labels, np.arange(len(labels)), k=k)
+        neighbour_probabilities(features, labels, **options)
 
 
 def test_embeddings_are_the_unit_length_input_of_the_head():
