@@ -323,7 +323,9 @@ class OutOfSample:
         """The ``neighbours`` signal of ``rows``: the calibrated margin
         (:func:`calibrated_margin`) of the labels of each row's ``k`` nearest neighbours, in
         the K models' feature spaces (:func:`noisefind.neighbours.neighbour_probabilities`),
-        against the given label; per-class thresholds from every example's own neighbours."""
+        against the given label; per-class thresholds from every example's own neighbours.
+        A data set of ``k`` examples or fewer uses all the others as neighbours."""
+        k = min(k, len(self.data) - 1)
         key = digest("neighbour_probabilities", data_key(self.data), self.config.__dict__,
                      self.folds, k)
         probabilities, self.seconds["neighbours"] = self.cache.array(
