@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 # runbook points NOISEFIND_DATASETS at a copy inside it (the device machine sees only the repo).
 SHARED = Path(os.environ.get("NOISEFIND_DATASETS", REPO.parent / "shared" / "datasets"))
 LABEL_SETS = ("aggre", "random1", "random2", "random3", "worst")
+EPOCHS = 20  # the documented runs; other lengths name their results -eN
 
 
 def unpack(archive: Path, cache: Path) -> Path:
@@ -107,8 +108,8 @@ def main() -> None:
     parser.add_argument("--part", type=int, default=0, help="which disjoint part")
     parser.add_argument("--subset-seed", type=int, default=0, help="seed of the shuffle")
     parser.add_argument("--seed", type=int, default=0, help="bench seed")
-    parser.add_argument("--epochs", type=int, default=20,
-                        help="epochs of every model; other than 20 names the results -eN")
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help=f"epochs of every model; other than {EPOCHS} names the results -eN")
     parser.add_argument("--width", type=float, default=0.25)
     parser.add_argument("--limit", type=int, default=1000, help="rows every detector scores")
     parser.add_argument("--folds", type=int, default=5)
@@ -147,7 +148,7 @@ def main() -> None:
 
     # A shuffle other than the first names its parts apart: they overlap the first's.
     shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""
-    length = f"-e{args.epochs}" if args.epochs != 20 else ""  # 20: the documented runs
+    length = f"-e{args.epochs}" if args.epochs != EPOCHS else ""
     name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}"
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,

@@ -100,10 +100,12 @@ def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray
     counts = np.zeros((len(labels), classes))
     for space in features:
         one_hot = F.one_hot(torch.tensor(labels, device=space.device), classes).double()
+        space_counts = torch.empty_like(one_hot)  # filled on the device, copied back once
         for start in range(0, len(labels), batch_size):
             chunk = torch.arange(start, min(start + batch_size, len(labels)), device=space.device)
             similarity = space[chunk] @ space.T
             similarity[torch.arange(len(chunk), device=space.device), chunk] = -torch.inf
             nearest = similarity.topk(k, dim=1).indices
-            counts[start:start + len(chunk)] += one_hot[nearest].sum(1).cpu().numpy()
+            space_counts[chunk] = one_hot[nearest].sum(1)
+        counts += space_counts.cpu().numpy()
     return (counts / len(features) + pseudo_count) / (k + pseudo_count * classes)

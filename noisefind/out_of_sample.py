@@ -326,13 +326,13 @@ class OutOfSample:
         against the given label; per-class thresholds from every example's own neighbours.
         A data set of ``k`` examples or fewer uses all the others as neighbours."""
         k = min(k, len(self.data) - 1)
+        labels = self.data.y.numpy()
         key = digest("neighbour_probabilities", data_key(self.data), self.config.__dict__,
                      self.folds, k)
         probabilities, self.seconds["neighbours"] = self.cache.array(
             key, lambda: neighbour_probabilities(
                 [embeddings(run.model, self.data.x, self.data.index) for run, _ in self.runs()],
-                self.data.y.numpy(), num_classes=self.data.num_classes, k=k))
-        labels = self.data.y.numpy()
+                labels, num_classes=self.data.num_classes, k=k))
         rows = np.asarray(rows, dtype=np.int64)
         return calibrated_margin(probabilities, rows, labels[rows],
                                  class_thresholds(probabilities, labels))
