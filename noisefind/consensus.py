@@ -10,7 +10,7 @@ that looks at its neighbours:
   (``aum``: the area under the margin, Pleiss et al. 2020, negated) and how little holds it up
   once learned (``flip_cost``: the flip search's continuous cost, negated; Maini et al. 2023);
 - **augmented**: the flip search on a K-fold model that trained on the example, with
-  augmentation for colour images (``fold_flip``, negated). A second model that learned the
+  augmentation for images (``fold_flip``, negated). A second model that learned the
   label under a different seed and recipe; on real human noise its flip cost alone ranks as
   well as confident learning, where the scanned model's ranks well below it. (Its AUM,
   ``fold_aum``, was part of this witness until the neighbours came; beside them it lowered

@@ -504,7 +504,7 @@ def aum_folds(context: DetectorContext) -> np.ndarray:
 @register("fold_aum")
 def fold_aum(context: DetectorContext) -> np.ndarray:
     """AUM averaged over the K-1 fold models that trained on each row (with augmentation for
-    colour images), negated. Costs the K-fold models."""
+    images), negated. Costs the K-fold models."""
     context.out_of_sample_probabilities()  # the same K models: charge them
     return -context.out_of_sample.fold_aum(context.rows)
 

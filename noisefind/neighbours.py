@@ -15,7 +15,7 @@ calibrated margin against each class's typical share
 usually have neighbours of both classes, and the calibration stops that counting against them.
 
 The features come from the K fold models (:mod:`noisefind.out_of_sample`). Each of them
-learned K-1 of every K examples, but with augmentation for colour images and without fitting
+learned K-1 of every K examples, but with augmentation for images and without fitting
 every label, so a wrong label moves its example little. The scanned model, which fits every
 label, places a mislabeled example among its given class, and its neighbours agree with it: in
 its feature space this evidence is close to useless (docs/benchmarks.md).

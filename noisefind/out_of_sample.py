@@ -14,7 +14,7 @@ much less each row's nearest neighbours share its label than its class's usually
 (:mod:`noisefind.neighbours`).
 :class:`OutOfSample` hands everything over lazily, computing each once.
 
-The K models follow the scanned model's recipe with augmentation for colour images
+The K models follow the scanned model's recipe with augmentation for images
 (:func:`out_of_sample_config`): they should generalise, not fit every label.
 """
 
@@ -39,7 +39,7 @@ def out_of_sample_config(config: TrainConfig) -> TrainConfig:
     """The recipe of out-of-sample (cross-validation) models: ``config`` with augmentation.
 
     They predict examples they never saw, so they should generalise rather than fit every
-    label; augmentation applies to colour images only (:func:`noisefind.train.augment_for`).
+    label; augmentation applies to images only (:func:`noisefind.train.augment_for`).
     """
     return replace(config, augment=True, checkpoint_every=0, holdout=0.0)
 

@@ -91,8 +91,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         ``score``, the flip search's own ranking (the paper's). Default: the first of these
         the scan has.
     folds : int
-        K of the K-fold models (the scanned model's recipe, with augmentation for colour
-        images) whose class-calibrated margin against each given label (``oos_margin``) enters
+        K of the K-fold models (the scanned model's recipe, with augmentation for images)
+        whose class-calibrated margin against each given label (``oos_margin``) enters
         the consensus and the cutoff's signals, and whose flip search and feature spaces give
         the consensus its augmented and neighbours witnesses; 0 leaves them out. Costs K
         trainings.

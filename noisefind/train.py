@@ -47,9 +47,9 @@ class TrainConfig:
     with a test split of its own keeps it instead. The share is saved with the run, so
     :func:`noisefind.evaluate.run_data` rebuilds the same split from the same data.
 
-    ``augment`` trains on randomly shifted (by up to an eighth of the side, reflect-padded) and
-    horizontally flipped views of colour images, as out-of-sample models for natural photos
-    should be trained; it does nothing for other data. The scanned model trains without it, so
+    ``augment`` trains on randomly shifted views of images (by up to an eighth of the side,
+    reflect-padded), horizontally flipped too for colour images, as out-of-sample models
+    should be trained; it does nothing for tables. The scanned model trains without it, so
     that it fits every given label as the method requires (:func:`augment_for`).
 
     ``track_gradients`` splits every step's gradient into the parts from clean and from
@@ -233,8 +233,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     margin_hist = torch.zeros_like(loss_hist)
     correct_hist = torch.zeros(config.epochs, n, dtype=torch.bool, device=device)
     generator = torch.Generator().manual_seed(config.seed)
-    views = ImageViews(x.shape, device, config.seed) if config.augment and augment_for(data) \
-        else None
+    views = ImageViews(x.shape, device, config.seed, mirror=x.shape[1] == 3) \
+        if config.augment and augment_for(data) else None
     start_time = time.perf_counter()
     model.train()
     with progress_bar(progress) as bar:
@@ -290,22 +290,24 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
 
 
 def augment_for(data: LabeledData) -> bool:
-    """Whether ``augment`` applies: colour images, where shifts and mirror images keep the
-    class (they would not for digits or tables)."""
-    return data.is_image and data.x.shape[1] == 3
+    """Whether ``augment`` applies: images, where small shifts keep the class (mirror images
+    too, for colour images only: a mirrored digit is another symbol); not tables."""
+    return data.is_image
 
 
 class ImageViews:
     """Random shifts and horizontal flips of a batch of images, drawn on the device.
 
     Each image is reflect-padded by ``pad`` (an eighth of its side, at least one pixel) and a
-    window of its own size is cut at a random offset, as in the usual CIFAR-10 recipe; half the
-    images are mirrored. Draws come from their own seeded generator, so the batch order (and
-    a run without augmentation) is unchanged.
+    window of its own size is cut at a random offset, as in the usual CIFAR-10 recipe; with
+    ``mirror``, half the images are mirrored. Draws come from their own seeded generator, so
+    the batch order (and a run without augmentation) is unchanged.
     """
 
-    def __init__(self, shape: torch.Size, device: torch.device, seed: int):
+    def __init__(self, shape: torch.Size, device: torch.device, seed: int, *,
+                 mirror: bool = True):
         self.size = shape[-1]
+        self.mirror = mirror
         self.pad = max(1, self.size // 8)
         self.device = device
         self.generator = torch.Generator().manual_seed(seed + 0xA06)
@@ -314,7 +316,7 @@ class ImageViews:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         n, pad = len(x), self.pad
         draws = torch.randint(0, 2 * pad + 1, (2, n), generator=self.generator)
-        flip = torch.rand(n, generator=self.generator) < 0.5
+        flip = torch.rand(n, generator=self.generator) < (0.5 if self.mirror else 0.0)
         dy, dx = draws.to(self.device)
         padded = F.pad(x, (pad, pad, pad, pad), mode="reflect")
         rows = (self.grid[None, :] + dy[:, None])[:, None, :, None]

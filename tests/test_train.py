@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -106,13 +107,26 @@ def test_image_views_are_shifted_or_mirrored_crops_of_the_padded_image():
     assert kinds == {0, 1}  # both mirrored and plain views occur among 12
 
 
-def test_augmentation_applies_to_colour_images_only(digits, image_folder):
+def test_grayscale_views_are_shifted_never_mirrored():
+    from noisefind.train import ImageViews
+
+    # Asymmetric images: a mirrored view could not match any unmirrored crop.
+    x = torch.arange(40 * 8 * 8, dtype=torch.float32).reshape(40, 1, 8, 8).sin()
+    views = ImageViews(x.shape, torch.device("cpu"), seed=0, mirror=False)(x)
+    padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
+    for i in range(len(x)):
+        assert any(torch.equal(views[i], padded[i, :, dy:dy + 8, dx:dx + 8])
+                   for dy in range(3) for dx in range(3)), f"view {i} is not a plain crop"
+    assert not torch.equal(views, x)  # some views are shifted
+
+
+def test_augmentation_applies_to_images_not_tables(digits):
     from noisefind.data import load_data
     from noisefind.train import augment_for
 
-    assert not augment_for(digits)
-    assert augment_for(load_data(image_folder))
-    config = TrainConfig(width=0.25, epochs=1, augment=True)
-    plain = fit(digits, TrainConfig(width=0.25, epochs=1), progress=False)
-    augmented = fit(digits, config, progress=False)  # grayscale: augment does nothing
-    assert np.array_equal(plain.history.loss, augmented.history.loss)
+    assert augment_for(digits)
+    assert not augment_for(load_data("wine"))
+    config = TrainConfig(width=0.25, epochs=1)
+    plain = fit(digits, config, progress=False)
+    augmented = fit(digits, replace(config, augment=True), progress=False)
+    assert not np.array_equal(plain.history.loss, augmented.history.loss)
