@@ -287,12 +287,11 @@ def scan(
              "(runner-up), or to a random other class (uniform).")] = "matched",
     rank_by: Annotated[str | None, typer.Option(
         help="Order of suspects.csv and the pictures: consensus_score, one vote each for the "
-             "out-of-sample margin, for the area under the margin with the flip cost, and for "
-             "the same two on the fold models that learned the example (consensus; the best "
-             "measured on real noise), the cutoff_score, the canary-"
-             "weighed mix (cutoff; best on injected noise), or the flip search's own score "
-             "(flip; the paper's) [default: consensus, else cutoff with --folds 0, else "
-             "flip].")] = None,
+             "out-of-sample margin, for the area under the margin with the flip cost, for the "
+             "flip cost on a fold model that learned the example, and for the labels of its "
+             "nearest neighbours (consensus; the best measured), the cutoff_score, the "
+             "canary-weighed mix (cutoff), or the flip search's own score (flip; the "
+             "paper's) [default: consensus, else cutoff with --folds 0, else flip].")] = None,
     folds: Annotated[int, typer.Option(
         help="K-fold models, each judging the examples it never saw: their class-calibrated "
              "margin against the given label enters the consensus and the cutoff's signals, "

@@ -25,9 +25,8 @@ witnesses weigh the same however many signals each has: AUM and the flip cost co
 same model and partly repeat each other. No weight is fitted: the canary-weighed mix
 (:mod:`noisefind.cutoff`) learns from relabelled clear images, which on real human noise
 (ambiguous images) taught it to lean on the in-sample signals; this sum does not depend on how
-alike canaries and real errors are. The measurements behind the choice, and where it loses
-(injected noise, where the mean training loss alone is near perfect), are in
-docs/benchmarks.md.
+alike canaries and real errors are. The measurements behind the choice, on real and on
+injected noise, are in docs/benchmarks.md.
 
 The flag for this order takes the cutoff's estimated count of mislabeled rows from the top
 (:func:`flag_top`), so flagged rows are always a prefix of the order.

@@ -84,10 +84,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     rank_by : {"consensus", "cutoff", "flip"}, optional
         Order of the table (and of ``top_suspects.png``): by ``consensus_score``, one vote
         each for the out-of-sample margin, for the area under the margin with the flip cost,
-        and for the same two read from the fold models that learned the example
-        (:mod:`noisefind.consensus`; the best order measured on real label noise; needs
-        ``folds``, a training history and one more flip search); by ``cutoff_score``, the
-        canary-weighed mix of the cutoff (best on injected noise; needs the cutoff); or by
+        for the flip cost on a fold model that learned the example and for the labels of its
+        nearest neighbours (:mod:`noisefind.consensus`; the best order measured, on real and
+        on injected noise; needs ``folds``, a training history and one more flip search); by
+        ``cutoff_score``, the canary-weighed mix of the cutoff (needs the cutoff); or by
         ``score``, the flip search's own ranking (the paper's). Default: the first of these
         the scan has.
     folds : int
