@@ -296,7 +296,7 @@ def augment_for(data: LabeledData) -> bool:
 
 
 class ImageViews:
-    """Random shifts and horizontal flips of a batch of images, drawn on the device.
+    """Random shifts (and mirror images) of a batch of images, drawn on the device.
 
     Each image is reflect-padded by ``pad`` (an eighth of its side, at least one pixel) and a
     window of its own size is cut at a random offset, as in the usual CIFAR-10 recipe; with
