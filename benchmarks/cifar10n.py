@@ -80,7 +80,7 @@ def results_table(folder: Path) -> str:
     A run made before today's default order shows its ``noisefind`` under the order of its
     time: ``three witnesses`` (before the neighbours witness: no ``neighbours`` row) or ``two
     witnesses`` (before the augmented one: no ``fold_flip`` row); its ablations, of that
-    order, are left out.
+    order, are left out. A detector no run has is left out too.
     """
     runs = {}
     for file in sorted(folder.glob("cifar10n-*/results.json")):
@@ -95,6 +95,8 @@ def results_table(folder: Path) -> str:
     lines = ["| detector | " + " | ".join(runs) + " |",
              "| --- |" + " ---: |" * len(runs)]
     for detector in TABLE_DETECTORS:
+        if not any(detector in r for r in runs.values()):
+            continue
         cells = [f"{r[detector][0]:.3f} / {r[detector][1]:.3f}" if detector in r else "n/a"
                  for r in runs.values()]
         lines.append(f"| `{detector}` | " + " | ".join(cells) + " |")
