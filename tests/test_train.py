@@ -112,7 +112,7 @@ def test_grayscale_views_are_shifted_never_mirrored():
 
     # Asymmetric images: a mirrored view could not match any unmirrored crop.
     x = torch.arange(40 * 8 * 8, dtype=torch.float32).reshape(40, 1, 8, 8).sin()
-    views = ImageViews(x.shape, torch.device("cpu"), seed=0, mirror=False)(x)
+    views = ImageViews(x.shape, torch.device("cpu"), seed=0)(x)
     padded = torch.nn.functional.pad(x, (1, 1, 1, 1), mode="reflect")
     for i in range(len(x)):
         assert any(torch.equal(views[i], padded[i, :, dy:dy + 8, dx:dx + 8])
