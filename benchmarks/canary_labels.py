@@ -6,7 +6,8 @@
         --settings symmetric:0.1/0,symmetric:0.1/1,asymmetric:0.2/0
 
 For each noise/seed setting: inject the noise, train once, flip-search the scanned rows once,
-then calibrate the cutoff (`noisefind.cutoff.calibrate`, one replica per canary kind) with each
+then calibrate the cutoff (`noisefind.signals.replica.calibrate`, one replica per canary kind) with
+each
 kind of canary labels on that same model and search. Reports the flag's precision, recall and
 F1 and the estimated count's error against the injected truth (over the scanned rows). All
 rows are trained on; there is no test split, unlike benchmarks/cutoff.py.
@@ -29,11 +30,13 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from noisefind.cutoff import CANARY_LABELS, CutoffSettings, calibrate, flag_metrics
-from noisefind.data import load_data
-from noisefind.flip import FlipSettings, flip_search
-from noisefind.scan import scan_rows
-from noisefind.train import TrainConfig, fit
+from noisefind.data.labeled import scan_rows
+from noisefind.data.load import load_data
+from noisefind.decide.cutoff import CANARY_LABELS, CutoffSettings, flag_metrics
+from noisefind.signals.flip import FlipSettings, flip_search
+from noisefind.signals.replica import calibrate
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 
 def main() -> None:

@@ -24,10 +24,12 @@ import numpy as np
 import torch
 from sklearn.metrics import roc_auc_score
 
-from noisefind.data import load_data
-from noisefind.flip import FlipSettings, flip_search
-from noisefind.scan import peak_memory_mb
-from noisefind.train import TrainConfig, fit, resolve_device
+from noisefind.base.device import resolve_device
+from noisefind.data.load import load_data
+from noisefind.scanning.pipeline import peak_memory_mb
+from noisefind.signals.flip import FlipSettings, flip_search
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10n import SHARED, unpack  # noqa: E402

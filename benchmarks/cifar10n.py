@@ -142,11 +142,11 @@ def main() -> None:
 
     from rich.console import Console
 
-    from noisefind.bench import bench
-    from noisefind.bench_report import bench_table, decisions_table
-    from noisefind.data import load_data
-    from noisefind.detectors import parse_detector_list
-    from noisefind.train import TrainConfig
+    from noisefind.bench.detectors import parse_detector_list
+    from noisefind.bench.report import bench_table, decisions_table
+    from noisefind.bench.runner import bench
+    from noisefind.data.load import load_data
+    from noisefind.training.config import TrainConfig
 
     # A shuffle other than the first names its parts apart: they overlap the first's.
     shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""

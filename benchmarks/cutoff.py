@@ -4,7 +4,8 @@
     python benchmarks/cutoff.py --data mnist5k --width 0.5 --epochs 30 --seeds 1 --limit 1000
 
 For each seed: 10% symmetric noise, a clean test split (a fifth, stratified) held out, the bench
-(`noisefind.bench.bench(..., retrain=True)`) on the rest with the detectors flip, flip_cost, aum
+(`noisefind.bench.runner.bench(..., retrain=True)`) on the rest with the detectors flip, flip_cost,
+aum
 and confident_learning. It reports, on the same run and rows:
 
 - the flag of the scan's calibrated cutoff (`flip_cutoff`, canaries in a replica model) and of
@@ -30,10 +31,10 @@ from pathlib import Path
 
 import torch
 
-from noisefind.bench import bench
-from noisefind.data import load_data
-from noisefind.flip import FlipSettings
-from noisefind.train import TrainConfig
+from noisefind.bench.runner import bench
+from noisefind.data.load import load_data
+from noisefind.signals.flip import FlipSettings
+from noisefind.training.config import TrainConfig
 
 DETECTORS = ["flip", "flip_cost", "flip+dynamics", "aum", "confident_learning"]
 

@@ -24,9 +24,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from noisefind.data import load_data
-from noisefind.evaluate import evaluate
-from noisefind.train import TrainConfig, fit
+from noisefind.analyses.evaluate import evaluate
+from noisefind.data.load import load_data
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 KINDS = "example-tied,standard,sparse,none"
 MEASURES = ("train_clean", "train_noisy", "test")

@@ -24,9 +24,10 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from sklearn.metrics import average_precision_score, roc_auc_score  # noqa: E402
 
-from noisefind.data import load_data  # noqa: E402
-from noisefind.flip import FlipSettings, flip_search  # noqa: E402
-from noisefind.train import TrainConfig, fit  # noqa: E402
+from noisefind.data.load import load_data  # noqa: E402
+from noisefind.signals.flip import FlipSettings, flip_search  # noqa: E402
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit  # noqa: E402
 
 
 def main() -> None:

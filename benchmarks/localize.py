@@ -32,18 +32,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisefind.analysis_report import plot_memorization
-from noisefind.data import load_data
-from noisefind.files import write_json
-from noisefind.localize import (
+from noisefind.analyses.gradients import GradientTracker
+from noisefind.analyses.localize import (
     RetrainSettings,
     gradient_figures,
     retrain,
     rewind,
     save_analysis,
 )
-from noisefind.memorization import MemorizationSettings, memorization, summarize
-from noisefind.train import TrainConfig, fit, load_run
+from noisefind.analyses.memorization import MemorizationSettings, memorization, summarize
+from noisefind.analyses.report import plot_memorization
+from noisefind.base.files import write_json
+from noisefind.data.load import load_data
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+from noisefind.training.runs import load_run
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -77,9 +80,9 @@ def layer_analyses(data, name: str, args) -> None:
     timings = {}
     with tempfile.TemporaryDirectory(prefix="noisefind-localize-") as folder:
         config = TrainConfig(width=args.width, epochs=args.epochs, device=args.device,
-                             checkpoint_every=args.checkpoint_every, track_gradients=True)
+                             checkpoint_every=args.checkpoint_every)
         started = time.perf_counter()
-        fit(data, config, out=folder)
+        fit(data, config, out=folder, step_hook=GradientTracker)
         timings["train_with_tracking"] = time.perf_counter() - started
         run = load_run(folder, device=args.device)
         gradients = gradient_figures(run)

@@ -111,10 +111,10 @@ def main() -> None:
     args = parser.parse_args()
 
     import noisefind
-    from noisefind.data import load_data
-    from noisefind.detectors import cleanlab_scores
-    from noisefind.out_of_sample import cv_folds
-    from noisefind.train import resolve_device
+    from noisefind.base.device import resolve_device
+    from noisefind.bench.detectors import cleanlab_scores
+    from noisefind.data.load import load_data
+    from noisefind.signals.out_of_sample import cv_folds
 
     device = resolve_device(args.device)
     name = f"own-model-{args.labels}-part{args.part}"

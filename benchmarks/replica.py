@@ -5,7 +5,7 @@
         --noise none --width 0.25 --epochs 20 --limit 1000 \
         --work /tmp/noisefind-cifar10n/cifar10n-aggre-part4/cache
 
-The cutoff trains a replica of the scanned model with canaries (``noisefind.cutoff``): about
+The cutoff trains a replica of the scanned model with canaries (``noisefind.decide.cutoff``): about
 one more training. ``CutoffSettings.replica_fraction`` trains it on the canaries and only that
 share of the other rows. For each noise/seed setting this trains the scanned model once (as
 ``noisefind bench`` does, so ``--work`` can point at a bench's cache and reuse its models and
@@ -33,14 +33,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from noisefind.cache import ResultCache
-from noisefind.consensus import flag_top
-from noisefind.cutoff import CutoffSettings, flag_metrics
-from noisefind.data import load_data
-from noisefind.detectors import DetectorContext, el2n_epoch, noisefind_default
-from noisefind.flip import FlipSettings
-from noisefind.scan import scan_rows
-from noisefind.train import TrainConfig
+from noisefind.bench.context import DetectorContext, el2n_epoch
+from noisefind.bench.detectors import noisefind_default
+from noisefind.data.labeled import scan_rows
+from noisefind.data.load import load_data
+from noisefind.decide.consensus import flag_top
+from noisefind.decide.cutoff import CutoffSettings, flag_metrics
+from noisefind.signals.flip import FlipSettings
+from noisefind.training.cache import ResultCache
+from noisefind.training.config import TrainConfig
 
 COLUMNS = ["noise", "seed", "fraction", "replica_seconds", "cutoff_precision", "cutoff_recall",
            "cutoff_f1", "cutoff_count_error", "default_precision", "default_recall",

@@ -4,7 +4,7 @@
 
 ``noisefind`` (the scan's default order) and ``noisefind-no-flip`` are functions of the stored
 ``oos_margin``, ``aum`` and ``flip_cost`` columns of the same rows
-(:func:`noisefind.consensus.consensus_score`), so a result made with an earlier form of the
+(:func:`noisefind.decide.consensus.consensus_score`), so a result made with an earlier form of the
 order, or before it existed, is brought up to date without retraining. A result from before
 the consensus order keeps its canary-weighed default (then named ``noisefind``) as
 ``cutoff+oos`` and drops that default's ablation. The ``noisefind`` decision becomes the
@@ -15,7 +15,8 @@ the flip search (``flip_cost``'s seconds) plus the K-fold models (``oos_margin``
 Results made before the fold-model signals hold no ``fold_flip`` or ``neighbours`` column, so
 what it writes there as ``noisefind`` is the two-witness order (the out-of-sample and in-sample
 witnesses), as ``benchmarks/cifar10n.py --table`` shows it. A result that holds every signal of
-today's order (:data:`noisefind.consensus.SIGNALS`) gets today's order and its three ablations
+today's order (:data:`noisefind.decide.consensus.SIGNALS`) gets today's order and its three
+ablations
 (``noisefind-no-flip``, ``-no-augmented``, ``-no-neighbours``) instead, each keeping the
 seconds the bench charged it (the same inputs).
 """
@@ -44,8 +45,8 @@ def scores_file(folder: Path, noise: str, seed: int) -> Path:
 
 def rescore(folder: Path) -> None:
     """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
-    from noisefind.bench import detection_metrics
-    from noisefind.consensus import (
+    from noisefind.bench.runner import detection_metrics
+    from noisefind.decide.consensus import (
         AUGMENTED,
         FLIP_SIGNALS,
         NEIGHBOURS,
@@ -53,7 +54,7 @@ def rescore(folder: Path) -> None:
         consensus_score,
         flag_top,
     )
-    from noisefind.cutoff import flag_metrics
+    from noisefind.decide.cutoff import flag_metrics
 
     stored = json.loads((folder / "results.json").read_text())
     settings, runs = stored["settings"], stored["runs"]
@@ -116,8 +117,8 @@ def write_reports(folder: Path, runs: pd.DataFrame, settings: dict, decisions: l
     per-example scores (as the bench draws them)."""
     from sklearn.metrics import roc_curve
 
-    from noisefind.bench import finite_scores, mean_roc
-    from noisefind.bench_report import write_bench_results
+    from noisefind.bench.report import write_bench_results
+    from noisefind.bench.runner import finite_scores, mean_roc
 
     curves: dict = {}
     for (noise, seed), _ in runs.groupby(["noise", "seed"], sort=False):

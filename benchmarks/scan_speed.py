@@ -6,7 +6,8 @@
 
 One model is trained (timed), then the flip search scans the same rows under each setting:
 ``paper`` (the settings of the first release: R=16 references, K=5 noise copies, 100 units at
-most, 8 searches per pass), ``default`` (today's :class:`~noisefind.flip.FlipSettings`) and any
+most, 8 searches per pass), ``default`` (today's :class:`~noisefind.signals.flip.FlipSettings`) and
+any
 ``--variant NAME:key=value,...``. For each it reports the search's seconds, its ratio to the
 training's seconds (projected to every row when ``--examples`` scans fewer), examples per
 second, peak memory and the AUROC of the flip score (units to flip) and of the flip cost
@@ -31,10 +32,12 @@ from rich.console import Console
 from rich.table import Table
 from sklearn.metrics import roc_auc_score
 
-from noisefind.data import load_data
-from noisefind.flip import FlipSettings, flip_search, flip_search_reference
-from noisefind.scan import peak_memory_mb
-from noisefind.train import TrainConfig, fit, resolve_device
+from noisefind.base.device import resolve_device
+from noisefind.data.load import load_data
+from noisefind.scanning.pipeline import peak_memory_mb
+from noisefind.signals.flip import FlipSettings, flip_search, flip_search_reference
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 PAPER = FlipSettings(max_units=100, noise_copies=5, reference_size=16, batch_size=8)
 TABLE_COLUMNS = ("settings", "reference_size", "noise_copies", "max_units", "batch_size",

@@ -18,9 +18,11 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from noisefind.data import load_data
-from noisefind.scan import peak_memory_mb
-from noisefind.train import TrainConfig, fit, resolve_device
+from noisefind.base.device import resolve_device
+from noisefind.data.load import load_data
+from noisefind.scanning.pipeline import peak_memory_mb
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 
 def main() -> None:

@@ -1,11 +1,14 @@
 """noisefind: find mislabeled training examples by how few neurons flip them."""
 
-from noisefind.data import LabeledData, NoiseSpec, load_data
-from noisefind.errors import NoisefindError
-from noisefind.flip import FlipSettings
-from noisefind.library import LabelIssues, find_label_issues
-from noisefind.scan import scan
-from noisefind.train import Run, TrainConfig, fit, load_run
+from noisefind.api import LabelIssues, find_label_issues
+from noisefind.base.errors import NoisefindError
+from noisefind.data.labeled import LabeledData, NoiseSpec
+from noisefind.data.load import load_data
+from noisefind.scanning.pipeline import scan
+from noisefind.signals.flip import FlipSettings
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+from noisefind.training.runs import Run, load_run
 
 __version__ = "0.1.0"
 

@@ -13,8 +13,8 @@ from typing import Annotated
 
 import typer
 
-from noisefind.console import console
-from noisefind.errors import NoisefindError
+from noisefind.base.console import console
+from noisefind.base.errors import NoisefindError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Find mislabeled training examples by how few neurons flip them.")
@@ -91,14 +91,14 @@ def _flag_words():
 
 def _join_torchrun(device: str, quiet: bool) -> tuple[str, bool]:
     """Under torchrun, join the process group; only rank 0 talks to the terminal."""
-    from noisefind import distributed
+    from noisefind.base import distributed
 
     device = distributed.init_from_environment(device)
     return device, quiet or not distributed.is_main()
 
 
 def _load(data: str, noise: str | None, seed: int, image_size: int | None, quiet: bool):
-    from noisefind.data import load_data
+    from noisefind.data.load import load_data
 
     loaded = load_data(data, image_size=image_size, progress=not quiet)
     if loaded.skipped:
@@ -146,7 +146,7 @@ def _given(ctx: typer.Context, names) -> list[str]:
 
 def _train_config(seed: int, device: str, training: TrainingOptions, **more):
     """The TrainConfig of the shared training options, a seed and a device."""
-    from noisefind.train import TrainConfig
+    from noisefind.training.config import TrainConfig
 
     return TrainConfig(**training, seed=seed, device=device, **more)
 
@@ -175,7 +175,7 @@ def train(
     training: TrainingOptions | None = None,
 ) -> None:
     """Train a model; OUT holds weights, config and the per-example training history."""
-    from noisefind.train import fit
+    from noisefind.training.fit import fit
 
     if example_tied_dropout and dropout not in ("none", "example-tied"):
         raise NoisefindError(f"--example-tied-dropout conflicts with --dropout {dropout}")
@@ -187,9 +187,11 @@ def train(
     device, quiet = _join_torchrun(device, quiet)
     loaded = _load(data, noise, seed, image_size, quiet)
     config = _train_config(seed, device, training, checkpoint_every=checkpoint_every,
-                           dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout,
-                           track_gradients=track_gradients)
-    run = fit(loaded, config, out=out, progress=not quiet)
+                           dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout)
+    hook = None
+    if track_gradients:
+        from noisefind.analyses.gradients import GradientTracker as hook
+    run = fit(loaded, config, out=out, progress=not quiet, step_hook=hook)
     if quiet and run.path is None:
         return  # a torchrun rank other than 0
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in run.config["metrics"].items())
@@ -220,9 +222,9 @@ def evaluate(
 
     from rich.console import Console
 
-    from noisefind.evaluate import evaluate as evaluate_run
-    from noisefind.evaluate import evaluation_table, load_run_data
-    from noisefind.train import load_run
+    from noisefind.analyses.evaluate import evaluate as evaluate_run
+    from noisefind.analyses.evaluate import evaluation_table, load_run_data
+    from noisefind.training.runs import load_run
 
     loaded_run = load_run(run, device=device)
     loaded = load_run_data(loaded_run, data, progress=not quiet)
@@ -303,13 +305,13 @@ def scan(
     training: TrainingOptions | None = None,
 ) -> None:
     """Rank every training example by how few units flip the model's prediction."""
-    from noisefind.cutoff import CutoffSettings
-    from noisefind.flip import FlipSettings
-    from noisefind.library import check_own_rank_by, resolve_model, training_noise
-    from noisefind.own_model import RANKING_SIGNALS, is_own, parse_floats
-    from noisefind.scan import check_rank_by
-    from noisefind.scan import scan as run_scan
-    from noisefind.scan_report import print_suspects
+    from noisefind.api import check_own_rank_by, resolve_model, training_noise
+    from noisefind.decide.cutoff import CutoffSettings
+    from noisefind.scanning.outputs import print_suspects
+    from noisefind.scanning.pipeline import check_rank_by
+    from noisefind.scanning.pipeline import scan as run_scan
+    from noisefind.signals.flip import FlipSettings
+    from noisefind.training.runs import RANKING_SIGNALS, is_own
 
     ignored = _given(ctx, TRAINING_OPTIONS)
     if model is not None and ignored:
@@ -407,12 +409,12 @@ def bench(
     """Score every detector against known label noise: AUROC, AUPRC, TPR@5%FPR, P@k, cost."""
     from rich.console import Console
 
-    from noisefind.bench import bench as run_bench
-    from noisefind.bench_report import bench_table
-    from noisefind.data import parse_noise_list
-    from noisefind.detectors import parse_detector_list
-    from noisefind.flip import FlipSettings
-    from noisefind.train import TrainConfig
+    from noisefind.bench.detectors import parse_detector_list
+    from noisefind.bench.report import bench_table
+    from noisefind.bench.runner import bench as run_bench
+    from noisefind.data.labeled import parse_noise_list
+    from noisefind.signals.flip import FlipSettings
+    from noisefind.training.config import TrainConfig
 
     noises = parse_noise_list(noise)
     chosen = parse_detector_list(detectors) if detectors is not None else None
@@ -430,11 +432,11 @@ def bench(
     # The table is the command's result, so stdout; messages stay on the stderr console.
     Console().print(bench_table(runs))
     if runs.attrs.get("decisions"):
-        from noisefind.bench_report import decisions_table
+        from noisefind.bench.report import decisions_table
 
         Console().print(decisions_table(runs.attrs["decisions"]))
     if runs.attrs.get("retrain"):
-        from noisefind.bench_report import cleaned_retrain_table
+        from noisefind.bench.report import cleaned_retrain_table
 
         Console().print(cleaned_retrain_table(runs.attrs["retrain"]))
     console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
@@ -470,8 +472,8 @@ def localize_gradients(run: RunFolder, out: LocalizeOut = None, quiet: Quiet = F
     """
     from rich.console import Console
 
-    from noisefind.analysis_report import gradient_table
-    from noisefind.localize import gradient_figures, save_analysis
+    from noisefind.analyses.localize import gradient_figures, save_analysis
+    from noisefind.analyses.report import gradient_table
 
     result = gradient_figures(run)
     written = save_analysis("gradients", result, _localize_out(run, out))
@@ -494,8 +496,8 @@ def localize_rewind(
     quiet: Quiet = False,
 ) -> None:
     """Rewind each layer to each kept checkpoint; clean and mislabeled accuracy (Fig. 3)."""
-    from noisefind.analysis_report import rewind_table
-    from noisefind.localize import rewind
+    from noisefind.analyses.localize import rewind
+    from noisefind.analyses.report import rewind_table
 
     chosen = _int_list(epochs, "--epochs") if epochs is not None else None
     _layer_analysis("rewind", run, out, data, device, quiet, rewind_table,
@@ -508,9 +510,9 @@ def _layer_analysis(name: str, run: Path, out: Path | None, data: str | None, de
     """Load a run and its data, run one layer analysis, save it, print its table."""
     from rich.console import Console
 
-    from noisefind.evaluate import load_run_data
-    from noisefind.localize import save_analysis
-    from noisefind.train import load_run
+    from noisefind.analyses.evaluate import load_run_data
+    from noisefind.analyses.localize import save_analysis
+    from noisefind.training.runs import load_run
 
     loaded_run = load_run(run, device=device)
     loaded = load_run_data(loaded_run, data, progress=not quiet)
@@ -535,8 +537,8 @@ def localize_retrain(
     quiet: Quiet = False,
 ) -> None:
     """Reset each layer to its initial weights, retrain it alone on clean examples (Fig. 4)."""
-    from noisefind.analysis_report import retrain_table
-    from noisefind.localize import RetrainSettings, retrain
+    from noisefind.analyses.localize import RetrainSettings, retrain
+    from noisefind.analyses.report import retrain_table
 
     groups = [g.strip() for g in layers.split(",") if g.strip()] if layers else None
     settings = RetrainSettings(epochs=epochs, lr=lr, batch_size=batch_size)
@@ -580,10 +582,10 @@ def memorization(
     """
     from rich.console import Console
 
-    from noisefind.analysis_report import memorization_table
-    from noisefind.data import split_holdout
-    from noisefind.memorization import MemorizationSettings, summarize
-    from noisefind.memorization import memorization as estimate
+    from noisefind.analyses.memorization import MemorizationSettings, summarize
+    from noisefind.analyses.memorization import memorization as estimate
+    from noisefind.analyses.report import memorization_table
+    from noisefind.data.labeled import split_holdout
 
     settings = MemorizationSettings(models=models, subset=subset, seed=seed)
     settings.validate()
@@ -620,7 +622,7 @@ def review(
     quiet: Quiet = False,
 ) -> None:
     """Write OUT/report.html: one self-contained page of the suspects, filterable."""
-    from noisefind.review import write_review
+    from noisefind.scanning.review import write_review
 
     path = write_review(out, top=top)
     if not quiet:
@@ -640,7 +642,7 @@ def export(
     quiet: Quiet = False,
 ) -> None:
     """Write a cleaned manifest (flagged examples dropped or relabelled), ready to train on."""
-    from noisefind.export import export as export_manifest
+    from noisefind.scanning.export import export as export_manifest
 
     if drop == relabel:
         raise NoisefindError("export: give exactly one of --drop or --relabel")
@@ -657,3 +659,13 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+def parse_floats(text: str | None, name: str) -> list[float] | None:
+    """``"0.485,0.456,0.406"`` -> floats (for ``--mean`` and ``--std``)."""
+    if text is None:
+        return None
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise NoisefindError(f"{name} {text!r}: give comma-separated numbers") from None

@@ -7,8 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from noisefind.data import load_data
-from noisefind.train import TrainConfig, fit
+from noisefind.data.load import load_data
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 # The test models are tiny: a second intra-op thread gains little, and on a busy machine two
 # threads spin against each other (measured: one small training 0.4 s with one thread, 15-40 s

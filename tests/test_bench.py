@@ -12,7 +12,10 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from noisefind.bench import (
+from noisefind.base.errors import NoisefindError
+from noisefind.bench.detectors import get_detectors
+from noisefind.bench.report import bench_markdown, bench_summary
+from noisefind.bench.runner import (
     bench,
     detection_metrics,
     finite_scores,
@@ -20,11 +23,8 @@ from noisefind.bench import (
     scan_rows,
     tpr_at_fpr,
 )
-from noisefind.bench_report import bench_markdown, bench_summary
 from noisefind.cli import app
-from noisefind.detectors import get_detectors
-from noisefind.errors import NoisefindError
-from noisefind.train import TrainConfig
+from noisefind.training.config import TrainConfig
 
 runner = CliRunner()
 IS_NOISY = np.array([True] * 10 + [False] * 90)

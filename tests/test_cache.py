@@ -6,9 +6,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from noisefind.cache import ResultCache, data_key, digest, model_key
-from noisefind.models import predict_logits
-from noisefind.train import TrainConfig
+from noisefind.models.predict import predict_logits
+from noisefind.training.cache import ResultCache, data_key, digest, model_key
+from noisefind.training.config import TrainConfig
 
 
 def test_a_cached_run_is_reloaded_and_a_changed_setting_misses(digits, tmp_path):

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from noisefind.consensus import (
+from noisefind.base.errors import NoisefindError
+from noisefind.decide.consensus import (
     AUGMENTED,
     FLIP_SIGNALS,
     NEIGHBOURS,
@@ -10,7 +11,6 @@ from noisefind.consensus import (
     consensus_score,
     flag_top,
 )
-from noisefind.errors import NoisefindError
 
 
 def z(values):

@@ -7,19 +7,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
-from noisefind.cutoff import (
-    CutoffSettings,
+from noisefind.decide.cutoff import CutoffSettings, estimate_count, fit_cutoff, flag_metrics
+from noisefind.signals.replica import (
     calibrate,
     canary_count,
     choose_canaries,
-    estimate_count,
     estimated_confusions,
-    fit_cutoff,
-    flag_metrics,
     replica_rows,
 )
-from noisefind.errors import NoisefindError
 
 runner = CliRunner()
 TINY = ["--width", "0.25", "--epochs", "8", "--max-units", "20", "--quiet"]
@@ -214,7 +211,7 @@ def test_a_partial_replica_trains_on_every_canary_and_a_share_of_the_rest():
 
 
 def test_a_partial_replica_calibrates_the_same_rows(noisy_digits, noisy_digits_run):
-    from noisefind.flip import FlipSettings, flip_search
+    from noisefind.signals.flip import FlipSettings, flip_search
 
     rows = np.random.default_rng(0).permutation(len(noisy_digits))[:120]
     settings = FlipSettings(max_units=30)
@@ -277,10 +274,10 @@ def test_bad_cutoff_flags_exit_2(args, message):
 
 
 def test_bench_reports_decisions_beside_cleanlab(tmp_path):
-    from noisefind.bench import bench
-    from noisefind.data import load_data
-    from noisefind.flip import FlipSettings
-    from noisefind.train import TrainConfig
+    from noisefind.bench.runner import bench
+    from noisefind.data.load import load_data
+    from noisefind.signals.flip import FlipSettings
+    from noisefind.training.config import TrainConfig
 
     runs = bench(load_data("digits"), ["symmetric:0.1"], seeds=1,
                  detectors=["flip", "confident_learning"], folds=2, limit=80,

@@ -6,8 +6,9 @@ import pytest
 import torch
 from PIL import Image
 
-from noisefind.data import NoiseSpec, inject_noise, load_data, parse_noise_list, split_holdout
-from noisefind.errors import NoisefindError
+from noisefind.base.errors import NoisefindError
+from noisefind.data.labeled import NoiseSpec, inject_noise, parse_noise_list, split_holdout
+from noisefind.data.load import load_data
 
 
 def test_digits_builtin_has_real_labels_and_indices(digits):

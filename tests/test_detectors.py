@@ -8,28 +8,28 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from noisefind.data import LabeledData
-from noisefind.detectors import (
+from noisefind.base.errors import NoisefindError
+from noisefind.bench.context import DetectorContext, early_checkpoint, el2n_epoch
+from noisefind.bench.detectors import (
     DETECTORS,
-    DetectorContext,
     cleanlab_scores,
-    early_checkpoint,
-    el2n_epoch,
     el2n_from_probabilities,
     forgetting_events,
     get_detectors,
     parse_detector_list,
     register,
 )
-from noisefind.errors import NoisefindError
-from noisefind.models import predict_logits
-from noisefind.out_of_sample import (
+from noisefind.data.labeled import LabeledData
+from noisefind.models.predict import predict_logits
+from noisefind.signals.out_of_sample import (
     cross_validated_probabilities,
     cross_validated_runs,
     cv_folds,
     fold_margins,
 )
-from noisefind.train import History, Run, TrainConfig, fit, load_weights, make_model
+from noisefind.training.config import TrainConfig, make_model
+from noisefind.training.fit import fit
+from noisefind.training.runs import History, Run, load_weights
 
 CLASSES = ["a", "b", "c"]
 
@@ -112,7 +112,7 @@ def test_el2n_uses_the_early_checkpoint(digits, tmp_path):
               out=tmp_path, progress=False)
     chosen = early_checkpoint(run)
     assert chosen.name == "epoch_002.safetensors"  # nearest epoch 1 that is not the initial one
-    model = make_model(TrainConfig(**run.config["train"]), small.input_shape, 10)
+    model = make_model(TrainConfig.from_dict(run.config["train"]), small.input_shape, 10)
     model.load_state_dict(load_weights(chosen, model))
     probabilities = torch.softmax(predict_logits(model.eval(), small.x), 1).numpy()
     context = DetectorContext(small, run)
@@ -223,7 +223,7 @@ def test_fold_aum_reads_only_the_fold_models_that_trained_on_each_row(digits):
 
 
 def test_fold_flip_searches_each_row_on_a_fold_model_that_learned_it(digits):
-    from noisefind.flip import FlipSettings, flip_search
+    from noisefind.signals.flip import FlipSettings, flip_search
 
     noisy = digits.subset(torch.arange(0, 1797, 6)).with_noise("symmetric:0.2", seed=0)
     config = TrainConfig(width=0.25, epochs=8, device="cpu")
@@ -250,7 +250,7 @@ def test_fold_flip_searches_each_row_on_a_fold_model_that_learned_it(digits):
 
 
 def test_oos_flip_searches_each_row_on_the_fold_model_that_held_it_out(digits):
-    from noisefind.flip import FlipSettings
+    from noisefind.signals.flip import FlipSettings
 
     noisy = digits.subset(torch.arange(0, 1797, 6)).with_noise("symmetric:0.2", seed=0)
     config = TrainConfig(width=0.25, epochs=8, device="cpu")
@@ -274,7 +274,7 @@ def test_oos_flip_searches_each_row_on_the_fold_model_that_held_it_out(digits):
 def test_flip_detectors_read_one_shared_search_on_the_given_rows(digits):
     small = digits.subset(torch.arange(0, 1797, 6))
     run = fit(small, TrainConfig(width=0.25, epochs=6, device="cpu"), progress=False)
-    from noisefind.flip import FlipSettings
+    from noisefind.signals.flip import FlipSettings
 
     context = DetectorContext(small, run, rows=[7, 3, 11],
                               flip_settings=FlipSettings(max_units=20, noise_copies=2,
@@ -292,7 +292,7 @@ def test_flip_detectors_read_one_shared_search_on_the_given_rows(digits):
 
 
 def test_flip_dynamics_is_the_scans_calibrated_cutoff_score(noisy_digits, noisy_digits_run):
-    from noisefind.flip import FlipSettings
+    from noisefind.signals.flip import FlipSettings
 
     rows = np.random.default_rng(0).permutation(len(noisy_digits))[:150]
     context = DetectorContext(noisy_digits, noisy_digits_run, rows=rows,

@@ -8,8 +8,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 from typer.testing import CliRunner
 
+from noisefind.analyses.evaluate import etd_scores, evaluate, run_data
+from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
-from noisefind.dropout import (
+from noisefind.models.dropout import (
     ExampleTiedDropout,
     SparseNetwork,
     StandardDropout,
@@ -19,10 +21,11 @@ from noisefind.dropout import (
     generalization_channels,
     memorization_dropped,
 )
-from noisefind.errors import NoisefindError
-from noisefind.evaluate import etd_scores, evaluate, run_data
-from noisefind.models import build_model, predict_logits
-from noisefind.train import TrainConfig, fit, label_margin, load_run
+from noisefind.models.nets import build_model
+from noisefind.models.predict import label_margin, predict_logits
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+from noisefind.training.runs import load_run
 
 runner = CliRunner()
 
@@ -240,7 +243,8 @@ def test_etd_scores_rank_by_the_margin_after_the_drop(etd_run, noisy_digits):
 
 
 def test_bench_detector_etd_is_opt_in_and_trains_its_own_example_tied_model(noisy_digits):
-    from noisefind.detectors import DETECTORS, OPT_IN, DetectorContext
+    from noisefind.bench.context import DetectorContext
+    from noisefind.bench.detectors import DETECTORS, OPT_IN
 
     assert "etd" in OPT_IN
     config = TrainConfig(width=0.5, epochs=12, device="cpu")

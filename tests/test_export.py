@@ -8,8 +8,8 @@ import torch
 from typer.testing import CliRunner
 
 from noisefind.cli import app
-from noisefind.data import load_data
-from noisefind.export import load_training_set
+from noisefind.data.load import load_data
+from noisefind.scanning.export import load_training_set
 
 runner = CliRunner()
 TINY = ["--width", "0.25", "--max-units", "20", "--quiet"]
@@ -117,9 +117,9 @@ def test_export_without_a_scan_exits_2(tmp_path):
 
 
 def test_bench_retrain_compares_noisy_cleaned_and_clean(tmp_path):
-    from noisefind.bench import bench
-    from noisefind.flip import FlipSettings
-    from noisefind.train import TrainConfig
+    from noisefind.bench.runner import bench
+    from noisefind.signals.flip import FlipSettings
+    from noisefind.training.config import TrainConfig
 
     result = runner.invoke(app, ["bench", "digits", "--noise", "symmetric:0.1", "--seeds", "1",
                                  "--detectors", "flip", "--limit", "60", "--width", "0.25",

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
-from noisefind.data import load_data
-from noisefind.errors import NoisefindError
-from noisefind.flip import (
+from noisefind.base.errors import NoisefindError
+from noisefind.data.load import load_data
+from noisefind.signals.flip import (
     FlipSettings,
     ReferencePool,
     flip_cost,
@@ -12,7 +12,8 @@ from noisefind.flip import (
     flip_search_reference,
     noisy_copies,
 )
-from noisefind.train import TrainConfig, fit
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,7 @@ def test_mislabeled_examples_flip_with_fewer_units(trained, noisy_digits, mixed_
 
 
 def test_flipped_examples_really_flip(trained, noisy_digits, mixed_rows):
-    from noisefind.models import unit_masks
+    from noisefind.models.nets import unit_masks
 
     settings = FlipSettings(max_units=60)
     result = flip_search(trained, noisy_digits, settings, rows=mixed_rows[:6], progress=False)
@@ -136,7 +137,8 @@ def test_the_cli_and_the_library_default_to_the_search_settings_defaults():
     # The CLI keeps literal defaults so that `noisefind --help` does not import torch.
     import inspect
 
-    from noisefind import cli, library
+    from noisefind import api as library
+    from noisefind import cli
 
     defaults = FlipSettings()
     for function in (cli.scan, cli.bench, library.find_label_issues):

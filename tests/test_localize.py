@@ -9,10 +9,8 @@ import torch
 import torch.nn.functional as F
 from typer.testing import CliRunner
 
-from noisefind.cli import app
-from noisefind.errors import NoisefindError
-from noisefind.localize import (
-    GradientTracker,
+from noisefind.analyses.gradients import GradientTracker
+from noisefind.analyses.localize import (
     RetrainSettings,
     gradient_figures,
     group_keys,
@@ -23,7 +21,11 @@ from noisefind.localize import (
     rewind,
     save_analysis,
 )
-from noisefind.train import TrainConfig, fit, load_run, load_weights
+from noisefind.base.errors import NoisefindError
+from noisefind.cli import app
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+from noisefind.training.runs import load_run, load_weights
 
 CONFIG = TrainConfig(width=0.25, epochs=6, checkpoint_every=2, device="cpu")
 
@@ -36,8 +38,7 @@ def tiny(digits):
 @pytest.fixture(scope="module")
 def tiny_run(tiny, tmp_path_factory):
     out = tmp_path_factory.mktemp("tracked")
-    config = TrainConfig(**{**CONFIG.__dict__, "track_gradients": True})
-    fit(tiny, config, out=out, progress=False)
+    fit(tiny, CONFIG, out=out, progress=False, step_hook=GradientTracker)
     return load_run(out, device="cpu")
 
 
@@ -74,7 +75,7 @@ def test_gradients_file_has_every_layer_and_epoch(tiny, tiny_run):
 
 def test_tracker_splits_one_step_exactly(tiny):
     torch.manual_seed(0)
-    from noisefind.train import make_model
+    from noisefind.training.config import make_model
 
     model = make_model(CONFIG, tiny.input_shape, tiny.num_classes)
     model.fit_normalization(tiny.x)
@@ -108,7 +109,7 @@ def test_tracker_splits_one_step_exactly(tiny):
 def test_tracking_needs_the_truth(digits):
     small = digits.subset(torch.arange(100))
     with pytest.raises(NoisefindError, match="--noise"):
-        fit(small, TrainConfig(width=0.25, epochs=1, track_gradients=True), progress=False)
+        fit(small, TrainConfig(width=0.25, epochs=1), progress=False, step_hook=GradientTracker)
 
 
 def test_rewind_to_the_last_checkpoint_changes_nothing(tiny, tiny_run):

@@ -9,11 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import noisefind.memorization as mem
-from noisefind.cli import app
-from noisefind.detectors import DETECTORS, OPT_IN, DetectorContext, get_detectors
-from noisefind.errors import NoisefindError
-from noisefind.memorization import (
+import noisefind.analyses.memorization as mem
+from noisefind.analyses.memorization import (
     MemorizationSettings,
     estimate,
     influence,
@@ -22,7 +19,12 @@ from noisefind.memorization import (
     subset_mask,
     summarize,
 )
-from noisefind.train import TrainConfig, fit
+from noisefind.base.errors import NoisefindError
+from noisefind.bench.context import DetectorContext
+from noisefind.bench.detectors import DETECTORS, OPT_IN, get_detectors
+from noisefind.cli import app
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
 
 CONFIG = TrainConfig(width=0.25, epochs=12, device="cpu")
 SETTINGS = MemorizationSettings(models=6, subset=0.7, seed=0)

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from noisefind.errors import NoisefindError
-from noisefind.models import build_model, choose_arch, resnet9, unit_masks
+from noisefind.base.errors import NoisefindError
+from noisefind.models.nets import build_model, choose_arch, resnet9, unit_masks
 
 
 def test_resnet9_matches_the_paper_layout():

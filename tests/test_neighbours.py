@@ -4,10 +4,11 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from noisefind.errors import NoisefindError
-from noisefind.models import build_model, predict_logits
-from noisefind.neighbours import embeddings, neighbour_probabilities
-from noisefind.out_of_sample import calibrated_margin, class_thresholds
+from noisefind.base.errors import NoisefindError
+from noisefind.models.nets import build_model
+from noisefind.models.predict import predict_logits
+from noisefind.signals.neighbours import embeddings, neighbour_probabilities
+from noisefind.signals.out_of_sample import calibrated_margin, class_thresholds
 
 
 def clusters(sizes_and_labels, seed=0):
@@ -105,8 +106,10 @@ def test_embeddings_are_the_unit_length_input_of_the_head():
 
 
 def test_neighbours_on_digits_find_injected_noise(digits):
-    from noisefind.detectors import DETECTORS, DetectorContext
-    from noisefind.train import TrainConfig, fit
+    from noisefind.bench.context import DetectorContext
+    from noisefind.bench.detectors import DETECTORS
+    from noisefind.training.config import TrainConfig
+    from noisefind.training.fit import fit
 
     noisy = digits.subset(torch.arange(0, 1797, 4)).with_noise("symmetric:0.2", seed=0)
     config = TrainConfig(width=0.25, epochs=8, device="cpu")

@@ -18,12 +18,12 @@ from torch import nn
 from typer.testing import CliRunner
 
 import noisefind
+from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
-from noisefind.data import load_data
-from noisefind.errors import NoisefindError
-from noisefind.flip import FlipSettings, flip_search, flip_search_reference
-from noisefind.library import as_labeled_data
-from noisefind.own_model import load_own_model
+from noisefind.data.arrays import as_labeled_data
+from noisefind.data.load import load_data
+from noisefind.signals.flip import FlipSettings, flip_search, flip_search_reference
+from noisefind.training.runs import load_own_model
 
 runner = CliRunner()
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -109,7 +109,7 @@ def test_batched_search_equals_the_reference_on_resnet18(digit_manifest, resnet_
 
 
 def test_a_switched_off_channel_is_zero_after_its_relu(digit_manifest, resnet_weights):
-    from noisefind.models import unit_masks
+    from noisefind.models.nets import unit_masks
 
     data = load_data(digit_manifest)
     model = load_own_model("torchvision:resnet18", data, resnet_weights, device="cpu").model

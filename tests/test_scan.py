@@ -12,8 +12,8 @@ import pytest
 from typer.testing import CliRunner
 
 from noisefind.cli import app
-from noisefind.flip import FlipSettings
-from noisefind.scan import scan
+from noisefind.scanning.pipeline import scan
+from noisefind.signals.flip import FlipSettings
 
 runner = CliRunner()
 SUSPECT_COLUMNS = ["rank", "index", "path", "given_label", "predicted_label", "units_to_flip",
@@ -51,7 +51,7 @@ def test_summary_reports_quality_against_the_truth(scanned):
 
 def test_resume_with_other_settings_is_refused(scanned, noisy_digits, noisy_digits_run):
     _, out = scanned
-    from noisefind.errors import NoisefindError
+    from noisefind.base.errors import NoisefindError
 
     with pytest.raises(NoisefindError, match="cannot resume"):
         scan(noisy_digits, noisy_digits_run, out=out, limit=120, resume=True,
@@ -124,8 +124,8 @@ def test_suggested_label_is_mostly_the_true_label_of_the_mislabeled(scanned):
 
 
 def test_scan_rows_is_one_function_with_one_behaviour():
-    from noisefind import bench
-    from noisefind.scan import scan_rows
+    from noisefind.bench import runner as bench
+    from noisefind.data.labeled import scan_rows
 
     assert bench.scan_rows is scan_rows
     assert scan_rows(10, 10, 3).tolist() == list(range(10))  # a limit >= n: all, in order

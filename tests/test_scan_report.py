@@ -1,7 +1,7 @@
 import pandas as pd
 from rich.console import Console
 
-from noisefind.scan_report import suspects_table
+from noisefind.scanning.outputs import suspects_table
 
 
 def _table(rank_by: str) -> pd.DataFrame:

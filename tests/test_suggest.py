@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from noisefind.suggest import suggest_labels
+from noisefind.decide.suggest import suggest_labels
 
 
 def test_flipped_to_then_prediction_then_runner_up():

@@ -5,9 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from noisefind.errors import NoisefindError
-from noisefind.models import predict_logits
-from noisefind.train import TrainConfig, check_compatible, fit, label_margin, load_run
+from noisefind.base.errors import NoisefindError
+from noisefind.models.predict import label_margin, predict_logits
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+from noisefind.training.runs import check_compatible, load_run
 
 
 def test_default_recipe_memorizes_noisy_digits(noisy_digits_run):
@@ -67,7 +69,7 @@ def test_divergence_stops_with_a_hint(digits):
 
 
 def test_mismatched_run_and_data(noisy_digits_run):
-    from noisefind.data import load_data
+    from noisefind.data.load import load_data
 
     with pytest.raises(NoisefindError, match="classes"):
         check_compatible(noisy_digits_run, load_data("wine"))
@@ -91,7 +93,7 @@ def test_label_margin():
 def test_image_views_are_shifted_or_mirrored_crops_of_the_padded_image():
     import torch.nn.functional as F
 
-    from noisefind.train import ImageViews
+    from noisefind.training.views import ImageViews
 
     x = torch.rand(12, 3, 8, 8)
     views = ImageViews(x.shape, torch.device("cpu"), seed=0)(x)
@@ -108,7 +110,7 @@ def test_image_views_are_shifted_or_mirrored_crops_of_the_padded_image():
 
 
 def test_grayscale_views_are_shifted_never_mirrored():
-    from noisefind.train import ImageViews
+    from noisefind.training.views import ImageViews
 
     # Asymmetric images: a mirrored view could not match any unmirrored crop.
     x = torch.arange(40 * 8 * 8, dtype=torch.float32).reshape(40, 1, 8, 8).sin()
@@ -121,8 +123,8 @@ def test_grayscale_views_are_shifted_never_mirrored():
 
 
 def test_augmentation_applies_to_images_not_tables(digits):
-    from noisefind.data import load_data
-    from noisefind.train import augment_for
+    from noisefind.data.load import load_data
+    from noisefind.training.views import augment_for
 
     assert augment_for(digits)
     assert not augment_for(load_data("wine"))

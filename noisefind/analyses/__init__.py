@@ -1,0 +1,3 @@
+"""The paper's analyses: where memorization lives, the Feldman-Zhang estimate, example-tied
+dropout's evaluation.
+"""

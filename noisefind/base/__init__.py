@@ -1,0 +1,3 @@
+"""What every layer may use: errors, the console, safe files, keyed random numbers, devices,
+torchrun.
+"""

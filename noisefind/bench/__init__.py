@@ -1,0 +1,1 @@
+"""Every detector against known label noise: registry, runner, report."""

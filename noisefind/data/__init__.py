@@ -1,0 +1,1 @@
+"""Every input form -> LabeledData; label noise."""

@@ -1,0 +1,113 @@
+"""The consensus score: the scan's default order, four witnesses with a vote each.
+
+A wrong label is seen by four witnesses, one that never saw it, two that learned it and one
+that looks at its neighbours:
+
+- **out of sample**: models that never saw the example (K-fold) find another class likelier
+  than the given one, judged against each class's typical confidence (``oos_margin``,
+  :func:`noisefind.signals.out_of_sample.calibrated_margin`; confident learning's evidence);
+- **in sample**: the scanned model, which fit every label. How hard the label was to learn
+  (``aum``: the area under the margin, Pleiss et al. 2020, negated) and how little holds it up
+  once learned (``flip_cost``: the flip search's continuous cost, negated; Maini et al. 2023);
+- **augmented**: the flip search on a K-fold model that trained on the example, with
+  augmentation for images (``fold_flip``, negated). A second model that learned the
+  label under a different seed and recipe; on real human noise its flip cost alone ranks as
+  well as confident learning, where the scanned model's ranks well below it. (Its AUM,
+  ``fold_aum``, was part of this witness until the neighbours came; beside them it lowered
+  the order, docs/benchmarks.md);
+- **neighbours**: how much less the example's nearest neighbours in the K-fold models' feature
+  spaces carry its label than another, each against its class's usual share (``neighbours``,
+  :mod:`noisefind.signals.neighbours`): the labels around it, not any model's verdict on it.
+
+Each signal is standardised over the scored rows (zero mean, unit variance); a witness's
+signals are added and the sum standardised again, and the witnesses' scores are added. So the
+witnesses weigh the same however many signals each has: AUM and the flip cost come from the
+same model and partly repeat each other. No weight is fitted: the canary-weighed mix
+(:mod:`noisefind.decide.cutoff`) learns from relabelled clear images, which on real human noise
+(ambiguous images) taught it to lean on the in-sample signals; this sum does not depend on how
+alike canaries and real errors are. The measurements behind the choice, on real and on
+injected noise, are in docs/benchmarks.md.
+
+The flag for this order takes the cutoff's estimated count of mislabeled rows from the top
+(:func:`flag_top`), so flagged rows are always a prefix of the order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from noisefind.base.errors import NoisefindError
+
+WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
+             "augmented": ("fold_flip",), "neighbours": ("neighbours",)}
+SIGNALS = tuple(name for names in WITNESSES.values() for name in names)  # higher = suspicious
+FLIP_SIGNALS = ("flip_cost", "fold_flip")
+AUGMENTED = WITNESSES["augmented"]
+NEIGHBOURS = WITNESSES["neighbours"]
+
+
+def consensus_score(signals: Mapping[str, np.ndarray], *,
+                    without: tuple[str, ...] = ()) -> np.ndarray:
+    """Sum over :data:`WITNESSES` of each witness's standardised sum of standardised signals.
+
+    Parameters
+    ----------
+    signals : mapping of str to numpy.ndarray
+        :data:`SIGNALS` by name, one float per row each, all the same length, higher = more
+        suspicious.
+    without : tuple of str
+        Signals to leave out (ablations, e.g. :data:`FLIP_SIGNALS`); a witness left with
+        none has no vote.
+
+    Returns
+    -------
+    numpy.ndarray
+        Float per row; higher = more suspicious. A signal constant over the rows adds nothing.
+
+    Raises
+    ------
+    NoisefindError
+        For a missing or unknown signal, signals of different lengths, or a non-finite value.
+    """
+    missing = [name for name in SIGNALS if name not in signals and name not in without]
+    unknown = [name for name in signals if name not in SIGNALS]
+    if missing or unknown:
+        raise NoisefindError(f"signals: give exactly {', '.join(SIGNALS)}; "
+                             f"missing {missing}, unknown {unknown}")
+    used = {name: np.asarray(values, dtype=np.float64) for name, values in signals.items()
+            if name not in without}
+    lengths = {len(values) for values in used.values()}
+    if len(lengths) != 1:
+        raise NoisefindError(f"signals: every signal needs one value per row, got lengths "
+                             f"{sorted(lengths)}")
+    for name, values in used.items():
+        if not np.isfinite(values).all():
+            raise NoisefindError(f"signals: {name!r} has a missing or infinite value")
+    total = np.zeros(lengths.pop())
+    for names in WITNESSES.values():
+        votes = [standardised(used[name]) for name in names if name in used]
+        if votes:
+            total += standardised(np.sum(votes, axis=0))
+    return total
+
+
+def standardised(values: np.ndarray) -> np.ndarray:
+    """``values`` at zero mean and unit variance; all zeros when they are constant."""
+    spread = values.std()
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
+
+
+def flag_top(scores: np.ndarray, count: float | None) -> np.ndarray:
+    """Bool per row: the ``round(count)`` highest ``scores`` (ties broken by position).
+
+    ``count`` None (no estimate) flags nothing.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    flagged = np.zeros(len(scores), dtype=bool)
+    if count is None:
+        return flagged
+    top = min(len(scores), max(0, int(round(count))))
+    flagged[np.argsort(-scores, kind="stable")[:top]] = True
+    return flagged

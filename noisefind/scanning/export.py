@@ -1,0 +1,230 @@
+"""A scan's training set kept in its output folder, and the cleaned manifest made from it.
+
+``scan`` saves what it scanned to ``OUT/training_set.npz`` (labels, class names, example
+indices, the truth when known, and the file paths for file data or the inputs themselves for
+arrays and tables), so ``review`` and ``export`` work from ``OUT`` alone: no need to find, load
+and re-noise the data again, and a scan of a library-made subset exports correctly. Loading
+uses ``allow_pickle=False``.
+
+``export`` writes a manifest that :func:`noisefind.data.load.load_data` reads back as it is:
+
+- image files (folders, manifests): ``path,label`` with absolute paths;
+- image arrays (``digits``, ``mnist5k``, ``.npz``): one PNG per example in ``<stem>_images/``
+  next to the CSV (8-bit, as the arrays are rounded to), and ``path,label`` with paths relative
+  to the CSV, so the cleaned set stays image data and trains the same network;
+- tables: the numeric features and ``label``; the feature names are the source CSV's when it
+  is still there, else ``x0, x1, ...``.
+
+Labels are class names. ``--drop`` leaves out the suspected examples; ``--relabel`` gives each
+its ``suggested_label`` (:func:`noisefind.decide.suggest.suggest_labels`: the class the prediction
+flips to in the flip search, else the model's own prediction or its runner-up class), and drops
+it when there is none.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from noisefind.base.errors import NoisefindError
+from noisefind.base.files import atomic_write
+from noisefind.data.labeled import LabeledData
+from noisefind.decide.suggest import suggest_labels
+
+TRAINING_SET = "training_set.npz"
+MODES = ("drop", "relabel")
+LABEL_COLUMNS = ("given_label", "suggested_label", "predicted_label", "flipped_to",
+                 "runner_up_label", "oos_label", "true_label")
+
+
+@dataclass
+class TrainingSet:
+    """What a scan scanned: labels, classes and the inputs (arrays) or their files (paths)."""
+
+    index: np.ndarray
+    y: np.ndarray
+    classes: list[str]
+    name: str
+    x: np.ndarray | None = None
+    paths: list[str] | None = None
+    true_y: np.ndarray | None = None
+
+    @property
+    def is_image(self) -> bool:
+        return self.paths is not None or (self.x is not None and self.x.ndim == 4)
+
+    def positions(self, index) -> np.ndarray:
+        """Rows holding the given example indices."""
+        where = {int(i): r for r, i in enumerate(self.index.tolist())}
+        try:
+            return np.array([where[int(i)] for i in index], dtype=np.int64)
+        except KeyError as exc:
+            raise NoisefindError(f"example index {exc.args[0]} of suspects.csv is not in "
+                                 f"{TRAINING_SET}; the folder mixes two scans") from None
+
+
+def training_set(data: LabeledData) -> TrainingSet:
+    """The parts of ``data`` that ``review`` and ``export`` need (inputs only without files)."""
+    return TrainingSet(
+        index=data.index.numpy(), y=data.y.numpy(), classes=list(data.classes),
+        name=str(data.name), x=None if data.paths is not None else data.x.numpy(),
+        paths=data.paths, true_y=None if data.true_y is None else data.true_y.numpy())
+
+
+def save_training_set(data: LabeledData, out: str | Path) -> Path:
+    """Write ``OUT/training_set.npz`` for ``review`` and ``export`` (atomic)."""
+    saved = training_set(data)
+    arrays = {"index": saved.index, "y": saved.y, "classes": np.array(saved.classes, dtype=str),
+              "name": np.array(saved.name)}
+    if saved.paths is not None:
+        arrays["paths"] = np.array(saved.paths, dtype=str)
+    else:
+        arrays["x"] = saved.x.astype(np.float32, copy=False)
+    if saved.true_y is not None:
+        arrays["true_y"] = saved.true_y
+    path = Path(out) / TRAINING_SET
+    atomic_write(path, lambda tmp: np.savez_compressed(tmp, **arrays), suffix=".npz")
+    return path
+
+
+def load_training_set(out: str | Path) -> TrainingSet:
+    """Read ``OUT/training_set.npz`` written by a scan."""
+    path = Path(out) / TRAINING_SET
+    if not path.is_file():
+        raise NoisefindError(f"{out} has no {TRAINING_SET}; run noisefind scan DATA --out {out} "
+                             "first (a scan of this version writes it)")
+    with np.load(path, allow_pickle=False) as f:
+        return TrainingSet(
+            index=f["index"], y=f["y"], classes=[str(c) for c in f["classes"]],
+            name=str(f["name"]), x=f["x"] if "x" in f else None,
+            paths=[str(p) for p in f["paths"]] if "paths" in f else None,
+            true_y=f["true_y"] if "true_y" in f else None)
+
+
+def read_suspects(out: str | Path) -> pd.DataFrame:
+    """``OUT/suspects.csv`` with label columns as text (``suggested_label`` filled in for a
+    scan from before that column) and a boolean ``suspected`` column."""
+    path = Path(out) / "suspects.csv"
+    if not path.is_file():
+        raise NoisefindError(f"{out} has no suspects.csv; run noisefind scan DATA --out {out}")
+    table = pd.read_csv(path, dtype={c: str for c in (*LABEL_COLUMNS, "path")})
+    if "suspected" not in table.columns:
+        raise NoisefindError(f"{path} has no 'suspected' column; rerun noisefind scan to get "
+                             "the calibrated cutoff")
+    for column in (*LABEL_COLUMNS, "path"):
+        if column in table:
+            table[column] = table[column].fillna("")
+    table["suspected"] = table["suspected"].astype(str).str.lower().eq("true")
+    if "suggested_label" not in table:  # a scan from before the column
+        table["suggested_label"] = suggest_labels(table)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# The cleaned labels
+
+
+def cleaned_labels(training: TrainingSet, suspects: pd.DataFrame,
+                   mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of ``training`` to keep, and their labels, after dropping or relabelling.
+
+    Returns
+    -------
+    keep : numpy.ndarray
+        Bool per row of ``training``.
+    labels : numpy.ndarray
+        Label code per row (the given one, or the new one for relabelled rows).
+    """
+    if mode not in MODES:
+        raise NoisefindError(f"export mode {mode!r}: use --drop or --relabel")
+    keep = np.ones(len(training.y), dtype=bool)
+    labels = training.y.copy()
+    flagged = suspects[suspects["suspected"]]
+    rows = training.positions(flagged["index"])
+    if mode == "drop":
+        keep[rows] = False
+        return keep, labels
+    code = {name: k for k, name in enumerate(training.classes)}
+    for row, new in zip(rows, flagged["suggested_label"], strict=True):
+        if new in code:
+            labels[row] = code[new]
+        else:
+            keep[row] = False  # no other label to offer: drop it rather than keep a suspect
+    return keep, labels
+
+
+def write_manifest(training: TrainingSet, keep: np.ndarray, labels: np.ndarray,
+                   file: str | Path) -> Path:
+    """Write the kept rows of ``training`` with ``labels`` as a manifest ``load_data`` reads."""
+    file = Path(file)
+    if file.suffix.lower() != ".csv":
+        raise NoisefindError(f"--out {file}: the manifest is a CSV; give a name ending in .csv")
+    if file.is_dir():
+        raise NoisefindError(f"--out {file}: is a folder; give a .csv file name")
+    file.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.flatnonzero(keep)
+    names = np.array(training.classes, dtype=object)[labels[rows]]
+    if training.paths is not None:
+        table = pd.DataFrame({"path": [str(Path(training.paths[r]).resolve()) for r in rows],
+                              "label": names})
+    elif training.x.ndim == 4:
+        table = pd.DataFrame({"path": _write_pngs(training, rows, file), "label": names})
+    else:
+        table = pd.DataFrame(training.x[rows], columns=feature_names(training))
+        table["label"] = names
+    atomic_write(file, lambda tmp: table.to_csv(tmp, index=False))
+    return file
+
+
+def _write_pngs(training: TrainingSet, rows: np.ndarray, file: Path) -> list[str]:
+    from PIL import Image
+
+    folder = file.with_name(f"{file.stem}_images")
+    folder.mkdir(exist_ok=True)
+    names = []
+    for r in rows:
+        pixels = np.clip(np.rint(training.x[r] * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels[0] if pixels.shape[0] == 1
+                                else np.transpose(pixels, (1, 2, 0)))
+        name = f"{folder.name}/{int(training.index[r]):06d}.png"
+        image.save(file.parent / name)
+        names.append(name)
+    return names
+
+
+def feature_names(training: TrainingSet) -> list[str]:
+    """Column names of tabular features: the source CSV's when it is there, else x0, x1, ..."""
+    count = training.x.shape[1]
+    source = Path(training.name)
+    if source.suffix.lower() == ".csv" and source.is_file():
+        header = [c for c in pd.read_csv(source, nrows=0).columns if c != "label"]
+        if len(header) == count:
+            return header
+    return [f"x{k}" for k in range(count)]
+
+
+def export(out: str | Path, file: str | Path, mode: str = "drop") -> dict:
+    """Write a cleaned manifest of the scan in ``out``: suspects dropped or relabelled.
+
+    Parameters
+    ----------
+    out : path
+        A scan's output folder (``suspects.csv``, ``training_set.npz``).
+    file : path
+        The manifest CSV to write.
+    mode : {"drop", "relabel"}
+
+    Returns
+    -------
+    dict
+        ``file``, ``examples`` (written), ``dropped`` and ``relabelled`` counts.
+    """
+    training = load_training_set(out)
+    suspects = read_suspects(out)
+    keep, labels = cleaned_labels(training, suspects, mode)
+    written = write_manifest(training, keep, labels, file)
+    return {"file": str(written), "examples": int(keep.sum()), "dropped": int((~keep).sum()),
+            "relabelled": int((keep & (labels != training.y)).sum())}

@@ -1,0 +1,91 @@
+"""The scan's progress, kept on disk (resumable) or in memory."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from noisefind.base import distributed
+from noisefind.base.console import console
+from noisefind.base.errors import NoisefindError
+from noisefind.base.files import JsonLines, write_json
+from noisefind.signals.flip import RESULT_COLUMNS
+
+PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
+
+
+class ScanLog:
+    """The scan's progress on disk: one JSON line per finished example, one file per rank.
+
+    Rank 0 appends to ``scan_progress.jsonl``, rank r > 0 to ``scan_progress.r.jsonl``;
+    ``scan_state.json`` says what is being scanned. Reading merges every rank's file, so a
+    resumed scan may run with another number of processes.
+    """
+
+    def __init__(self, out: Path, rank: int = 0):
+        self.out, self.rank = out, rank
+        name = PROGRESS_FILE if rank == 0 else f"scan_progress.{rank}.jsonl"
+        self.file = out / name
+        self.log = JsonLines(self.file)
+
+    def files(self) -> list[Path]:
+        return sorted(self.out.glob("scan_progress*.jsonl"))
+
+    def start(self, state: dict) -> np.ndarray:
+        """Begin a new scan: forget earlier progress. Returns the rows already done (none)."""
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            for file in self.files():
+                file.unlink()
+            write_json(self.out / STATE_FILE, state)
+        distributed.barrier()
+        return np.array([], dtype=np.int64)
+
+    def resume(self, state: dict) -> np.ndarray:
+        """Check that ``state`` matches the interrupted scan; return the rows already done."""
+        state_file = self.out / STATE_FILE
+        if not state_file.is_file():
+            console.print(f"nothing to resume in {self.out}; starting a new scan")
+            return self.start(state)
+        previous = json.loads(state_file.read_text())
+        changed = [k for k in state if previous.get(k) != state[k]]
+        if changed:
+            raise NoisefindError(
+                f"cannot resume: the interrupted scan in {self.out} used different "
+                f"{', '.join(changed)}; rerun without --resume or with the same settings")
+        done = self.read_all()
+        distributed.barrier()  # everyone has read before anyone rewrites its file
+        self.log.repair()  # a line cut by a kill: that example is simply scanned again
+        if self.rank == 0:
+            console.print(f"resuming: {len(done)} examples already scanned")
+        return done["row"].to_numpy(dtype=np.int64)
+
+    def append(self, frame: pd.DataFrame) -> None:
+        """Append finished examples and force them to disk before the search goes on."""
+        self.log.append(frame.to_json(orient="records", lines=True))
+
+    def read_all(self) -> pd.DataFrame:
+        """Every finished example in every rank's file, each once."""
+        records = [r for file in self.files() for r in JsonLines(file).read()]
+        done = pd.DataFrame(records, columns=list(RESULT_COLUMNS))
+        return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
+
+class MemoryLog:
+    """The scan's progress kept in memory, for a scan that writes no files (``out=None``)."""
+
+    def __init__(self):
+        self.frames: list[pd.DataFrame] = []
+
+    def start(self, state: dict) -> np.ndarray:
+        return np.array([], dtype=np.int64)
+
+    def append(self, frame: pd.DataFrame) -> None:
+        self.frames.append(frame)
+
+    def read_all(self) -> pd.DataFrame:
+        done = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame(
+            columns=list(RESULT_COLUMNS))
+        return done.drop_duplicates("row", keep="first").astype({"row": "int64"})

@@ -1,0 +1,319 @@
+"""``noisefind review OUT``: one self-contained HTML page of a scan's suspects.
+
+The page (``OUT/report.html``) needs no server and no network: thumbnails are inline base64
+PNGs, the CSS and the filter script are inline. It lists the suspects in the order of
+``suspects.csv`` (most suspicious first), each as "given X, likely Y" (Y the suggested label),
+with the label its prediction flips to, the units to flip and the score, and the cutoff's flag;
+a class menu and a
+flagged/not-flagged menu filter them. Image data shows thumbnails (from the arrays or the files
+saved in ``OUT/training_set.npz``); tabular data shows each example's feature row.
+
+Every flagged example is on the page; of the others, the ``top`` most suspicious, so that a
+large scan still gives a page a browser opens quickly.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+from html import escape
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from noisefind.base.errors import NoisefindError
+from noisefind.base.files import atomic_write
+from noisefind.scanning.export import TrainingSet, feature_names, load_training_set, read_suspects
+
+THUMBNAIL = 96  # largest side of an inline thumbnail, pixels
+
+STYLE = """
+:root { --flag: #c62828; --ink: #1d1d1f; --muted: #6e6e73; --card: #fff; --line: #d9d9de; }
+* { box-sizing: border-box; }
+body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif;
+       color: var(--ink); background: #f4f4f6; }
+header { padding: 18px 24px 8px; background: #fff; border-bottom: 1px solid var(--line); }
+h1 { margin: 0 0 6px; font-size: 20px; }
+.facts { display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 0; padding: 0;
+         list-style: none; color: var(--muted); }
+.facts b { color: var(--ink); }
+#controls { position: sticky; top: 0; z-index: 1; display: flex; flex-wrap: wrap; gap: 16px;
+            align-items: center; padding: 10px 24px; background: #fff;
+            border-bottom: 1px solid var(--line); }
+#controls select { font: inherit; padding: 2px 6px; }
+#shown { color: var(--muted); }
+.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr));
+        gap: 12px; padding: 16px 24px; }
+.suspect[hidden] { display: none !important; }
+article.suspect { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
+                  padding: 10px; display: flex; gap: 10px; }
+article.suspect.flagged { border: 2px solid var(--flag); }
+article.suspect img { width: 72px; height: 72px; object-fit: contain; image-rendering: pixelated;
+                      background: #000; border-radius: 4px; flex: none; }
+.no-image { width: 72px; height: 72px; flex: none; display: grid; place-items: center;
+            background: #eee; color: var(--muted); font-size: 11px; border-radius: 4px; }
+.info { min-width: 0; font-size: 12.5px; display: flex; flex-direction: column; gap: 1px; }
+.info .rank { font-weight: 600; }
+.badges { min-height: 18px; }
+.badge { display: inline-block; padding: 0 6px; border-radius: 9px; font-size: 11px;
+         background: var(--flag); color: #fff; margin-right: 4px; }
+.badge.truth { background: #5b5b60; }
+.labels b { font-size: 14px; }
+.numbers { color: var(--muted); }
+.table-wrap { overflow-x: auto; padding: 16px 24px; }
+table { border-collapse: collapse; background: #fff; font-size: 12.5px; }
+th, td { border: 1px solid var(--line); padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #fafafa; position: sticky; top: 0; }
+td.text { text-align: left; }
+tr.suspect.flagged td:first-child { border-left: 4px solid var(--flag); }
+tr.suspect.flagged { background: #fff5f5; }
+footer { padding: 8px 24px 24px; color: var(--muted); font-size: 12px; }
+"""
+
+SCRIPT = """
+(function () {
+  const byClass = document.getElementById('class-filter');
+  const byFlag = document.getElementById('flag-filter');
+  const shown = document.getElementById('shown');
+  const items = Array.from(document.querySelectorAll('.suspect'));
+  function apply() {
+    let count = 0;
+    for (const item of items) {
+      const flagged = item.dataset.suspected === 'true';
+      const ok = (!byClass.value || item.dataset.label === byClass.value) &&
+        (byFlag.value === 'all' || (byFlag.value === 'flagged') === flagged);
+      item.hidden = !ok;
+      if (ok) count += 1;
+    }
+    shown.textContent = count + ' of ' + items.length + ' shown';
+  }
+  // report.html?show=flagged&class=3 opens with those filters, e.g. to share a view; a value
+  // the menu does not offer is ignored (setting it would blank the menu and misfilter).
+  const params = new URLSearchParams(window.location.search);
+  function pick(select, name) {
+    const value = params.get(name);
+    if (Array.from(select.options).some(function (o) { return o.value === value; })) {
+      select.value = value;
+    }
+  }
+  pick(byClass, 'class');
+  pick(byFlag, 'show');
+  byClass.addEventListener('change', apply);
+  byFlag.addEventListener('change', apply);
+  apply();
+})();
+"""
+
+
+def write_review(out: str | Path, top: int = 1000) -> Path:
+    """Write ``OUT/report.html`` from a scan's ``suspects.csv``, ``summary.json`` and data.
+
+    Parameters
+    ----------
+    out : path
+        A scan's output folder.
+    top : int
+        Besides every flagged example, show this many of the most suspicious others.
+
+    Returns
+    -------
+    Path
+        The page.
+    """
+    if top < 0:
+        raise NoisefindError(f"--top must be 0 or more, got {top}")
+    out = Path(out)
+    suspects = read_suspects(out)
+    training = load_training_set(out)
+    summary_file = out / "summary.json"
+    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {}
+    shown = shown_suspects(suspects, top)
+    page = render_review(shown, training, summary, total=len(suspects))
+    path = out / "report.html"
+    atomic_write(path, lambda tmp: tmp.write_text(page, encoding="utf-8"))
+    return path
+
+
+def shown_suspects(suspects: pd.DataFrame, top: int) -> pd.DataFrame:
+    """Every flagged row and the ``top`` first others, in the table's order."""
+    others_so_far = (~suspects["suspected"]).cumsum()  # flagged rows do not count
+    return suspects[suspects["suspected"] | (others_so_far <= top)]
+
+
+def _order_note(rank_by: str) -> str:
+    if rank_by == "consensus":
+        return ("Sorted by the consensus score (four witnesses, one vote each: the "
+                "out-of-sample margin; the area under the margin and the flip cost of the "
+                "scanned model; the flip cost on a fold model that learned the example; "
+                "how much less its nearest neighbours carry its label than its class's "
+                "usually do. Higher = more "
+                "suspicious).")
+    if rank_by == "cutoff":
+        return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "
+                "training dynamics and the out-of-sample evidence; higher = more like the "
+                "canaries, more suspicious).")
+    return ("Sorted by suspicion (score = minus the flip cost: fewer units zeroed to flip the "
+            "prediction away from the given label = more suspicious).")
+
+
+def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
+                  total: int) -> str:
+    """The whole page as one string."""
+    title = f"noisefind review: {Path(training.name).name or training.name}"
+    body = (_cards(shown, training) if training.is_image else _feature_table(shown, training))
+    classes = "".join(f'<option value="{escape(c, True)}">{escape(c)}</option>'
+                      for c in training.classes)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{escape(title)}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<header>
+<h1>{escape(title)}</h1>
+{_facts(summary, total, shown)}
+</header>
+<nav id="controls">
+<label>class (given label) <select id="class-filter"><option value="">all</option>{classes}\
+</select></label>
+<label>show <select id="flag-filter"><option value="all">all</option>\
+<option value="flagged">flagged only</option><option value="unflagged">not flagged</option>\
+</select></label>
+<span id="shown"></span>
+</nav>
+<main id="suspects">
+{body}
+</main>
+<footer>{_order_note(summary.get("rank_by", "flip"))} Flagged examples (red) are those the
+calibrated cutoff marks as probably mislabeled. Showing every flagged example and the
+{int((~shown["suspected"]).sum())} most suspicious others of {total} scanned.</footer>
+<script>{SCRIPT}</script>
+</body>
+</html>
+"""
+
+
+def _facts(summary: dict, total: int, shown: pd.DataFrame) -> str:
+    cutoff = summary.get("cutoff", {})
+    facts = [("data", summary.get("data")), ("noise injected", summary.get("noise")),
+             ("examples", summary.get("examples")), ("scanned", total),
+             ("flagged", int(shown["suspected"].sum())),
+             ("estimated mislabeled", summary.get("estimated_mislabeled")),
+             ("cutoff", cutoff.get("method")),
+             ("AUROC of the score", _number(summary.get("auroc"))),
+             ("AUROC of the consensus score", _number(summary.get("auroc_consensus_score"))),
+             ("AUROC of the cutoff score", _number(summary.get("auroc_cutoff_score"))),
+             ("flag precision", _number(summary.get("flag_precision"))),
+             ("flag recall", _number(summary.get("flag_recall")))]
+    items = "".join(f"<li>{escape(name)} <b>{escape(str(value))}</b></li>"
+                    for name, value in facts if value is not None)
+    return f'<ul class="facts">{items}</ul>'
+
+
+def _number(value) -> str | None:
+    return None if value is None else f"{value:.3f}"
+
+
+def _attributes(row: pd.Series) -> str:
+    flagged = bool(row["suspected"])
+    return (f'class="suspect{" flagged" if flagged else ""}" data-index="{int(row["index"])}" '
+            f'data-rank="{int(row["rank"])}" data-label="{escape(row["given_label"], True)}" '
+            f'data-suspected="{"true" if flagged else "false"}"')
+
+
+def _badges(row: pd.Series) -> str:
+    badges = '<span class="badge">flagged</span>' if row["suspected"] else ""
+    if str(row.get("is_noisy", "")).lower() == "true":
+        badges += (f'<span class="badge truth" title="injected noise">truly '
+                   f'{escape(row["true_label"])}</span>')
+    return badges
+
+
+def _cards(shown: pd.DataFrame, training: TrainingSet) -> str:
+    rows = training.positions(shown["index"])
+    cards = []
+    for row_number, (_, row) in zip(rows, shown.iterrows(), strict=True):
+        image = _thumbnail(training, row_number)
+        picture = (f'<img src="data:image/png;base64,{image}" alt="example {int(row["index"])}">'
+                   if image else '<div class="no-image">no image</div>')
+        flips = escape(row["flipped_to"]) if row["flipped_to"] else "&mdash;"
+        likely = escape(_suggested(row)) or "&mdash;"
+        path = (f'<div class="numbers" title="{escape(row["path"], True)}">'
+                f'{escape(Path(row["path"]).name)}</div>' if row["path"] else "")
+        cards.append(
+            f'<article {_attributes(row)}>{picture}<div class="info">'
+            f'<div><span class="rank">#{int(row["rank"])}</span> '
+            f'<span class="numbers">index {int(row["index"])}</span></div>'
+            f'<div class="badges">{_badges(row)}</div>'
+            f'<div class="labels">given <b>{escape(row["given_label"])}</b>, likely '
+            f'<b>{likely}</b></div>'
+            f'<div class="numbers">flips to {flips} · {_units(row)} · '
+            f'score {float(row["score"]):.3f}</div>'
+            f'{path}</div></article>')
+    return '<div class="grid">' + "\n".join(cards) + "</div>"
+
+
+def _suggested(row: pd.Series) -> str:
+    return str(row.get("suggested_label", "") or "")
+
+
+def _units(row: pd.Series) -> str:
+    units = int(row["units_to_flip"])
+    flipped = str(row["flipped"]).lower() == "true"
+    return f"{units} unit{'s' if units != 1 else ''}" + ("" if flipped else " (cap, not flipped)")
+
+
+def _feature_table(shown: pd.DataFrame, training: TrainingSet) -> str:
+    rows = training.positions(shown["index"])
+    features = training.x[rows]
+    names = feature_names(training)
+    head = ("<tr><th>rank</th><th>index</th><th>flag</th><th>given</th><th>likely</th>"
+            "<th>flips to</th><th>units</th><th>score</th>"
+            + "".join(f"<th>{escape(str(n))}</th>" for n in names) + "</tr>")
+    lines = []
+    for k, (_, row) in enumerate(shown.iterrows()):
+        values = "".join(f"<td>{_feature(v)}</td>" for v in features[k])
+        lines.append(
+            f'<tr {_attributes(row)}><td>{int(row["rank"])}</td><td>{int(row["index"])}</td>'
+            f'<td class="text">{_badges(row)}</td>'
+            f'<td class="text">{escape(row["given_label"])}</td>'
+            f'<td class="text">{escape(_suggested(row)) or "&mdash;"}</td>'
+            f'<td class="text">{escape(row["flipped_to"]) or "&mdash;"}</td>'
+            f'<td>{int(row["units_to_flip"])}</td><td>{float(row["score"]):.3f}</td>{values}'
+            "</tr>")
+    return (f'<div class="table-wrap"><table><thead>{head}</thead><tbody>'
+            + "\n".join(lines) + "</tbody></table></div>")
+
+
+def _feature(value: float) -> str:
+    value = float(value)
+    if math.isnan(value):
+        return ""
+    return f"{value:.4g}"
+
+
+def _thumbnail(training: TrainingSet, row: int) -> str | None:
+    """Base64 PNG of one example, its largest side at most :data:`THUMBNAIL` pixels."""
+    from PIL import Image
+
+    if training.paths is not None:
+        try:
+            with Image.open(training.paths[row]) as file:
+                image = file.convert("RGB")
+        except (OSError, ValueError):
+            return None  # moved or unreadable since the scan: the card says "no image"
+    else:
+        pixels = np.clip(np.rint(training.x[row] * 255.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(pixels[0] if pixels.shape[0] == 1
+                                else np.transpose(pixels, (1, 2, 0)))
+    if max(image.size) > THUMBNAIL:
+        image.thumbnail((THUMBNAIL, THUMBNAIL), Image.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return base64.b64encode(buffer.getvalue()).decode("ascii")

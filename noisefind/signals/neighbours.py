@@ -1,0 +1,112 @@
+"""Neighbour evidence: a label that the example's look-alikes do not share.
+
+A model's penultimate features place examples that look alike close together, whatever their
+labels. A mislabeled example sits among examples of its true class, so few of its nearest
+neighbours carry its given label; a hard but correctly labelled one usually has some that do.
+This reads the labels around each example rather than any model's verdict on it, so it is
+evidence that neither confident learning (the held-out model's probability) nor the training
+dynamics (how hard the label was to fit) give (Bahri et al. 2020, "Deep k-NN for noisy labels";
+Zhu et al. 2022, "Detecting corrupted labels without training a model to predict").
+
+:func:`neighbour_probabilities` turns the vote into a probability per class, so the
+``neighbours`` signal is judged as confident learning judges a model's probabilities: by the
+calibrated margin against each class's typical share
+(:func:`noisefind.signals.out_of_sample.calibrated_margin`). Examples of a hard class pair (cat/dog)
+usually have neighbours of both classes, and the calibration stops that counting against them.
+
+The features come from the K fold models (:mod:`noisefind.signals.out_of_sample`). Each of them
+learned K-1 of every K examples, but with augmentation for images and without fitting
+every label, so a wrong label moves its example little. The scanned model, which fits every
+label, places a mislabeled example among its given class, and its neighbours agree with it: in
+its feature space this evidence is close to useless (docs/benchmarks.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noisefind.base.errors import NoisefindError
+from noisefind.models.nets import Net
+from noisefind.models.predict import predict_logits
+
+
+def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, D) unit-length penultimate features of ``x`` (the input of ``model.head``), in eval
+    mode, as float32 on the model's device."""
+    captured: list[torch.Tensor] = []
+    hook = model.head.register_forward_hook(
+        lambda _module, inputs, _output: captured.append(inputs[0].float()))
+    try:
+        predict_logits(model, x, index)
+    finally:
+        hook.remove()
+    return F.normalize(torch.cat(captured), dim=1)
+
+
+def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray, *,
+                            num_classes: int | None = None, k: int = 20,
+                            pseudo_count: float = 1.0, batch_size: int = 1024) -> np.ndarray:
+    """(N, C) share of each example's ``k`` nearest other examples that carry each label,
+    smoothed and averaged over feature spaces: the neighbours' vote, read as probabilities.
+
+    In each space a row gets ``(count_c + pseudo_count) / (k + pseudo_count * C)`` for class
+    c, so no class is ever at zero (its log stays finite in the calibrated margin); the
+    spaces' shares are then averaged.
+
+    Parameters
+    ----------
+    features : sequence of torch.Tensor
+        One (N, D) tensor of unit-length features per model (:func:`embeddings`) for every
+        example; nearness is the cosine similarity.
+    labels : numpy.ndarray
+        Given label of every example, length N.
+    num_classes : int, optional
+        C (default: the largest label + 1).
+    k : int
+        Neighbours per example (at most N - 1); an example is never its own neighbour.
+    pseudo_count : float
+        Added to every class's count (Laplace smoothing); must be positive.
+    batch_size : int
+        Rows compared with all N at once (memory: ``batch_size * N`` floats).
+
+    Returns
+    -------
+    numpy.ndarray
+        Float64 of shape (N, C); every row sums to 1.
+
+    Raises
+    ------
+    NoisefindError
+        For no feature spaces, features or labels of different lengths, a bad ``k``, a
+        non-positive ``pseudo_count`` or a label outside ``num_classes``.
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if not features:
+        raise NoisefindError("features: give at least one (N, D) tensor")
+    if any(len(f) != len(labels) for f in features):
+        raise NoisefindError(f"features: every tensor needs one row per label ({len(labels)}), "
+                             f"got {[len(f) for f in features]}")
+    if not 1 <= k < len(labels):
+        raise NoisefindError(f"k must be between 1 and {len(labels) - 1} (the other examples), "
+                             f"got {k}")
+    if not pseudo_count > 0:
+        raise NoisefindError(f"pseudo_count must be positive, got {pseudo_count}")
+    classes = int(labels.max()) + 1 if num_classes is None else num_classes
+    if labels.min() < 0 or labels.max() >= classes:
+        raise NoisefindError(f"labels must lie in 0..{classes - 1} (num_classes {classes})")
+    counts = np.zeros((len(labels), classes))
+    for space in features:
+        one_hot = F.one_hot(torch.tensor(labels, device=space.device), classes).double()
+        space_counts = torch.empty_like(one_hot)  # filled on the device, copied back once
+        for start in range(0, len(labels), batch_size):
+            chunk = torch.arange(start, min(start + batch_size, len(labels)), device=space.device)
+            similarity = space[chunk] @ space.T
+            similarity[torch.arange(len(chunk), device=space.device), chunk] = -torch.inf
+            nearest = similarity.topk(k, dim=1).indices
+            space_counts[chunk] = one_hot[nearest].sum(1)
+        counts += space_counts.cpu().numpy()
+    return (counts / len(features) + pseudo_count) / (k + pseudo_count * classes)

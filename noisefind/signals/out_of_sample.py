@@ -1,0 +1,347 @@
+"""Out-of-sample evidence: what models that never saw an example say about its label.
+
+A model trained on every label, wrong ones included, memorises them; its loss and flip cost
+then tell a wrong label from a hard example only through how training went. K models, each
+trained without one fold of the data (:func:`cross_validated_runs`), judge every example as
+unseen: their probability of the given label (confident learning's evidence, Northcutt et al.
+2021) and the flip search run on them (:func:`out_of_sample_flip_costs`: how many units it takes
+to talk the unseen-example model out of its prediction). Both enter the cutoff's weighing as
+signals (:mod:`noisefind.decide.cutoff`). Each of the K models also learned the other K-1 folds, so
+it
+gives the consensus order (:mod:`noisefind.decide.consensus`) an augmented witness for those rows:
+the flip search on one of them (:func:`fold_flip_costs`); their area under the margin
+(:func:`fold_margins`) is a bench detector. Their feature spaces give a fourth witness: how
+much less each row's nearest neighbours share its label than its class's usually do
+(:mod:`noisefind.signals.neighbours`).
+:class:`OutOfSample` hands everything over lazily, computing each once.
+
+The K models follow the scanned model's recipe with augmentation for images
+(:func:`out_of_sample_config`): they should generalise, not fit every label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+import numpy as np
+import torch
+
+from noisefind.base.errors import NoisefindError
+from noisefind.data.labeled import LabeledData
+from noisefind.models.predict import predict_logits
+from noisefind.signals.flip import FlipSettings, flip_search
+from noisefind.signals.neighbours import embeddings, neighbour_probabilities
+from noisefind.training.cache import ResultCache, data_key, digest, model_key
+from noisefind.training.config import TrainConfig
+from noisefind.training.runs import Run
+
+
+def out_of_sample_config(config: TrainConfig) -> TrainConfig:
+    """The recipe of out-of-sample (cross-validation) models: ``config`` with augmentation.
+
+    They predict examples they never saw, so they should generalise rather than fit every
+    label; augmentation applies to images only (:func:`noisefind.training.views.augment_for`).
+    """
+    return replace(config, augment=True, checkpoint_every=0, holdout=0.0)
+
+
+
+
+def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
+    """Held-out rows of each fold, stratified by label when every class can fill every fold."""
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if folds < 2:
+        raise NoisefindError(f"--folds must be at least 2, got {folds}")
+    if folds > len(labels):
+        raise NoisefindError(f"--folds {folds}: more folds than the {len(labels)} examples")
+    counts = np.bincount(labels)
+    stratify = counts[counts > 0].min() >= folds
+    splitter = (StratifiedKFold if stratify else KFold)(folds, shuffle=True, random_state=seed)
+    return [held for _, held in splitter.split(np.zeros(len(labels)), labels)]
+
+
+def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = 5,
+                         progress: bool = False,
+                         cache: ResultCache | None = None) -> list[tuple[Run, np.ndarray]]:
+    """``folds`` models trained with :func:`fit`, each with the rows it held out.
+
+    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
+    checkpoints, no holdout of its own). ``cache`` keeps them.
+    """
+    cache = cache or ResultCache(None)
+    runs = []
+    for fold, held in enumerate(cv_folds(data.y.numpy(), folds, config.seed)):
+        kept = np.setdiff1d(np.arange(len(data)), held)
+        fold_config = replace(config, seed=config.seed + fold + 1, checkpoint_every=0,
+                              holdout=0.0)
+        runs.append((cache.fit(data.subset(torch.from_numpy(kept)), fold_config,
+                               progress=progress), held))
+    return runs
+
+
+def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds: int = 5,
+                                  progress: bool = False,
+                                  cache: ResultCache | None = None) -> np.ndarray:
+    """Out-of-sample softmax for every example: each row predicted in eval mode by the
+    :func:`cross_validated_runs` model that held it out."""
+    return held_out_probabilities(data, cross_validated_runs(data, config, folds, progress,
+                                                             cache))
+
+
+def held_out_probabilities(data: LabeledData,
+                           fold_runs: list[tuple[Run, np.ndarray]]) -> np.ndarray:
+    """(N, C) softmax of every row by the fold model that held it out."""
+    probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
+    for run, held in fold_runs:
+        held_rows = torch.from_numpy(held)
+        logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows])
+        probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
+    return probabilities
+
+
+def fold_margins(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
+    """(2, N): the sum over the fold models that trained on each row of its area under the
+    margin (its label margin averaged over that model's epochs), and how many models that is.
+
+    Each of K fold models trains on K-1 folds, so every row was learned by K-1 of them: K-1
+    more records of how hard its label was to fit, which the scan's own model gives once.
+    """
+    total, count = np.zeros(n), np.zeros(n)
+    for run, held in fold_runs:
+        if run.history is None:
+            raise NoisefindError("a fold model has no training history")
+        kept = np.setdiff1d(np.arange(n), held)  # the fold's training rows, in its order
+        total[kept] += run.history.margin.astype(np.float64).mean(0)
+        count[kept] += 1
+    return np.stack([total, count])
+
+
+def held_by(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
+    """The fold that held out each of ``n`` rows."""
+    fold_of = np.empty(n, dtype=np.int64)
+    for fold, (_, held) in enumerate(fold_runs):
+        fold_of[held] = fold
+    return fold_of
+
+
+def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
+                             rows: np.ndarray, settings: FlipSettings, progress: bool = False,
+                             cache: ResultCache | None = None,
+                             ) -> tuple[np.ndarray, np.ndarray, float]:
+    """The flip search run where the example is unseen: on the fold model that held each row
+    out, away from that model's own prediction.
+
+    A model that never saw an example predicts its class from what the class shares; how many
+    units it takes to talk that model out of its prediction measures how firmly the example
+    looks like that class, in the units the flip search counts.
+
+    Returns
+    -------
+    costs : numpy.ndarray
+        Flip cost per row of ``rows`` (:func:`noisefind.signals.flip.flip_search`'s ``flip_cost``).
+    predicted : numpy.ndarray
+        The fold model's prediction per row.
+    seconds : float
+        What the searches cost (as first computed, when read back from ``cache``).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    predicted = np.full(len(rows), -1, dtype=np.int64)
+
+    def own_guesses(run: Run, at: np.ndarray) -> LabeledData:
+        mine = torch.from_numpy(rows[at])
+        guess = predict_logits(run.model, data.x[mine], data.index[mine]).argmax(1).cpu()
+        predicted[at] = guess.numpy()
+        y = data.y.clone()
+        y[mine] = guess
+        return replace(data, y=y)
+
+    costs, seconds = _searches_per_fold("oos_flip", fold_runs, rows,
+                                        held_by(fold_runs, len(data))[rows], own_guesses,
+                                        settings, progress, cache)
+    return costs, predicted, seconds
+
+
+def fold_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
+                    rows: np.ndarray, settings: FlipSettings, progress: bool = False,
+                    cache: ResultCache | None = None) -> tuple[np.ndarray, float]:
+    """The flip search run again where the example was learned: on one fold model that
+    trained on each row (the one after the fold that held it out), away from the given label.
+
+    The flip cost of one model is a noisy reading of how little holds a label up; a second
+    model that learned the same label, from a different seed and with augmentation, gives a
+    second reading at the cost of one more search.
+
+    Returns
+    -------
+    costs : numpy.ndarray
+        Flip cost per row of ``rows`` (:func:`noisefind.signals.flip.flip_search`'s ``flip_cost``).
+    seconds : float
+        What the searches cost (as first computed, when read back from ``cache``).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    learner = (held_by(fold_runs, len(data))[rows] + 1) % len(fold_runs)
+    return _searches_per_fold("fold_flip", fold_runs, rows, learner, lambda run, at: data,
+                              settings, progress, cache)
+
+
+def _searches_per_fold(kind: str, fold_runs: list[tuple[Run, np.ndarray]], rows: np.ndarray,
+                       searched_on: np.ndarray,
+                       labelled: Callable[[Run, np.ndarray], LabeledData],
+                       settings: FlipSettings, progress: bool,
+                       cache: ResultCache | None) -> tuple[np.ndarray, float]:
+    """Flip cost of each of ``rows`` on fold model ``searched_on`` (one cached search per
+    model), away from the labels of ``labelled(run, positions in rows)``; and the seconds."""
+    cache = cache or ResultCache(None)
+    costs, seconds = np.full(len(rows), np.nan), 0.0
+    for fold, (run, _) in enumerate(fold_runs):
+        at = np.flatnonzero(searched_on == fold)
+        if not len(at):
+            continue
+        data = labelled(run, at)
+        key = digest(kind, data_key(data), model_key(run.model), settings.as_dict(), rows[at])
+        table, took = cache.table(key, lambda model=run.model, d=data, r=rows[at]: flip_search(
+            model, d, settings, rows=torch.from_numpy(r), progress=progress))
+        seconds += took
+        costs[at] = table.set_index("row").loc[rows[at], "flip_cost"].to_numpy()
+    return costs, seconds
+
+
+def class_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Per class c, the mean out-of-sample probability of c over the rows labelled c:
+    confident learning's per-class threshold ``t_c`` (a hard class has a low one)."""
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    labels = np.asarray(labels)
+    return np.array([probabilities[labels == c, c].mean() if (labels == c).any() else 1.0
+                     for c in range(probabilities.shape[1])])
+
+
+def calibrated_margin(probabilities: np.ndarray, rows: np.ndarray, labels: np.ndarray,
+                      thresholds: np.ndarray) -> np.ndarray:
+    """``oos_margin``: how much more another class is present than the given label, each
+    measured against its class's threshold ``t`` (:func:`class_thresholds`)::
+
+        max_{j != label} log(p_j / t_j)  -  log(p_label / t_label)
+
+    Positive when some other class is more confidently present, relative to how confident the
+    models usually are about it, than the given label is. Confident learning flags a row when
+    ``p_j >= t_j`` for another class j (Northcutt et al. 2021); the margin keeps that
+    class-conditional calibration (real errors live in a few hard class pairs, cat/dog,
+    automobile/truck) as a continuous score. ``labels`` are those of ``rows``; ``thresholds``
+    come from the whole training set's given labels, so every row is judged against the same.
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)[np.asarray(rows)]
+    labels = np.asarray(labels)
+    relative = np.log(np.clip(probabilities, 1e-9, None)) - np.log(
+        np.clip(thresholds, 1e-9, None))
+    given = relative[np.arange(len(relative)), labels]
+    relative[np.arange(len(relative)), labels] = -np.inf
+    return relative.max(axis=1) - given
+
+
+def signed_flip(costs: np.ndarray, predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The ``oos_flip`` signal: how firmly an unseen-example model holds its prediction
+    (``log1p`` of the flip cost away from it), positive where that prediction is not the given
+    label (firmly another class: suspicious), negative where it is (firmly the given class)."""
+    firmness = np.log1p(np.clip(np.asarray(costs, dtype=np.float64), 0.0, None))
+    return np.where(np.asarray(predicted) != np.asarray(labels), firmness, -firmness)
+
+
+class OutOfSample:
+    """K-fold evidence for one data set, computed on first use and then kept.
+
+    Parameters
+    ----------
+    data : LabeledData
+        The training set with its given labels.
+    config : TrainConfig
+        The scanned model's recipe; the K models use :func:`out_of_sample_config` of it.
+    folds : int
+        K.
+    flip_settings : FlipSettings, optional
+        Settings of the flip search on the K models (default: the scan's defaults).
+    progress : bool
+        Progress bars while training and searching.
+    cache : ResultCache, optional
+        Keeps the K models, their probabilities and searches (resume).
+
+    Attributes
+    ----------
+    seconds : dict of str to float
+        What ``"cross_validation"`` (the K models and their probabilities), ``"oos_flip"`` and
+        ``"fold_flip"`` (the searches) and ``"neighbours"`` cost so far, as first computed.
+    """
+
+    def __init__(self, data: LabeledData, config: TrainConfig, folds: int = 5, *,
+                 flip_settings: FlipSettings | None = None, progress: bool = False,
+                 cache: ResultCache | None = None):
+        if folds < 2:
+            raise NoisefindError(f"folds must be at least 2, got {folds}")
+        self.data, self.folds, self.progress = data, folds, progress
+        self.config = out_of_sample_config(config)
+        self.flip_settings = flip_settings or FlipSettings()
+        self.cache = cache or ResultCache(None)
+        self.seconds: dict[str, float] = {}
+        self._probabilities: np.ndarray | None = None
+        self._runs: list[tuple[Run, np.ndarray]] | None = None
+        self._fold_margins: np.ndarray | None = None
+
+    def runs(self) -> list[tuple[Run, np.ndarray]]:
+        """The K models with the rows each held out."""
+        if self._runs is None:
+            self._runs = cross_validated_runs(self.data, self.config, self.folds, self.progress,
+                                              self.cache)
+        return self._runs
+
+    def probabilities(self) -> np.ndarray:
+        """(N, C) out-of-sample probabilities of every row."""
+        if self._probabilities is None:
+            key = digest("cross_validation", data_key(self.data), self.config.__dict__,
+                         self.folds)
+            self._probabilities, self.seconds["cross_validation"] = self.cache.array(
+                key, lambda: held_out_probabilities(self.data, self.runs()))
+        return self._probabilities
+
+    def fold_aum(self, rows: np.ndarray) -> np.ndarray:
+        """The area under the margin of ``rows`` averaged over the K-1 fold models that trained
+        on each (:func:`fold_margins`)."""
+        if self._fold_margins is None:
+            key = digest("fold_margins", data_key(self.data), self.config.__dict__, self.folds)
+            self._fold_margins, _ = self.cache.array(
+                key, lambda: fold_margins(self.runs(), len(self.data)))
+        total, count = self._fold_margins[:, np.asarray(rows, dtype=np.int64)]
+        return total / count
+
+    def fold_flip(self, rows: np.ndarray) -> np.ndarray:
+        """Flip cost of ``rows`` on one fold model that trained on each
+        (:func:`fold_flip_costs`)."""
+        costs, seconds = fold_flip_costs(self.data, self.runs(), rows, self.flip_settings,
+                                         self.progress, self.cache)
+        self.seconds["fold_flip"] = seconds
+        return costs
+
+    def neighbours(self, rows: np.ndarray, k: int = 20) -> np.ndarray:
+        """The ``neighbours`` signal of ``rows``: the calibrated margin
+        (:func:`calibrated_margin`) of the labels of each row's ``k`` nearest neighbours, in
+        the K models' feature spaces (:func:`noisefind.signals.neighbours.neighbour_probabilities`),
+        against the given label; per-class thresholds from every example's own neighbours.
+        A data set of ``k`` examples or fewer uses all the others as neighbours."""
+        k = min(k, len(self.data) - 1)
+        labels = self.data.y.numpy()
+        key = digest("neighbour_probabilities", data_key(self.data), self.config.__dict__,
+                     self.folds, k)
+        probabilities, self.seconds["neighbours"] = self.cache.array(
+            key, lambda: neighbour_probabilities(
+                [embeddings(run.model, self.data.x, self.data.index) for run, _ in self.runs()],
+                labels, num_classes=self.data.num_classes, k=k))
+        rows = np.asarray(rows, dtype=np.int64)
+        return calibrated_margin(probabilities, rows, labels[rows],
+                                 class_thresholds(probabilities, labels))
+
+    def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""
+        costs, predicted, seconds = out_of_sample_flip_costs(
+            self.data, self.runs(), rows, self.flip_settings, self.progress, self.cache)
+        self.seconds["oos_flip"] = self.seconds.get("oos_flip", 0.0) + seconds
+        return signed_flip(costs, predicted, labels)

@@ -1,0 +1,1 @@
+"""The training loop, its recipe, run folders and the cache of trained models."""

@@ -1,0 +1,68 @@
+"""How to train: the recipe (:class:`TrainConfig`) and the network it describes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from noisefind.base.errors import NoisefindError
+from noisefind.models.nets import Net, build_model
+
+
+@dataclass
+class TrainConfig:
+    """How to train. Defaults follow the paper's recipe and fit every label, wrong ones included.
+
+    ``batch_size=None`` picks min(512, N // 8) (at least 32), so small data sets still get enough
+    steps per epoch. The learning rate warms up linearly over the first ``warmup`` share of steps
+    to ``lr``, then decays linearly to zero, which lets the last epochs memorise the stragglers.
+
+    ``holdout > 0`` trains on all but a seeded, stratified ``holdout`` share of the examples
+    (:func:`noisefind.data.labeled.split_holdout` with ``seed``), which become the test set; a data
+    set
+    with a test split of its own keeps it instead. The share is saved with the run, so
+    :func:`noisefind.analyses.evaluate.run_data` rebuilds the same split from the same data.
+
+    ``augment`` trains on randomly shifted views of images (by up to an eighth of the side,
+    reflect-padded), horizontally flipped too for colour images, as out-of-sample models
+    should be trained; it does nothing for tables. The scanned model trains without it, so
+    that it fits every given label as the method requires (:func:`augment_for`).
+
+    """
+
+    arch: str = "auto"
+    width: float = 1.0
+    epochs: int = 50
+    batch_size: int | None = None
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    warmup: float = 0.2
+    seed: int = 0
+    device: str = "auto"
+    dropout: str = "none"
+    p_gen: float = 0.2
+    p_mem: float = 0.1
+    holdout: float = 0.0
+    checkpoint_every: int = 0
+    augment: bool = False
+
+    @classmethod
+    def from_dict(cls, values: dict) -> TrainConfig:
+        """The config a run recorded (``run.config["train"]``); fields of earlier releases that
+        no longer steer training (``track_gradients``, ``extra``) are left out."""
+        return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
+
+    def resolved_batch_size(self, n: int) -> int:
+        if self.batch_size is not None:
+            if self.batch_size < 2:
+                raise NoisefindError("--batch-size must be at least 2 (BatchNorm needs it)")
+            return self.batch_size
+        return int(min(512, max(32, n // 8)))
+
+
+def make_model(config: TrainConfig, data_shape: tuple[int, ...], num_classes: int) -> Net:
+    """The network ``config`` describes, with its dropout variant."""
+    from noisefind.models.dropout import dropout_factory
+
+    factory = dropout_factory(config.dropout, config.p_gen, config.p_mem, config.seed)
+    return build_model(config.arch, data_shape, num_classes, config.width, factory)
