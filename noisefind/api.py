@@ -1,65 +1,52 @@
-"""``noisefind.find_label_issues``: inputs and labels in, a ranked table and a summary out.
+"""The library: ``noisefind.find_label_issues`` and ``noisefind.scan``, data in, a result out.
 
-The call a notebook makes: ``x`` may be an array or tensor (images N x C x H x W, N x H x W or
-N x H x W x C; a table N x D), a ``torch.utils.data.Dataset`` of ``(input, label)`` pairs, a
+:func:`scan` is the one scan request: it makes every decision between the user's options and
+the pipeline (:func:`noisefind.scanning.pipeline.scan`): which model to scan, whether the run's
+training noise is inherited, which settings follow. The CLI maps its flags onto it and prints.
+:func:`find_label_issues` is the same call for inputs in any form: ``x`` may be an array or
+tensor (images N x C x H x W, N x H x W or N x H x W x C; a table N x D), a
+``torch.utils.data.Dataset`` of ``(input, label)`` pairs, a
 :class:`~noisefind.data.labeled.LabeledData`, or a path that :func:`noisefind.load_data` reads.
-``model``
-may be None (noisefind trains one), a run (a :class:`~noisefind.training.runs.Run` or its folder), a
-spec (``torchvision:<name>`` or ``<module>:<function>``, with ``weights``), or any
-``torch.nn.Module`` (used as it is: the call scans a copy). Nothing is written unless ``out`` is
-given. Errors are :class:`~noisefind.base.errors.NoisefindError` naming the parameter at fault.
+
+Nothing is written unless ``out`` is given. Errors are
+:class:`~noisefind.base.errors.NoisefindError` naming the parameter at fault.
 """
 
 from __future__ import annotations
 
 import copy
-import re
-from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 from torch import nn
 
+from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
 from noisefind.data.arrays import as_labeled_data
 from noisefind.data.labeled import LabeledData
+from noisefind.decide.cutoff import CutoffSettings
 from noisefind.models.own import is_model_spec
-from noisefind.training.runs import Run, check_compatible, is_own, load_own_model, load_run, own_run
+from noisefind.scanning import pipeline
+from noisefind.scanning.pipeline import ScanResult
+from noisefind.signals.flip import FlipSettings
+from noisefind.signals.out_of_sample import DEFAULT_FOLDS
+from noisefind.training.config import TrainConfig
+from noisefind.training.runs import (
+    RANKING_SIGNALS,
+    Run,
+    check_compatible,
+    is_own,
+    load_own_model,
+    load_run,
+    own_run,
+)
+
+LabelIssues = ScanResult  # the name of the first releases
+TRAINING_OPTIONS = ("epochs", "width", "arch", "batch_size", "lr")
+OWN_MODEL_OPTIONS = ("weights", "mean", "std")
 
 
-@dataclass
-class LabelIssues:
-    """What :func:`find_label_issues` found.
-
-    Attributes
-    ----------
-    table : pandas.DataFrame
-        One row per scanned example, most suspicious first: the columns of ``suspects.csv``
-        (``index`` is the row of ``x``).
-    summary : dict
-        The contents of ``summary.json``: counts, settings, timings, the cutoff, and AUROC when
-        the true labels are known.
-    run : Run
-        The scanned model (trained here when ``model`` was None).
-    """
-
-    table: pd.DataFrame
-    summary: dict
-    run: Run
-
-    @property
-    def suspected(self) -> pd.DataFrame:
-        """The rows the calibrated cutoff flags (none without a cutoff)."""
-        return self.table[self.table["suspected"]]
-
-
-def find_label_issues(x, labels=None, *, model=None, weights=None, out=None, classes=None,
-                      noise=None, seed=0, device="auto", epochs=50, width=1.0, arch="auto",
-                      batch_size=None, lr=0.1, limit=None, max_units=100, noise_copies=2,
-                      reference_size=4, reference="same-class", scan_batch_size=None,
-                      cutoff="canaries", canary_fraction=0.05, canary_recall=0.9,
-                      canary_labels="matched", rank_by=None, image_size=None, mean=None,
-                      std=None, resume=False, progress=False) -> LabelIssues:
+def find_label_issues(x, labels=None, *, classes=None, image_size: int | None = None,
+                      progress: bool = False, **options) -> ScanResult:
     """Rank the examples of ``x`` by how likely their ``labels`` are wrong.
 
     Parameters
@@ -70,95 +57,129 @@ def find_label_issues(x, labels=None, *, model=None, weights=None, out=None, cla
     labels : array-like, optional
         One label per example (any values; sorted into classes). None when ``x`` carries its
         labels (a path, a Dataset, a LabeledData).
-    model : None, Run, path, str or torch.nn.Module
-        The model to scan; None trains one with the options below (``epochs``, ``width``, ...).
-    weights : path, optional
-        ``.safetensors`` or a state dict (``torch.load(weights_only=True)``) for a spec model.
-    out : path, optional
-        Also write the scan's files (``suspects.csv``, ``summary.json``, ...) there.
     classes : list of str or int, optional
         Class names, label k meaning ``classes[k]`` (labels must then be 0 .. K-1), or just the
         number of classes: for a model with more outputs than the labels show.
-    noise : str, optional
-        Corrupt the labels for benchmarking (``symmetric:0.1``). A noisefind run trained on
-        corrupted labels passes its noise on when this is None.
     image_size : int, optional
         Resize images to this side (bilinear) before anything else.
-    mean, std : sequence of float, optional
-        Standardisation of the inputs before an own model (not a noisefind run): per channel
-        for images, per feature for tables.
-    rank_by : str, optional
-        Order of the table; default: the scan's.
-    Other options
-        As the ``noisefind scan`` options of the same names (``--max-units`` is ``max_units``).
+    progress : bool
+        Progress bars and messages on the terminal.
+    **options
+        Any option of :func:`scan` (``model``, ``out``, ``epochs``, ``limit``, ...).
 
     Returns
     -------
-    LabelIssues
+    ScanResult
+        ``table`` (``index`` is the row of ``x``), ``summary`` and ``run``.
     """
-    try:
-        data = as_labeled_data(x, labels, image_size=image_size, classes=classes)
-        run = resolve_model(model, data, weights=weights, mean=mean, std=std, device=device)
-        noise, seed, _ = training_noise(run, noise, seed)
-        if noise:
-            data = data.with_noise(noise, seed)
-        return _scan(data, run, out=out, seed=seed, device=device, epochs=epochs, width=width,
-                     arch=arch, batch_size=batch_size, lr=lr, limit=limit, max_units=max_units,
-                     noise_copies=noise_copies, reference_size=reference_size,
-                     reference=reference, scan_batch_size=scan_batch_size, cutoff=cutoff,
-                     canary_fraction=canary_fraction, canary_recall=canary_recall,
-                     canary_labels=canary_labels, rank_by=rank_by, resume=resume,
-                     progress=progress)
-    except NoisefindError as exc:
-        raise NoisefindError(parameter_names(str(exc))) from None
+    data = as_labeled_data(x, labels, image_size=image_size, classes=classes, progress=progress)
+    return scan(data, progress=progress, **options)
 
 
-def _scan(data: LabeledData, run: Run | None, *, out, seed, device, epochs, width, arch,
-          batch_size, lr, limit, max_units, noise_copies, reference_size, reference,
-          scan_batch_size, cutoff, canary_fraction, canary_recall, canary_labels, rank_by,
-          resume, progress) -> LabelIssues:
-    from noisefind.decide.cutoff import CutoffSettings
-    from noisefind.scanning.pipeline import _get_model, scan
-    from noisefind.signals.flip import FlipSettings
-    from noisefind.training.config import TrainConfig
+def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
+         out: str | Path | None = None, noise: str | None = None, seed: int = 0,
+         device: str = "auto", epochs: int | None = None, width: float | None = None,
+         arch: str | None = None, batch_size: int | None = None, lr: float | None = None,
+         limit: int | None = None, max_units: int = FlipSettings.max_units,
+         noise_copies: int = FlipSettings.noise_copies,
+         reference_size: int = FlipSettings.reference_size,
+         reference: str = FlipSettings.reference, scan_batch_size: int | None = None,
+         cutoff: str = CutoffSettings.method,
+         canary_fraction: float = CutoffSettings.canary_fraction,
+         canary_recall: float = CutoffSettings.canary_recall,
+         canary_labels: str = CutoffSettings.canary_labels, rank_by: str | None = None,
+         folds: int = DEFAULT_FOLDS, resume: bool = False, overwrite: bool = False,
+         progress: bool = False) -> ScanResult:
+    """Scan ``data``: train or load a model, gather the evidence, rank, flag, suggest labels.
 
+    Parameters
+    ----------
+    data : LabeledData
+        The training set (:func:`noisefind.load_data`, or :func:`find_label_issues` for other
+        forms).
+    model : None, Run, path, str or torch.nn.Module
+        None trains one with the training options below; a run (or its folder) written by
+        ``noisefind train``; a spec (``torchvision:<name>`` or ``<module>:<function>``, with
+        ``weights``); or any ``torch.nn.Module`` (the scan uses a copy).
+    weights : path, optional
+        ``.safetensors`` or a state dict (``torch.load(weights_only=True)``) for a spec model.
+    mean, std : sequence of float, optional
+        Standardisation of the inputs before an own model (not a noisefind run): per channel
+        for images, per feature for tables.
+    out : path, optional
+        Write the scan's files there (``suspects.csv``, ``summary.json``, ...).
+    noise : str, optional
+        Corrupt the labels for benchmarking (``symmetric:0.1``). A noisefind run trained on
+        corrupted labels passes its noise (and its seed) on when this is None.
+    seed : int
+        Seeds the noise, the training, the flip search and the canaries.
+    device : str
+        ``auto``, ``cpu``, ``cuda`` or ``mps``.
+    epochs, width, arch, batch_size, lr : optional
+        The training recipe when ``model`` is None (:class:`~noisefind.TrainConfig`'s defaults
+        when left out); refused with a model, which is already trained.
+    limit : int, optional
+        Scan a seeded random subset of this many examples.
+    max_units, noise_copies, reference_size, reference, scan_batch_size
+        The flip search (:class:`~noisefind.FlipSettings`; ``scan_batch_size`` is its
+        ``batch_size``).
+    cutoff, canary_fraction, canary_recall, canary_labels
+        The cutoff (:class:`~noisefind.decide.cutoff.CutoffSettings`; ``cutoff`` is its
+        ``method``).
+    rank_by : {"consensus", "cutoff", "flip"}, optional
+        The order; default the best the scan has (the consensus, the default order).
+    folds : int
+        K of the K-fold models; 0 leaves them out.
+    resume, overwrite : bool
+        Continue an interrupted scan in ``out``, or replace an earlier scan's results there.
+    progress : bool
+        Progress bars and messages on the terminal.
+
+    Returns
+    -------
+    ScanResult
+        ``table`` (one row per scanned example, most suspicious first), ``summary`` (the
+        contents of ``summary.json``) and ``run`` (the scanned model).
+    """
+    if progress and data.skipped:
+        console.print(f"[yellow]warning:[/] skipped {len(data.skipped)} unreadable files, "
+                      f"first: {data.skipped[0]['path']} ({data.skipped[0]['reason']})",
+                      highlight=False, soft_wrap=True)
+    training = {name: value for name, value in zip(
+        TRAINING_OPTIONS, (epochs, width, arch, batch_size, lr), strict=True)
+        if value is not None}
+    if model is not None and training:
+        raise NoisefindError(f"{', '.join(training)}: options of the training, but model gives "
+                             "a trained model; leave them out, or leave out model",
+                             parameter=(*training, "model"))
+    run = resolve_model(model, data, weights=weights, mean=mean, std=std, device=device)
+    noise, seed, inherited = training_noise(run, noise, seed)
+    if inherited and progress:
+        console.print(f"using the model's training noise {noise} (seed {seed})")
+    if run is not None and is_own(run):
+        check_own_rank_by(rank_by)
+        if progress:
+            console.print(f"your own model: the ranking uses {RANKING_SIGNALS}",
+                          highlight=False, soft_wrap=True)
+    if noise:
+        data = data.with_noise(noise, seed)
     settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
                             reference_size=reference_size, reference=reference,
                             batch_size=scan_batch_size, seed=seed)
-    settings.validate()
     cutoff_settings = CutoffSettings(method=cutoff, canary_fraction=canary_fraction,
                                      canary_recall=canary_recall, canary_labels=canary_labels,
                                      seed=seed)
-    cutoff_settings.validate()
-    config = TrainConfig(arch=arch, width=width, epochs=epochs, batch_size=batch_size, lr=lr,
-                         seed=seed, device=device)
-    out = None if out is None else Path(out)
-    if run is None:
-        run = _get_model(data, None, out, config, progress, device, resume)
-    check_own_rank_by(run, rank_by)
-    options = {} if rank_by is None else {"rank_by": rank_by}
-    table = scan(data, run, out=out, settings=settings, limit=limit, resume=resume,
-                 train_config=config, progress=progress, device=device, cutoff=cutoff_settings,
-                 **options)
-    summary = table.attrs.pop("summary", {})
-    return LabelIssues(table=table, summary=summary, run=run)
-
-
-def parameter_names(message: str) -> str:
-    """A message naming CLI flags (``--max-units``) with the parameters' names (``max_units``)."""
-    return re.sub(r"(?<![\w-])--([a-z][a-z0-9-]*)", lambda m: m.group(1).replace("-", "_"),
-                  message)
-
-
-# --------------------------------------------------------------------------------------------
-# Models
+    return pipeline.scan(data, run, out=out, settings=settings, cutoff=cutoff_settings,
+                         train_config=TrainConfig(**training, seed=seed, device=device),
+                         limit=limit, folds=folds, rank_by=rank_by, resume=resume,
+                         overwrite=overwrite, progress=progress, device=device)
 
 
 def resolve_model(model, data: LabeledData, *, weights=None, mean=None, std=None,
                   device: str = "auto") -> Run | None:
     """The run to scan: None (to be trained), a run, a spec with ``weights``, or a module."""
-    own_options = {"weights": weights, "mean": mean, "std": std}
-    given = [k for k, v in own_options.items() if v is not None]
+    given = [name for name, value in zip(OWN_MODEL_OPTIONS, (weights, mean, std), strict=True)
+             if value is not None]
     if isinstance(model, nn.Module):
         return own_run(copy.deepcopy(model), data, spec=type(model).__name__, weights=weights,
                        mean=mean, std=std, device=device)
@@ -166,7 +187,8 @@ def resolve_model(model, data: LabeledData, *, weights=None, mean=None, std=None
         return load_own_model(str(model), data, weights, mean, std, device)
     if given:
         raise NoisefindError(f"{given[0]}: only for a model noisefind did not train "
-                             "(torchvision:<name>, <module>:<function> or a torch module)")
+                             "(torchvision:<name>, <module>:<function> or a torch module)",
+                             parameter=given[0])
     if model is None:
         return None
     run = model if isinstance(model, Run) else load_run(model, device=device)
@@ -184,9 +206,9 @@ def training_noise(run: Run | None, noise: str | None, seed: int) -> tuple[str |
     return noise, seed, False
 
 
-def check_own_rank_by(run: Run, rank_by: str | None) -> None:
+def check_own_rank_by(rank_by: str | None) -> None:
     """An own model has no cutoff and no training history, so it is ranked by the flip score."""
-    if is_own(run) and rank_by in ("cutoff", "consensus"):
+    if rank_by in ("cutoff", "consensus"):
         needs = "the cutoff" if rank_by == "cutoff" else "a training history"
-        raise NoisefindError(f"rank_by={rank_by!r} needs {needs}, which a model noisefind "
-                             "did not train has none of; rank by 'flip'")
+        raise NoisefindError(f"rank_by {rank_by} needs {needs}, which a model noisefind did "
+                             "not train has none of; rank by flip", parameter="rank_by")

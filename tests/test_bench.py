@@ -88,7 +88,7 @@ def test_scan_rows_is_a_seeded_subset():
     rows = scan_rows(100, 7, 3)
     assert len(set(rows.tolist())) == 7 and rows.tolist() == scan_rows(100, 7, 3).tolist()
     assert rows.tolist() != scan_rows(100, 7, 4).tolist()
-    with pytest.raises(NoisefindError, match="--limit"):
+    with pytest.raises(NoisefindError, match="limit must be"):
         scan_rows(10, 0, 0)
 
 

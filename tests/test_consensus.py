@@ -74,3 +74,25 @@ def test_flag_top_takes_the_estimated_count_from_the_top():
     assert flag_top(scores, 2.4).tolist() == [False, True, True, False, False]  # tie: position
     assert flag_top(scores, 99).all() and not flag_top(scores, None).any()
     assert not flag_top(scores, 0.2).any()
+
+
+def test_the_scan_and_the_bench_give_the_same_default_order(noisy_digits):
+    """The README's figures come from the bench's ``noisefind`` detector; the user gets the
+    scan's ``consensus_score``. Both must be the one definition of the default order."""
+    import torch
+
+    import noisefind
+    from noisefind.bench.context import DetectorContext
+    from noisefind.bench.detectors import get_detectors
+    from noisefind.data.labeled import scan_rows
+
+    data = noisefind.LabeledData.subset(noisy_digits, torch.arange(400))
+    result = noisefind.scan(data, epochs=10, width=0.25, limit=120, folds=2, cutoff="none",
+                            rank_by="consensus", device="cpu")
+    rows = scan_rows(len(data), 120, seed=0)
+    context = DetectorContext(data, result.run, rows, folds=2,
+                              flip_settings=noisefind.FlipSettings(seed=0))
+    bench = get_detectors(["noisefind"])["noisefind"](context)
+    scan = result.table.set_index("index").loc[data.index.numpy()[rows], "consensus_score"]
+    np.testing.assert_allclose(bench, scan.to_numpy(), rtol=1e-9, atol=1e-12)
+    assert np.std(bench) > 0

@@ -157,10 +157,10 @@ def test_matched_canaries_of_symmetric_noise_spread_over_the_pairs():
 
 
 @pytest.mark.parametrize("settings,message", [
-    (CutoffSettings(canary_labels="nearest"), "--canary-labels"),
-    (CutoffSettings(method="quantile"), "--cutoff"),
-    (CutoffSettings(canary_fraction=0.5), "--canary-fraction"),
-    (CutoffSettings(canary_recall=1.0), "--canary-recall"),
+    (CutoffSettings(canary_labels="nearest"), "canary_labels"),
+    (CutoffSettings(method="quantile"), "cutoff"),
+    (CutoffSettings(canary_fraction=0.5), "canary_fraction"),
+    (CutoffSettings(canary_recall=1.0), "canary_recall"),
     (CutoffSettings(replica_fraction=0.0), "replica_fraction"),
 ])
 def test_bad_settings(settings, message):

@@ -22,10 +22,10 @@ from noisefind.bench.detectors import (
 from noisefind.data.labeled import LabeledData
 from noisefind.models.predict import predict_logits
 from noisefind.signals.out_of_sample import (
-    cross_validated_probabilities,
     cross_validated_runs,
     cv_folds,
     fold_margins,
+    held_out_probabilities,
 )
 from noisefind.training.config import TrainConfig, make_model
 from noisefind.training.fit import fit
@@ -178,7 +178,7 @@ def test_cross_validated_probabilities_come_from_models_that_did_not_see_the_row
     # A model that has seen an example memorises its (wrong) label; one that has not cannot.
     noisy = digits.subset(torch.arange(0, 1797, 6)).with_noise("symmetric:0.3", seed=0)
     config = TrainConfig(width=0.25, epochs=12, device="cpu")
-    probabilities = cross_validated_probabilities(noisy, config, folds=2)
+    probabilities = held_out_probabilities(noisy, cross_validated_runs(noisy, config, folds=2))
     wrong = noisy.is_noisy.numpy()
     given = probabilities[np.arange(len(noisy)), noisy.y.numpy()]
     assert given[wrong].mean() < 0.3 < given[~wrong].mean()

@@ -166,9 +166,9 @@ def test_sparse_network_is_one_fixed_subset_of_the_example_share():
 
 
 @pytest.mark.parametrize("kind,p_gen,p_mem,message", [
-    ("gaussian", 0.2, 0.1, "--dropout"), ("example-tied", 0.0, 0.1, "--p-gen"),
-    ("example-tied", 1.0, 0.1, "--p-gen"), ("sparse", 0.2, 0.0, "--p-mem"),
-    ("standard", 0.2, 1.5, "--p-mem"),
+    ("gaussian", 0.2, 0.1, "dropout"), ("example-tied", 0.0, 0.1, "p_gen"),
+    ("example-tied", 1.0, 0.1, "p_gen"), ("sparse", 0.2, 0.0, "p_mem"),
+    ("standard", 0.2, 1.5, "p_mem"),
 ])
 def test_factory_rejects_bad_settings(kind, p_gen, p_mem, message):
     with pytest.raises(NoisefindError, match=message):

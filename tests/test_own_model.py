@@ -270,10 +270,12 @@ def test_readme_step_by_step_example_runs(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     scope = {}
     exec(compile(code, "README.md", "exec"), scope)
-    table, flip = scope["table"], scope["flip"]
-    assert len(table) == 300 and table.attrs["summary"]["rank_by"] == "consensus"
+    result, flip = scope["result"], scope["flip"]
+    table = result.table
+    assert len(table) == 300 and result.summary["rank_by"] == "consensus"
     assert table["suspected"].any() and table["consensus_score"].is_monotonic_decreasing
-    assert flip["score"].is_monotonic_decreasing and flip.attrs["summary"]["rank_by"] == "flip"
+    assert len(result.suspected) == table["suspected"].sum()
+    assert flip.table["score"].is_monotonic_decreasing and flip.summary["rank_by"] == "flip"
     assert (tmp_path / "noisefind-out" / "report.html").is_file()
     clean = (tmp_path / "clean.csv").read_text().splitlines()
     assert len(clean) - 1 == 1797 - int(table["suspected"].sum())  # header + kept rows

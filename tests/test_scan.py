@@ -23,9 +23,9 @@ SUSPECT_COLUMNS = ["rank", "index", "path", "given_label", "predicted_label", "u
 @pytest.fixture(scope="module")
 def scanned(noisy_digits, noisy_digits_run, tmp_path_factory):
     out = tmp_path_factory.mktemp("scan")
-    table = scan(noisy_digits, noisy_digits_run, out=out, limit=120,
-                 settings=FlipSettings(max_units=50), progress=False, rank_by="flip", folds=0)
-    return table, out
+    result = scan(noisy_digits, noisy_digits_run, out=out, limit=120,
+                  settings=FlipSettings(max_units=50), progress=False, rank_by="flip", folds=0)
+    return result.table, out
 
 
 def test_suspects_csv_has_every_column_and_one_row_per_example(scanned):

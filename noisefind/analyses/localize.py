@@ -48,9 +48,10 @@ from noisefind.analyses.gradients import (
     layer_groups,
 )
 from noisefind.base.console import progress_bar
+from noisefind.base.device import autocast
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
-from noisefind.models.nets import Net, autocast
+from noisefind.models.nets import Net
 from noisefind.training.config import TrainConfig
 from noisefind.training.fit import make_optimizer
 from noisefind.training.runs import Run, check_compatible, load_weights
@@ -171,7 +172,7 @@ def rewind(run: Run, data: LabeledData, epochs: Sequence[int] | None = None,
         ``[epoch][group]`` of fractions.
     """
     if bn not in BN_MODES:
-        raise NoisefindError(f"--bn {bn!r}: choose one of {', '.join(BN_MODES)}")
+        raise NoisefindError(f"bn {bn!r}: choose one of {', '.join(BN_MODES)}", parameter="bn")
     data = _prepared(run, data, "rewinding")
     saved = _chosen_checkpoints(run, epochs)
     model = copy.deepcopy(run.model).eval()
@@ -241,11 +242,13 @@ class RetrainSettings:
 
     def validate(self) -> None:
         if self.epochs < 1:
-            raise NoisefindError(f"--epochs must be at least 1, got {self.epochs}")
+            raise NoisefindError(f"epochs must be at least 1, got {self.epochs}",
+                                 parameter="epochs")
         if not self.lr > 0:
-            raise NoisefindError(f"--lr must be positive, got {self.lr}")
+            raise NoisefindError(f"lr must be positive, got {self.lr}", parameter="lr")
         if self.batch_size is not None and self.batch_size < 2:
-            raise NoisefindError("--batch-size must be at least 2 (BatchNorm needs it)")
+            raise NoisefindError("batch_size must be at least 2 (BatchNorm needs it)",
+                                 parameter="batch_size")
 
 
 def retrain(run: Run, data: LabeledData, groups: Sequence[str] | None = None,
@@ -398,7 +401,7 @@ def save_analysis(name: str, result: dict, out: str | Path) -> list[Path]:
 
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
+        raise NoisefindError(f"out {out}: exists and is a file; give a folder", parameter="out")
     out.mkdir(parents=True, exist_ok=True)
     written = [out / f"{name}.json"]
     write_json(written[0], result)

@@ -55,9 +55,10 @@ class MemorizationSettings:
 
     def validate(self) -> None:
         if self.models < 2:
-            raise NoisefindError(f"--models must be at least 2, got {self.models}")
+            raise NoisefindError(f"models must be at least 2, got {self.models}",
+                                 parameter="models")
         if not 0.0 < self.subset < 1.0:
-            raise NoisefindError(f"--subset must be in (0, 1), got {self.subset}")
+            raise NoisefindError(f"subset must be in (0, 1), got {self.subset}", parameter="subset")
 
 
 @dataclass
@@ -257,7 +258,7 @@ def _decode(line: dict, n: int) -> dict:
 def _read_progress(out: Path, state: dict) -> dict[int, dict]:
     """Models already trained in ``out`` (starting the file if there is none)."""
     if out.exists() and not out.is_dir():
-        raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
+        raise NoisefindError(f"out {out}: exists and is a file; give a folder", parameter="out")
     out.mkdir(parents=True, exist_ok=True)
     log = JsonLines(out / PROGRESS_FILE)
     if not log.exists():

@@ -1,4 +1,4 @@
-"""Which torch device to use."""
+"""Which torch device to use, and the number format on it."""
 
 from __future__ import annotations
 
@@ -16,7 +16,12 @@ def resolve_device(name: str = "auto") -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise NoisefindError(f"--device {name!r}: use auto, cpu, cuda or mps")
+        raise NoisefindError(f"device {name!r}: use auto, cpu, cuda or mps", parameter="device")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise NoisefindError("--device cuda: no CUDA GPU is available; use --device cpu")
+        raise NoisefindError("device cuda: no CUDA GPU is available; use cpu", parameter="device")
     return torch.device(name)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA (tensor cores); a no-op context elsewhere."""
+    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

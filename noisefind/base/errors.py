@@ -1,9 +1,25 @@
 """The one exception type that means "the user gave us something we cannot use".
 
-The CLI turns it into a one-line message and exit status 2; the library lets it propagate so
-notebook users can catch it.
+The library raises it naming its own parameters (``limit must be at least 1``) and says which
+one in :attr:`NoisefindError.parameter`; the CLI renders that name as the command's flag
+(``--limit must be at least 1``), prints one line and exits with status 2. Notebook users catch
+it as a ``ValueError``.
 """
+
+from __future__ import annotations
 
 
 class NoisefindError(ValueError):
-    """Bad input or bad usage: the message names the problem and, where possible, the fix."""
+    """Bad input or bad usage: the message names the problem and, where possible, the fix.
+
+    Parameters
+    ----------
+    message : str
+        What is wrong, in the library's words (parameter names as the Python API spells them).
+    parameter : str, optional
+        The parameter at fault, when there is one; it appears in ``message`` as written.
+    """
+
+    def __init__(self, message: str, *, parameter: str | None = None):
+        super().__init__(message)
+        self.parameter = parameter

@@ -16,7 +16,7 @@ from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
 from noisefind.models.predict import predict_logits
 from noisefind.signals.flip import FlipSettings, flip_search
-from noisefind.signals.out_of_sample import OutOfSample
+from noisefind.signals.out_of_sample import DEFAULT_FOLDS, OutOfSample
 from noisefind.training.cache import ResultCache, data_key, digest, model_key
 from noisefind.training.config import TrainConfig, make_model
 from noisefind.training.runs import History, Run, load_weights
@@ -70,7 +70,7 @@ class DetectorContext:
     """
 
     def __init__(self, data: LabeledData, run: Run, rows: Sequence[int] | None = None, *,
-                 train_config: TrainConfig | None = None, folds: int = 5,
+                 train_config: TrainConfig | None = None, folds: int = DEFAULT_FOLDS,
                  flip_settings: FlipSettings | None = None, train_seconds: float | None = None,
                  progress: bool = False, cache: ResultCache | None = None,
                  cutoff_settings: CutoffSettings | None = None):

@@ -62,8 +62,8 @@ import torch
 import torch.nn.functional as F
 
 from noisefind.base.errors import NoisefindError
+from noisefind.decide.calibration import class_thresholds
 from noisefind.models.predict import predict_logits
-from noisefind.signals.out_of_sample import class_thresholds
 from noisefind.training.fit import fit
 
 if TYPE_CHECKING:
@@ -112,7 +112,7 @@ def parse_detector_list(text: str) -> list[str]:
     """``"aum,flip"`` -> ``["aum", "flip"]``, checked against the registry."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
-        raise NoisefindError("--detectors: give at least one detector name")
+        raise NoisefindError("detectors: give at least one detector name", parameter="detectors")
     return list(get_detectors(names))
 
 
@@ -178,9 +178,9 @@ def oos_confidence(context: DetectorContext) -> np.ndarray:
 @register("oos_margin")
 def oos_margin(context: DetectorContext) -> np.ndarray:
     """The out-of-sample class-calibrated margin against the given label
-    (:func:`noisefind.signals.out_of_sample.calibrated_margin`): confident learning's per-class
+    (:func:`noisefind.decide.calibration.calibrated_margin`): confident learning's per-class
     thresholds kept as a continuous score."""
-    from noisefind.signals.out_of_sample import calibrated_margin
+    from noisefind.decide.calibration import calibrated_margin
 
     probabilities = context.out_of_sample_probabilities()
     return calibrated_margin(probabilities, context.rows, context.labels,
@@ -320,12 +320,16 @@ def cutoff_with_oos_flip(context: DetectorContext) -> np.ndarray:
 
 
 def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.ndarray:
-    from noisefind.decide.consensus import SIGNALS, consensus_score
+    """The scan's default order on the context's rows (the same function the scan calls)."""
+    from noisefind.decide.consensus import consensus_score, default_order_signals
 
-    detector_of = {"oos_margin": oos_margin, "aum": aum, "flip_cost": flip_cost,
-                   "fold_flip": fold_flip, "neighbours": neighbours}
-    return consensus_score({name: detector_of[name](context) for name in SIGNALS
-                            if name not in without}, without=without)
+    signals = default_order_signals(
+        rows=context.rows, labels=context.data.y.numpy(),
+        probabilities=context.out_of_sample_probabilities(),
+        margins=context.history.margin,
+        flip_cost=context.flip_results()["flip_cost"].to_numpy(dtype=np.float64),
+        fold_flip=context.fold_flip(), neighbours=context.neighbours())
+    return consensus_score(signals, without=without)
 
 
 def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:

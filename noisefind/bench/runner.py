@@ -44,6 +44,7 @@ from noisefind.bench.context import DetectorContext, el2n_epoch
 from noisefind.bench.detectors import Detector, get_detectors
 from noisefind.data.labeled import LabeledData, NoiseSpec, scan_rows
 from noisefind.signals.flip import FlipSettings
+from noisefind.signals.out_of_sample import DEFAULT_FOLDS
 from noisefind.training.cache import ResultCache
 from noisefind.training.config import TrainConfig
 from noisefind.training.fit import fit
@@ -133,10 +134,10 @@ class SettingResult:
 
 
 def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
-                  detectors: dict[str, Detector], train_config: TrainConfig, folds: int = 5,
-                  limit: int | None = None, flip_settings: FlipSettings | None = None,
-                  progress: bool = True, retrain: bool = False,
-                  cache: ResultCache | None = None) -> SettingResult:
+                  detectors: dict[str, Detector], train_config: TrainConfig,
+                  folds: int = DEFAULT_FOLDS, limit: int | None = None,
+                  flip_settings: FlipSettings | None = None, progress: bool = True,
+                  retrain: bool = False, cache: ResultCache | None = None) -> SettingResult:
     """Inject ``noise`` with ``seed``, train, and score every detector against the truth.
 
     Also decides (:func:`bench_decisions`) and, with ``retrain``, holds out a clean test split
@@ -213,7 +214,7 @@ def _timed_scores(context: DetectorContext, name: str,
 
 def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Sequence[int] = 1,
           detectors: Sequence[str] | None = None, train_config: TrainConfig | None = None,
-          folds: int = 5, limit: int | None = None, out: str | Path | None = None,
+          folds: int = DEFAULT_FOLDS, limit: int | None = None, out: str | Path | None = None,
           flip_settings: FlipSettings | None = None, progress: bool = True,
           retrain: bool = False) -> pd.DataFrame:
     """Score detectors against injected label noise, over noise settings and seeds.
@@ -272,7 +273,7 @@ def bench(data: LabeledData, noises: Sequence[NoiseSpec | str], seeds: int | Seq
                              f"and {data.name} has none (a manifest's true_label column)")
     seed_list = list(range(seeds)) if isinstance(seeds, int) else list(seeds)
     if not seed_list:
-        raise NoisefindError("--seeds must be at least 1")
+        raise NoisefindError("seeds must be at least 1", parameter="seeds")
     chosen = get_detectors(detectors)
     train_config = train_config or TrainConfig()
     settings = bench_settings(data, noises, seed_list, chosen, train_config, folds, limit,

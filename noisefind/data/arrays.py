@@ -12,20 +12,19 @@ from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
 from noisefind.data.load import _class_names, _npz_inputs, load_data
 
-# --------------------------------------------------------------------------------------------
-# Inputs
 
-
-def as_labeled_data(x, labels=None, *, image_size: int | None = None,
-                    classes=None) -> LabeledData:
-    """``x`` and ``labels`` in any form :func:`find_label_issues` takes, as a LabeledData."""
+def as_labeled_data(x, labels=None, *, image_size: int | None = None, classes=None,
+                    progress: bool = False) -> LabeledData:
+    """``x`` and ``labels`` in any form :func:`noisefind.find_label_issues` takes, as a
+    LabeledData (``progress``: a bar while image files are decoded)."""
     if isinstance(x, LabeledData | str | Path):
         if labels is not None or classes is not None:
-            raise NoisefindError(f"{'labels' if labels is not None else 'classes'}: x carries "
-                                 "its own labels and classes; leave it out")
+            name = "labels" if labels is not None else "classes"
+            raise NoisefindError(f"{name}: x carries its own labels and classes; leave it out",
+                                 parameter=name)
         if isinstance(x, LabeledData):
             return x
-        return load_data(x, image_size=image_size)
+        return load_data(x, image_size=image_size, progress=progress)
     name = type(x).__name__
     if isinstance(x, torch.utils.data.Dataset):
         try:

@@ -153,17 +153,19 @@ class NoiseSpec:
         kind, sep, rate_text = text.strip().partition(":")
         if not sep:
             raise NoisefindError(
-                f"--noise {text!r}: expected KIND:RATE (e.g. symmetric:0.1 or asymmetric:0.2) "
-                "or none")
+                f"noise {text!r}: expected KIND:RATE (e.g. symmetric:0.1 or asymmetric:0.2) "
+                "or none", parameter="noise")
         if kind not in ("symmetric", "asymmetric"):
             raise NoisefindError(
-                f"--noise {text!r}: unknown kind {kind!r}; use symmetric or asymmetric")
+                f"noise {text!r}: unknown kind {kind!r}; use symmetric or asymmetric",
+                parameter="noise")
         try:
             rate = float(rate_text)
         except ValueError:
-            raise NoisefindError(f"--noise {text!r}: rate {rate_text!r} is not a number") from None
+            raise NoisefindError(f"noise {text!r}: rate {rate_text!r} is not a number",
+                                 parameter="noise") from None
         if not 0.0 <= rate < 1.0 or math.isnan(rate):
-            raise NoisefindError(f"--noise {text!r}: rate must be in [0, 1)")
+            raise NoisefindError(f"noise {text!r}: rate must be in [0, 1)", parameter="noise")
         return cls(kind, rate)
 
     def __str__(self) -> str:
@@ -237,7 +239,7 @@ def scan_rows(n: int, limit: int | None, seed: int) -> np.ndarray:
     random order. ``scan --limit`` and ``bench --limit`` with the same seed pick the same rows.
     """
     if limit is not None and limit < 1:
-        raise NoisefindError(f"--limit must be at least 1, got {limit}")
+        raise NoisefindError(f"limit must be at least 1, got {limit}", parameter="limit")
     if limit is None or limit >= n:
         return np.arange(n)
     return np.random.default_rng(seed).permutation(n)[:limit]

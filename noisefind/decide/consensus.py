@@ -5,7 +5,7 @@ that looks at its neighbours:
 
 - **out of sample**: models that never saw the example (K-fold) find another class likelier
   than the given one, judged against each class's typical confidence (``oos_margin``,
-  :func:`noisefind.signals.out_of_sample.calibrated_margin`; confident learning's evidence);
+  :func:`noisefind.decide.calibration.calibrated_margin`; confident learning's evidence);
 - **in sample**: the scanned model, which fit every label. How hard the label was to learn
   (``aum``: the area under the margin, Pleiss et al. 2020, negated) and how little holds it up
   once learned (``flip_cost``: the flip search's continuous cost, negated; Maini et al. 2023);
@@ -39,6 +39,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from noisefind.base.errors import NoisefindError
+from noisefind.decide.calibration import calibrated_margin, class_thresholds
 
 WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
              "augmented": ("fold_flip",), "neighbours": ("neighbours",)}
@@ -91,6 +92,40 @@ def consensus_score(signals: Mapping[str, np.ndarray], *,
         if votes:
             total += standardised(np.sum(votes, axis=0))
     return total
+
+
+def default_order_signals(*, rows: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
+                          margins: np.ndarray, flip_cost: np.ndarray, fold_flip: np.ndarray,
+                          neighbours: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`SIGNALS` of the default order for ``rows``, each higher = more suspicious.
+
+    The one place where the evidence becomes the order's signals: the scan and the bench's
+    ``noisefind`` detector both call it (and :func:`consensus_score` on what it returns).
+
+    Parameters
+    ----------
+    rows : numpy.ndarray
+        Positions in the training set of the rows to score.
+    labels : numpy.ndarray
+        The given label of every example of the training set (the class thresholds are the
+        whole set's, as confident learning sets them).
+    probabilities : numpy.ndarray
+        (N, C) out-of-sample probabilities of every example.
+    margins : numpy.ndarray
+        (epochs, rows) training history of the rows' label margins (the area under the margin).
+    flip_cost, fold_flip, neighbours : numpy.ndarray
+        Per row of ``rows``: the flip search's cost on the scanned model and on a fold model
+        that learned the row, and the neighbours' calibrated margin (already higher =
+        more suspicious).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    labels = np.asarray(labels, dtype=np.int64)
+    return {"oos_margin": calibrated_margin(probabilities, rows, labels[rows],
+                                            class_thresholds(probabilities, labels)),
+            "aum": -np.asarray(margins, dtype=np.float64).mean(axis=0),
+            "flip_cost": -np.asarray(flip_cost, dtype=np.float64),
+            "fold_flip": -np.asarray(fold_flip, dtype=np.float64),
+            "neighbours": np.asarray(neighbours, dtype=np.float64)}
 
 
 def standardised(values: np.ndarray) -> np.ndarray:

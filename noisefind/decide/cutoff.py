@@ -102,20 +102,23 @@ class CutoffSettings:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise NoisefindError(f"--cutoff {self.method!r}: use {' or '.join(METHODS)}")
+            raise NoisefindError(f"cutoff {self.method!r}: use {' or '.join(METHODS)}",
+                                 parameter="cutoff")
         if not 0.0 < self.canary_fraction <= 0.2:
             raise NoisefindError(
-                f"--canary-fraction must be in (0, 0.2], got {self.canary_fraction}")
+                f"canary_fraction must be in (0, 0.2], got {self.canary_fraction}",
+                parameter="canary_fraction")
         if self.min_canaries < 2:
             raise NoisefindError(f"min_canaries must be at least 2, got {self.min_canaries}")
         if not 0.0 < self.canary_recall < 1.0:
-            raise NoisefindError(f"--canary-recall must be in (0, 1), got {self.canary_recall}")
+            raise NoisefindError(f"canary_recall must be in (0, 1), got {self.canary_recall}",
+                                 parameter="canary_recall")
         if not 0.0 < self.replica_fraction <= 1.0:
             raise NoisefindError(
                 f"replica_fraction must be in (0, 1], got {self.replica_fraction}")
         if self.canary_labels not in CANARY_LABELS:
-            raise NoisefindError(f"--canary-labels {self.canary_labels!r}: use "
-                                 f"{' or '.join(CANARY_LABELS)}")
+            raise NoisefindError(f"canary_labels {self.canary_labels!r}: use "
+                                 f"{' or '.join(CANARY_LABELS)}", parameter="canary_labels")
 
 
 @dataclass
@@ -136,6 +139,9 @@ class Cutoff:
         Estimated number of mislabeled examples among ``rows``.
     details : dict
         How the cutoff was set, for ``summary.json``.
+    order : numpy.ndarray or None
+        The default order's score per row (:mod:`noisefind.decide.consensus`) when the flag
+        follows it: then ``suspected`` is its top ``estimated_scanned`` rows.
     """
 
     method: str
@@ -144,6 +150,7 @@ class Cutoff:
     cutoff_score: np.ndarray
     estimated_scanned: float | None = None
     details: dict = field(default_factory=dict)
+    order: np.ndarray | None = None
 
     def estimated_total(self, examples: int) -> float | None:
         """The estimate scaled from the scanned rows to ``examples`` training examples."""

@@ -53,16 +53,16 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from noisefind.base.device import autocast
 from noisefind.base.errors import NoisefindError
 from noisefind.base.rng import keyed_uniform
-from noisefind.models.nets import DropoutFactory, autocast
 
 DROPOUTS = ("none", "standard", "sparse", "example-tied")
 MODES = ("all", "drop", "example")
@@ -200,12 +200,13 @@ def _broadcast(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 def check_probabilities(p_gen: float, p_mem: float) -> None:
     """Raise :class:`NoisefindError` unless ``0 < p_gen < 1`` and ``0 < p_mem <= 1``."""
     if not 0.0 < p_gen < 1.0 or math.isnan(p_gen):
-        raise NoisefindError(f"--p-gen must be in (0, 1), got {p_gen}")
+        raise NoisefindError(f"p_gen must be in (0, 1), got {p_gen}", parameter="p_gen")
     if not 0.0 < p_mem <= 1.0 or math.isnan(p_mem):
-        raise NoisefindError(f"--p-mem must be in (0, 1], got {p_mem}")
+        raise NoisefindError(f"p_mem must be in (0, 1], got {p_mem}", parameter="p_mem")
 
 
-def dropout_factory(kind: str, p_gen: float, p_mem: float, seed: int) -> DropoutFactory | None:
+def dropout_factory(kind: str, p_gen: float, p_mem: float,
+                    seed: int) -> Callable[[int], nn.Module] | None:
     """A factory ``channels -> layer`` for ``kind``, or None for no dropout layer.
 
     Parameters
@@ -228,7 +229,8 @@ def dropout_factory(kind: str, p_gen: float, p_mem: float, seed: int) -> Dropout
         and a reloaded run gets the same masks.
     """
     if kind not in DROPOUTS:
-        raise NoisefindError(f"--dropout {kind!r}: choose one of {', '.join(DROPOUTS)}")
+        raise NoisefindError(f"dropout {kind!r}: choose one of {', '.join(DROPOUTS)}",
+                             parameter="dropout")
     if kind == "none":
         return None
     check_probabilities(p_gen, p_mem)

@@ -213,20 +213,16 @@ def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, width
                 dropout: DropoutFactory | None = None) -> Net:
     """Build an untrained network for inputs of ``input_shape`` (without the batch dimension)."""
     if arch not in ARCHS:
-        raise NoisefindError(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+        raise NoisefindError(f"arch {arch!r}: choose one of {', '.join(ARCHS)}", parameter="arch")
     if width <= 0:
-        raise NoisefindError(f"--width must be positive, got {width}")
+        raise NoisefindError(f"width must be positive, got {width}", parameter="width")
     arch = choose_arch(input_shape) if arch == "auto" else arch
     if arch == "mlp":
         if len(input_shape) != 1:
-            raise NoisefindError("--arch mlp needs tabular data (feature vectors)")
+            raise NoisefindError("arch mlp needs tabular data (feature vectors)", parameter="arch")
         return mlp(input_shape[0], num_classes, width, dropout)
     if len(input_shape) != 3:
-        raise NoisefindError(f"--arch {arch} needs image data; this data is tabular")
+        raise NoisefindError(f"arch {arch} needs image data; this data is tabular",
+                             parameter="arch")
     build = resnet9 if arch == "resnet9" else small_cnn
     return build(input_shape[0], num_classes, width, dropout)
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA (tensor cores); a no-op context elsewhere."""
-    return torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda")

@@ -75,8 +75,8 @@ class OwnModel(nn.Module):
         self.classifier = classifier
         self.unit_gates = nn.ModuleList(UnitGate(units) for _, _, units in layers)
         self._gate_names = [layer for layer, _, _ in layers]
-        self._hooks = [target.register_forward_hook(_gate_hook(gate))
-                       for (_, target, _), gate in zip(layers, self.unit_gates, strict=True)]
+        for (_, target, _), gate in zip(layers, self.unit_gates, strict=True):
+            target.register_forward_hook(_gate_hook(gate))
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
@@ -95,11 +95,6 @@ class OwnModel(nn.Module):
         """The layer of every unit, in unit order."""
         return [name for name, gate in self.gates() for _ in range(gate.units)]
 
-    def remove_hooks(self) -> None:
-        """Detach the gates from the wrapped module (it is then as it was given)."""
-        for hook in self._hooks:
-            hook.remove()
-        self._hooks = []
 
 
 def _per_channel(values, default: float, size: int, name: str) -> torch.Tensor:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from noisefind.models.nets import Net, autocast
+from noisefind.base.device import autocast
+from noisefind.models.nets import Net
 
 
 def runner_up_classes(model, x: torch.Tensor, index: torch.Tensor,

@@ -161,9 +161,11 @@ def write_manifest(training: TrainingSet, keep: np.ndarray, labels: np.ndarray,
     """Write the kept rows of ``training`` with ``labels`` as a manifest ``load_data`` reads."""
     file = Path(file)
     if file.suffix.lower() != ".csv":
-        raise NoisefindError(f"--out {file}: the manifest is a CSV; give a name ending in .csv")
+        raise NoisefindError(f"file {file}: the manifest is a CSV; give a name ending in .csv",
+                             parameter="file")
     if file.is_dir():
-        raise NoisefindError(f"--out {file}: is a folder; give a .csv file name")
+        raise NoisefindError(f"file {file}: is a folder; give a .csv file name",
+                             parameter="file")
     file.parent.mkdir(parents=True, exist_ok=True)
     rows = np.flatnonzero(keep)
     names = np.array(training.classes, dtype=object)[labels[rows]]
@@ -206,7 +208,8 @@ def feature_names(training: TrainingSet) -> list[str]:
     return [f"x{k}" for k in range(count)]
 
 
-def export(out: str | Path, file: str | Path, mode: str = "drop") -> dict:
+def export(out: str | Path, file: str | Path, mode: str = "drop", *,
+           overwrite: bool = False) -> dict:
     """Write a cleaned manifest of the scan in ``out``: suspects dropped or relabelled.
 
     Parameters
@@ -216,12 +219,18 @@ def export(out: str | Path, file: str | Path, mode: str = "drop") -> dict:
     file : path
         The manifest CSV to write.
     mode : {"drop", "relabel"}
+    overwrite : bool
+        Replace ``file`` if it exists; without it an existing ``file`` is an error
+        (:class:`~noisefind.base.errors.NoisefindError`) and is left as it is.
 
     Returns
     -------
     dict
         ``file``, ``examples`` (written), ``dropped`` and ``relabelled`` counts.
     """
+    if Path(file).is_file() and not overwrite:
+        raise NoisefindError(f"overwrite not given, and {file} already exists: it is left as it "
+                             "is", parameter="overwrite")
     training = load_training_set(out)
     suspects = read_suspects(out)
     keep, labels = cleaned_labels(training, suspects, mode)

@@ -68,12 +68,12 @@ def _likely(suggested) -> str:
     return f"likely {suggested}" if isinstance(suggested, str) and suggested else "no suggestion"
 
 
-def suspects_table(table: pd.DataFrame, top: int = 10) -> Table:
+def suspects_table(table: pd.DataFrame, top: int = 10, rank_by: str = "flip") -> Table:
     """The ``top`` suspects as a terminal table that fits 80 columns: rank, file name (or
     example index), given label, suggested label, and the score the rows are ordered by
-    (``consensus_score``, ``cutoff_score`` or the flip ``score``, as ``rank_by`` in
-    ``table.attrs["summary"]`` says). The CSV has the rest."""
-    order = ORDER_COLUMNS.get(table.attrs.get("summary", {}).get("rank_by"), "score")
+    (``consensus_score``, ``cutoff_score`` or the flip ``score``, as ``rank_by`` says). The
+    CSV has the rest."""
+    order = ORDER_COLUMNS[rank_by]
     shown = Table(title=f"top {min(top, len(table))} of {len(table)} scanned examples",
                   box=box.SIMPLE_HEAD)
     has_files = table["path"].astype(bool).any()
@@ -91,6 +91,6 @@ def suspects_table(table: pd.DataFrame, top: int = 10) -> Table:
     return shown
 
 
-def print_suspects(table: pd.DataFrame, top: int = 10) -> None:
+def print_suspects(table: pd.DataFrame, top: int = 10, rank_by: str = "flip") -> None:
     """Print :func:`suspects_table` on the terminal console."""
-    console.print(suspects_table(table, top))
+    console.print(suspects_table(table, top, rank_by))

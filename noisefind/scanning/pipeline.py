@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +24,11 @@ from noisefind.base import distributed
 from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, scan_rows
-from noisefind.decide.consensus import consensus_score, flag_top
-from noisefind.decide.cutoff import CutoffSettings
+from noisefind.decide.consensus import consensus_score, default_order_signals, flag_top
+from noisefind.decide.cutoff import Cutoff, CutoffSettings, no_cutoff
 from noisefind.models.predict import runner_up_classes
 from noisefind.scanning.export import save_training_set
-from noisefind.scanning.log import MemoryLog, ScanLog
+from noisefind.scanning.log import STATE_FILE, MemoryLog, ScanLog
 from noisefind.scanning.outputs import (
     ORDER_COLUMNS,
     plot_top_suspects,
@@ -43,36 +43,62 @@ from noisefind.scanning.table import (
     suspects_table,
     with_out_of_sample,
 )
-from noisefind.signals.dynamics import history_for, signals
+from noisefind.signals.dynamics import history_for
 from noisefind.signals.flip import FlipSettings, flip_search
-from noisefind.signals.out_of_sample import OutOfSample, class_thresholds
+from noisefind.signals.out_of_sample import DEFAULT_FOLDS, OutOfSample
 from noisefind.signals.replica import calibrate
 from noisefind.training.cache import ResultCache, digest, model_key
 from noisefind.training.config import TrainConfig
 from noisefind.training.fit import fit
 from noisefind.training.runs import Run, check_compatible, is_own, load_run
 
+DEFAULT_OUT = Path("noisefind-out")
+CACHE_DIR = "cache"
+TOP_PICTURES = 32  # suspects drawn in top_suspects.png
 NO_CUTOFF = ("the model was not trained by noisefind: the cutoff's replica has no recipe to "
              "follow, so nothing is flagged; rank by the score")
+# What a finished or interrupted scan leaves in its folder; a new scan there must not mix its
+# files with these (``overwrite`` removes them, ``resume`` continues them).
+SCAN_FILES = ("suspects.csv", "summary.json", "top_suspects.png", "report.html",
+              "training_set.npz", STATE_FILE)
+SCAN_FOLDERS = ("run", CACHE_DIR)
 
 
-def own_model_cutoff(results):
-    """The cutoff of a scan of an own model: none, saying why (see the module docstring)."""
-    from noisefind.decide.cutoff import no_cutoff
+@dataclass
+class ScanResult:
+    """What a scan found.
 
-    return no_cutoff(results["row"].to_numpy(dtype=np.int64), NO_CUTOFF)
+    Attributes
+    ----------
+    table : pandas.DataFrame
+        One row per scanned example, most suspicious first: the columns of ``suspects.csv``.
+    summary : dict
+        The contents of ``summary.json``: counts, settings, timings, the estimate, and AUROC
+        when the true labels are known (empty on a torchrun rank other than 0).
+    run : Run
+        The scanned model (trained by the scan when none was given).
+    """
+
+    table: pd.DataFrame
+    summary: dict
+    run: Run
+
+    @property
+    def suspected(self) -> pd.DataFrame:
+        """The flagged rows (none without a cutoff)."""
+        return self.table[self.table["suspected"]]
 
 
-CACHE_DIR = "cache"
+def scan(data: LabeledData, model: Run | str | Path | None = None, *,
+         out: str | Path | None = DEFAULT_OUT, settings: FlipSettings | None = None,
+         cutoff: CutoffSettings | None = None, train_config: TrainConfig | None = None,
+         limit: int | None = None, folds: int = DEFAULT_FOLDS, rank_by: str | None = None,
+         resume: bool = False, overwrite: bool = False, progress: bool = True,
+         device: str = "auto") -> ScanResult:
+    """Rank the training examples of ``data`` by how likely their labels are wrong.
 
-
-def scan(data: LabeledData, model: Run | str | Path | None = None,
-         out: str | Path | None = "noisefind-out", settings: FlipSettings | None = None,
-         limit: int | None = None, resume: bool = False, train_config: TrainConfig | None = None,
-         progress: bool = True, device: str = "auto",
-         cutoff: CutoffSettings | None = None, rank_by: str | None = None,
-         folds: int = 5) -> pd.DataFrame:
-    """Rank the training examples of ``data`` by how few units flip the model's prediction.
+    The pipeline: train (or load) the model, flip-search the rows, train the K fold models,
+    calibrate the cutoff, order and flag (:mod:`noisefind.decide`), write the files.
 
     Parameters
     ----------
@@ -83,56 +109,51 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
         ``train_config`` and saved to ``OUT/run``.
     out : path or None
         Output folder for ``suspects.csv``, ``summary.json``, ``top_suspects.png``. None writes
-        no files (no resume then); the summary is in ``table.attrs["summary"]`` either way.
+        no files (no resume then).
     settings : FlipSettings, optional
         Flip-search settings.
-    limit : int, optional
-        Scan a seeded random subset of this many examples instead of all.
-    resume : bool
-        Continue an interrupted scan in ``out``.
-    train_config : TrainConfig, optional
-        Used only when ``model`` is None.
-    progress : bool
-        Progress bars for training and the search.
-    device : str
-        Device for a loaded model (a trained one uses ``train_config.device``).
     cutoff : CutoffSettings, optional
         How the ``suspected`` flag and ``estimated_mislabeled`` are calibrated (default:
         canaries in a replica model, seeded with the flip search's seed; see
         :mod:`noisefind.decide.cutoff`).
-    rank_by : {"consensus", "cutoff", "flip"}, optional
-        Order of the table (and of ``top_suspects.png``): by ``consensus_score``, one vote
-        each for the out-of-sample margin, for the area under the margin with the flip cost,
-        for the flip cost on a fold model that learned the example and for the labels of its
-        nearest neighbours (:mod:`noisefind.decide.consensus`; the best order measured, on real and
-        on injected noise; needs ``folds``, a training history and one more flip search); by
-        ``cutoff_score``, the canary-weighed mix of the cutoff (needs the cutoff); or by
-        ``score``, the flip search's own ranking (the paper's). Default: the first of these
-        the scan has.
+    train_config : TrainConfig, optional
+        Used only when ``model`` is None.
+    limit : int, optional
+        Scan a seeded random subset of this many examples instead of all.
     folds : int
         K of the K-fold models (the scanned model's recipe, with augmentation for images)
-        whose class-calibrated margin against each given label (``oos_margin``) enters
-        the consensus and the cutoff's signals, and whose flip search and feature spaces give
-        the consensus its augmented and neighbours witnesses; 0 leaves them out. Costs K
-        trainings.
+        behind the out-of-sample, augmented and neighbours witnesses; 0 leaves them out.
+        Costs K trainings.
+    rank_by : {"consensus", "cutoff", "flip"}, optional
+        Order of the table (and of ``top_suspects.png``): by ``consensus_score``, the default
+        order (:mod:`noisefind.decide.consensus`; needs ``folds``, a training history and one
+        more flip search); by ``cutoff_score``, the canary-weighed mix of the cutoff (needs
+        the cutoff); or by ``score``, the flip search's own ranking (the paper's). Default:
+        the first of these the scan has.
+    resume : bool
+        Continue an interrupted scan in ``out``.
+    overwrite : bool
+        Replace the results of an earlier scan in ``out``; without it (or ``resume``), a
+        folder holding them is refused and left as it is.
+    progress : bool
+        Progress bars and messages on the terminal.
+    device : str
+        Device for a loaded model (a trained one uses ``train_config.device``).
 
     Returns
     -------
-    pandas.DataFrame
-        The suspects table, most suspicious first (columns of ``suspects.csv``).
+    ScanResult
     """
     settings = settings or FlipSettings()
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
+    cutoff.validate()
     if folds == 1 or folds < 0:
-        raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}")
+        raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}",
+                             parameter="folds")
     if rank_by is not None:
         check_rank_by(rank_by, cutoff, folds)
-    out = None if out is None else Path(out)
-    if out is None and resume:
-        raise NoisefindError("resume needs out, the folder of the interrupted scan")
-    if out is not None and out.exists() and not out.is_dir():
-        raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
+    out = prepare_out(out, resume=resume, overwrite=overwrite)
     rows = scan_rows(len(data), limit, settings.seed)
     started = time.perf_counter()
     run = _get_model(data, model, out, train_config, progress, device, resume)
@@ -140,26 +161,11 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     if rank_by is None:
         rank_by = default_rank_by(run, data, cutoff, folds)
     elif rank_by == "consensus" and history_for(run, data) is None:
-        raise NoisefindError("rank_by='consensus' needs the model's training history (the area "
-                             "under the margin); rank by 'flip'")
-    trained_seconds = time.perf_counter() - started
+        raise NoisefindError("rank_by 'consensus' needs the model's training history (the area "
+                             "under the margin); rank by 'flip'", parameter="rank_by")
+    seconds = {"train": round(time.perf_counter() - started, 3)}
 
-    state = {"settings": settings.as_dict(), "rows": digest(rows), "labels": digest(data.y),
-             "model": model_key(run.model)}
-    rank, world = distributed.rank_and_world()
-    log = ScanLog(out, rank) if out is not None else MemoryLog()
-    done_rows = log.resume(state) if resume else log.start(state)
-    mine = rows[rank::world]  # this process's share, by position (all of it outside torchrun)
-    todo = mine[~np.isin(mine, done_rows)]
-
-    search_started = time.perf_counter()
-    if len(todo):
-        flip_search(run.model, data, settings, rows=torch.from_numpy(todo), progress=progress,
-                    on_results=log.append)
-    search_seconds = time.perf_counter() - search_started
-    distributed.barrier()  # every shard is on disk before the merge
-
-    results = log.read_all()
+    results = _flip_search(data, run, rows, settings, out, resume, progress, seconds)
     scanned = torch.tensor(results["row"].to_numpy(), dtype=torch.int64)
     runner_up = runner_up_classes(run.model, data.x[scanned], data.index[scanned],
                                   data.y[scanned])
@@ -167,60 +173,142 @@ def scan(data: LabeledData, model: Run | str | Path | None = None,
     # Models trained along the way are kept until the scan ends, so a resumed scan reuses them;
     # other ranks compute their own (the same, by seed) rather than share the folder's files.
     cache = ResultCache(out / CACHE_DIR if out is not None and distributed.is_main() else None)
-    oos = probabilities = None
+    oos = None
     if folds and not is_own(run):
-        recipe = replace(TrainConfig.from_dict(run.config["train"]), device=str(run.device))
-        oos = OutOfSample(data, recipe, folds, flip_settings=settings, progress=progress,
-                          cache=cache)
-        if progress:
-            console.print(f"out-of-sample evidence: {folds} models, each trained without "
-                          f"1/{folds} of the examples", highlight=False)
-        probabilities = oos.probabilities()
-        table = with_out_of_sample(table, probabilities, data)
+        oos = _out_of_sample(data, run, folds, settings, cache, progress)
+        table = with_out_of_sample(table, oos.probabilities(), data)
+    decision = _decide(data, run, results, cutoff, settings, cache, oos, rank_by, progress)
+    if rank_by == "consensus":
+        table["consensus_score"] = table["index"].map(dict(zip(
+            data.index.numpy()[decision.rows].tolist(), decision.order.tolist(), strict=True)))
+    table = rank_table(mark_suspected(table, decision, data), rank_by)
+    summary = {}
+    if distributed.is_main():
+        seconds.update({stage: round(took, 3) for stage, took in
+                        (oos.seconds if oos is not None else {}).items()})
+        seconds["cutoff"] = decision.details.get("seconds", 0.0)
+        seconds["total"] = round(time.perf_counter() - started, 3)
+        summary = _summary(table, data, run, settings, limit, seconds, decision, rank_by,
+                           folds if oos is not None else 0)
+        if out is not None:
+            _write(table, summary, data, out)
+    return ScanResult(table=table, summary=summary, run=run)
+
+
+def prepare_out(out: str | Path | None, *, resume: bool, overwrite: bool) -> Path | None:
+    """The output folder, checked: a file is refused; a folder holding another scan's results
+    is refused unless the scan resumes them or ``overwrite`` replaces them (then they are
+    removed, so no earlier file is left beside the new ones)."""
+    if out is None:
+        if resume:
+            raise NoisefindError("resume needs out, the folder of the interrupted scan",
+                                 parameter="resume")
+        return None
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise NoisefindError(f"out {out}: exists and is a file; give a folder", parameter="out")
+    earlier = [name for name in SCAN_FILES if (out / name).exists()]
+    if not earlier or resume:
+        return out
+    if not overwrite:
+        raise NoisefindError(
+            f"out {out} holds the results of an earlier scan ({earlier[0]}); continue it with "
+            "resume, replace it with overwrite, or choose another folder",
+            parameter=("out", "resume", "overwrite"))
+    if distributed.is_main():
+        for name in SCAN_FILES:
+            (out / name).unlink(missing_ok=True)
+        for path in out.glob("scan_progress*.jsonl"):
+            path.unlink()
+        for name in SCAN_FOLDERS:
+            shutil.rmtree(out / name, ignore_errors=True)
+    distributed.barrier()
+    return out
+
+
+def _flip_search(data: LabeledData, run: Run, rows: np.ndarray, settings: FlipSettings,
+                 out: Path | None, resume: bool, progress: bool, seconds: dict) -> pd.DataFrame:
+    """Flip-search this process's share of ``rows`` not yet done; every rank's results."""
+    state = {"settings": settings.as_dict(), "rows": digest(rows), "labels": digest(data.y),
+             "model": model_key(run.model)}
+    rank, world = distributed.rank_and_world()
+    log = ScanLog(out, rank) if out is not None else MemoryLog()
+    done_rows = log.resume(state) if resume else log.start(state)
+    mine = rows[rank::world]  # this process's share, by position (all of it outside torchrun)
+    todo = mine[~np.isin(mine, done_rows)]
+    started = time.perf_counter()
+    if len(todo):
+        flip_search(run.model, data, settings, rows=torch.from_numpy(todo), progress=progress,
+                    on_results=log.append)
+    took = time.perf_counter() - started
+    seconds["flip_search"] = round(took, 3)
+    seconds["examples_per_second"] = round(len(todo) / max(took, 1e-9), 3)
+    distributed.barrier()  # every shard is on disk before the merge
+    return log.read_all()
+
+
+def _out_of_sample(data: LabeledData, run: Run, folds: int, settings: FlipSettings,
+                   cache: ResultCache, progress: bool) -> OutOfSample:
+    """The K fold models, trained with the scanned model's recipe (augmented for images)."""
+    recipe = replace(TrainConfig.from_dict(run.config["train"]), device=str(run.device))
+    oos = OutOfSample(data, recipe, folds, flip_settings=settings, progress=progress,
+                      cache=cache)
+    if progress:
+        console.print(f"out-of-sample evidence: {folds} models, each trained without "
+                      f"1/{folds} of the examples", highlight=False)
+    oos.probabilities()
+    return oos
+
+
+def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSettings,
+            settings: FlipSettings, cache: ResultCache, oos: OutOfSample | None, rank_by: str,
+            progress: bool) -> Cutoff:
+    """The cutoff (count and flag) and, for the default order, the order and its flag."""
     # Every rank calibrates alone (the same replica, the same decision as a single process).
     if is_own(run) and cutoff.method != "none":
-        decision = own_model_cutoff(results)
+        decision = no_cutoff(results["row"].to_numpy(dtype=np.int64), NO_CUTOFF)
     else:
         decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
-                             out_of_sample=probabilities)
-    if rank_by == "consensus":
-        if progress:
-            console.print("the augmented witness: the flip search again, on the fold model "
-                          "that learned each example", highlight=False)
-        consensus = consensus_of(results, run, data, oos)
-        table["consensus_score"] = table["index"].map(dict(zip(
-            data.index.numpy()[results["row"]].tolist(), consensus.tolist(), strict=True)))
-        # The flag follows the order: the cutoff's estimated count, taken from the top
-        # (the decision's rows are the flip search's, in its order).
-        decision = replace(decision, suspected=flag_top(consensus, decision.estimated_scanned))
-    table = rank_table(mark_suspected(table, decision, data), rank_by)
-    if distributed.is_main():
-        if out is not None:
-            write_suspects(table, out)
-            save_training_set(data, out)
-        if out is not None and data.is_image and len(table):
-            top = table.head(32)
-            plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
-        seconds = {"train": round(trained_seconds, 3), "flip_search": round(search_seconds, 3),
-                   "examples_per_second": round(len(todo) / max(search_seconds, 1e-9), 3)}
-        summary = scan_summary(table, data, run, settings, limit, seconds)
-        summary["rank_by"] = rank_by
-        summary["peak_memory_mb"] = peak_memory_mb(run.device)
-        noisy = None if data.true_y is None else data.is_noisy.numpy()
-        summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
-                                        None if noisy is None else int(noisy.sum())))
-        summary["seconds"]["cutoff"] = decision.details.get("seconds", 0.0)
-        for stage, took in (oos.seconds if oos is not None else {}).items():
-            summary["seconds"][stage] = round(took, 3)
-        summary["seconds"]["total"] = round(time.perf_counter() - started, 3)
-        summary["folds"] = folds if probabilities is not None else 0
-        if is_own(run):
-            summary["own_model"] = run.config["own_model"]
-        if out is not None:
-            write_summary(summary, out)
-            shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
-        table.attrs["summary"] = summary
-    return table
+                             out_of_sample=None if oos is None else oos.probabilities())
+    if rank_by != "consensus":
+        return decision
+    if progress:
+        console.print("the augmented witness: the flip search again, on the fold model "
+                      "that learned each example", highlight=False)
+    rows = results["row"].to_numpy()
+    order = consensus_score(default_order_signals(
+        rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
+        margins=history_for(run, data).margin[:, rows], flip_cost=results["flip_cost"].to_numpy(),
+        fold_flip=oos.fold_flip(rows), neighbours=oos.neighbours(rows)))
+    # The flag follows the order: the cutoff's estimated count, taken from the top
+    # (the decision's rows are the flip search's, in its order).
+    return replace(decision, suspected=flag_top(order, decision.estimated_scanned),
+                   order=order)
+
+
+def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSettings,
+             limit: int | None, seconds: dict, decision: Cutoff, rank_by: str,
+             folds: int) -> dict:
+    summary = scan_summary(table, data, run, settings, limit, seconds)
+    summary["rank_by"] = rank_by
+    summary["peak_memory_mb"] = peak_memory_mb(run.device)
+    noisy = None if data.true_y is None else data.is_noisy.numpy()
+    summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
+                                    None if noisy is None else int(noisy.sum())))
+    summary["folds"] = folds
+    if is_own(run):
+        summary["own_model"] = run.config["own_model"]
+    return summary
+
+
+def _write(table: pd.DataFrame, summary: dict, data: LabeledData, out: Path) -> None:
+    write_suspects(table, out)
+    save_training_set(data, out)
+    if data.is_image and len(table):
+        top = table.head(TOP_PICTURES)
+        plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
+    write_summary(summary, out)
+    shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
 
 
 def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: int) -> str:
@@ -231,23 +319,6 @@ def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: 
     if folds and history_for(run, data) is not None:
         return "consensus"
     return "flip" if cutoff.method == "none" else "cutoff"
-
-
-def consensus_of(results: pd.DataFrame, run: Run, data: LabeledData,
-                 oos: OutOfSample) -> np.ndarray:
-    """The :func:`~noisefind.decide.consensus.consensus_score` of the rows of a flip-search result,
-    in its order: AUM and ``oos_margin`` as the cutoff reads them (:func:`cutoff.signals`), the
-    flip search on the fold model after each row's held-out fold, and the neighbours in the
-    fold models' feature spaces."""
-    labels = data.y.numpy()
-    rows = results["row"].to_numpy()
-    probabilities = oos.probabilities()
-    read = signals(results, history_for(run, data), probabilities, labels[rows],
-                   thresholds=class_thresholds(probabilities, labels))
-    return consensus_score({"oos_margin": read["oos_margin"], "aum": -read["aum"],
-                            "flip_cost": -results["flip_cost"].to_numpy(dtype=np.float64),
-                            "fold_flip": -oos.fold_flip(rows),
-                            "neighbours": oos.neighbours(rows)})
 
 
 def peak_memory_mb(device: torch.device) -> float:
@@ -262,11 +333,14 @@ def peak_memory_mb(device: torch.device) -> float:
 def check_rank_by(rank_by: str, cutoff: CutoffSettings, folds: int) -> None:
     """Refuse an unknown ``rank_by``, or an order whose inputs the scan will not make."""
     if rank_by not in ORDER_COLUMNS:
-        raise NoisefindError(f"rank_by={rank_by!r}: use {', '.join(map(repr, ORDER_COLUMNS))}")
+        raise NoisefindError(f"rank_by {rank_by}: use {', '.join(ORDER_COLUMNS)}",
+                             parameter="rank_by")
     if rank_by == "cutoff" and cutoff.method == "none":
-        raise NoisefindError("rank_by='cutoff' needs the cutoff; drop cutoff='none'")
+        raise NoisefindError("rank_by cutoff needs the cutoff; leave out cutoff none",
+                             parameter=("rank_by", "cutoff"))
     if rank_by == "consensus" and not folds:
-        raise NoisefindError("rank_by='consensus' needs the K-fold models; set folds >= 2")
+        raise NoisefindError("rank_by consensus needs the K-fold models; give folds 2 or more",
+                             parameter=("rank_by", "folds"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,9 +370,10 @@ RESUMED_TRAINING = ("arch", "width", "epochs", "batch_size", "lr", "seed")
 def _check_same_training(run: Run, config: TrainConfig) -> None:
     """A resumed scan keeps its model: refuse training options that would have made another."""
     trained = run.config["train"]
-    changed = [f"--{k.replace('_', '-')} {getattr(config, k)} (the model: {trained.get(k)})"
-               for k in RESUMED_TRAINING if trained.get(k) != getattr(config, k)]
+    changed = [k for k in RESUMED_TRAINING if trained.get(k) != getattr(config, k)]
     if changed:
+        told = "; ".join(f"{k} {getattr(config, k)} (the model: {trained.get(k)})"
+                         for k in changed)
         raise NoisefindError(f"cannot resume: the model in {run.path} was trained otherwise: "
-                             f"{'; '.join(changed)}; resume with the same options, or rerun "
-                             "without --resume")
+                             f"{told}; resume with the same options, or rerun without resume",
+                             parameter=(*changed, "resume"))

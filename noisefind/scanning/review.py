@@ -124,7 +124,7 @@ def write_review(out: str | Path, top: int = 1000) -> Path:
         The page.
     """
     if top < 0:
-        raise NoisefindError(f"--top must be 0 or more, got {top}")
+        raise NoisefindError(f"top must be 0 or more, got {top}", parameter="top")
     out = Path(out)
     suspects = read_suspects(out)
     training = load_training_set(out)

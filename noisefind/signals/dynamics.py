@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from noisefind.data.labeled import LabeledData
-from noisefind.signals.out_of_sample import calibrated_margin
+from noisefind.decide.calibration import calibrated_margin
 from noisefind.training.runs import History, Run
 
 # rows, their given labels -> one value per row; see :func:`signals`
@@ -28,7 +28,7 @@ def signals(results: pd.DataFrame, history: History | None,
     ``history`` gives the AUM and mean-training-loss columns; ``out_of_sample`` (N, C)
     probabilities of models that never saw the row, with ``labels`` the rows' given labels and
     ``thresholds`` the whole set's per-class thresholds, the out-of-sample class-calibrated
-    margin against the given label (:func:`noisefind.signals.out_of_sample.calibrated_margin`);
+    margin against the given label (:func:`noisefind.decide.calibration.calibrated_margin`);
     ``out_of_sample_flip(rows, labels)``
     the ``oos_flip`` column. Each is left out when None.
     """

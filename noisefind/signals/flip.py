@@ -42,10 +42,11 @@ import torch
 import torch.nn.functional as F
 
 from noisefind.base.console import progress_bar
+from noisefind.base.device import autocast
 from noisefind.base.errors import NoisefindError
 from noisefind.base.rng import keyed_bits, keyed_normal
 from noisefind.data.labeled import LabeledData
-from noisefind.models.nets import Net, autocast, unit_masks
+from noisefind.models.nets import Net, unit_masks
 from noisefind.models.predict import label_margin
 
 _NOISE_STREAM, _REFERENCE_STREAM = 11, 12
@@ -94,17 +95,17 @@ class FlipSettings:
 
     def validate(self) -> None:
         if self.max_units < 1:
-            raise NoisefindError("--max-units must be at least 1")
+            raise NoisefindError("max_units must be at least 1", parameter="max_units")
         if self.noise_copies < 1:
-            raise NoisefindError("--noise-copies must be at least 1")
+            raise NoisefindError("noise_copies must be at least 1", parameter="noise_copies")
         if self.reference_size < 0:
-            raise NoisefindError("--reference-size must be 0 or more")
+            raise NoisefindError("reference_size must be 0 or more", parameter="reference_size")
         if self.noise_scale < 0:
-            raise NoisefindError("--noise-scale must be 0 or more")
+            raise NoisefindError("noise_scale must be 0 or more", parameter="noise_scale")
         if self.reference not in ("same-class", "random"):
-            raise NoisefindError("--reference must be same-class or random")
+            raise NoisefindError("reference must be same-class or random", parameter="reference")
         if self.batch_size is not None and self.batch_size < 1:
-            raise NoisefindError("--scan-batch-size must be at least 1")
+            raise NoisefindError("scan_batch_size must be at least 1", parameter="scan_batch_size")
 
 
     def as_dict(self) -> dict:

@@ -11,7 +11,7 @@ Zhu et al. 2022, "Detecting corrupted labels without training a model to predict
 :func:`neighbour_probabilities` turns the vote into a probability per class, so the
 ``neighbours`` signal is judged as confident learning judges a model's probabilities: by the
 calibrated margin against each class's typical share
-(:func:`noisefind.signals.out_of_sample.calibrated_margin`). Examples of a hard class pair (cat/dog)
+(:func:`noisefind.decide.calibration.calibrated_margin`). Examples of a hard class pair (cat/dog)
 usually have neighbours of both classes, and the calibration stops that counting against them.
 
 The features come from the K fold models (:mod:`noisefind.signals.out_of_sample`). Each of them
@@ -33,6 +33,7 @@ from noisefind.base.errors import NoisefindError
 from noisefind.models.nets import Net
 from noisefind.models.predict import predict_logits
 
+NEIGHBOURS = 20  # k: each example's nearest neighbours whose labels vote
 
 def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """(N, D) unit-length penultimate features of ``x`` (the input of ``model.head``), in eval
@@ -48,7 +49,7 @@ def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -
 
 
 def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray, *,
-                            num_classes: int | None = None, k: int = 20,
+                            num_classes: int | None = None, k: int = NEIGHBOURS,
                             pseudo_count: float = 1.0, batch_size: int = 1024) -> np.ndarray:
     """(N, C) share of each example's ``k`` nearest other examples that carry each label,
     smoothed and averaged over feature spaces: the neighbours' vote, read as probabilities.

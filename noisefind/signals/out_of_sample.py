@@ -29,12 +29,15 @@ import torch
 
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
+from noisefind.decide.calibration import calibrated_margin, class_thresholds
 from noisefind.models.predict import predict_logits
 from noisefind.signals.flip import FlipSettings, flip_search
-from noisefind.signals.neighbours import embeddings, neighbour_probabilities
+from noisefind.signals.neighbours import NEIGHBOURS, embeddings, neighbour_probabilities
 from noisefind.training.cache import ResultCache, data_key, digest, model_key
 from noisefind.training.config import TrainConfig
 from noisefind.training.runs import Run
+
+DEFAULT_FOLDS = 5  # K of the K-fold models: each trains on 4/5 and judges the other 1/5
 
 
 def out_of_sample_config(config: TrainConfig) -> TrainConfig:
@@ -53,16 +56,17 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
     from sklearn.model_selection import KFold, StratifiedKFold
 
     if folds < 2:
-        raise NoisefindError(f"--folds must be at least 2, got {folds}")
+        raise NoisefindError(f"folds must be at least 2, got {folds}", parameter="folds")
     if folds > len(labels):
-        raise NoisefindError(f"--folds {folds}: more folds than the {len(labels)} examples")
+        raise NoisefindError(f"folds {folds}: more folds than the {len(labels)} examples",
+                             parameter="folds")
     counts = np.bincount(labels)
     stratify = counts[counts > 0].min() >= folds
     splitter = (StratifiedKFold if stratify else KFold)(folds, shuffle=True, random_state=seed)
     return [held for _, held in splitter.split(np.zeros(len(labels)), labels)]
 
 
-def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = 5,
+def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = DEFAULT_FOLDS,
                          progress: bool = False,
                          cache: ResultCache | None = None) -> list[tuple[Run, np.ndarray]]:
     """``folds`` models trained with :func:`fit`, each with the rows it held out.
@@ -79,15 +83,6 @@ def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = 5,
         runs.append((cache.fit(data.subset(torch.from_numpy(kept)), fold_config,
                                progress=progress), held))
     return runs
-
-
-def cross_validated_probabilities(data: LabeledData, config: TrainConfig, folds: int = 5,
-                                  progress: bool = False,
-                                  cache: ResultCache | None = None) -> np.ndarray:
-    """Out-of-sample softmax for every example: each row predicted in eval mode by the
-    :func:`cross_validated_runs` model that held it out."""
-    return held_out_probabilities(data, cross_validated_runs(data, config, folds, progress,
-                                                             cache))
 
 
 def held_out_probabilities(data: LabeledData,
@@ -208,38 +203,6 @@ def _searches_per_fold(kind: str, fold_runs: list[tuple[Run, np.ndarray]], rows:
     return costs, seconds
 
 
-def class_thresholds(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Per class c, the mean out-of-sample probability of c over the rows labelled c:
-    confident learning's per-class threshold ``t_c`` (a hard class has a low one)."""
-    probabilities = np.asarray(probabilities, dtype=np.float64)
-    labels = np.asarray(labels)
-    return np.array([probabilities[labels == c, c].mean() if (labels == c).any() else 1.0
-                     for c in range(probabilities.shape[1])])
-
-
-def calibrated_margin(probabilities: np.ndarray, rows: np.ndarray, labels: np.ndarray,
-                      thresholds: np.ndarray) -> np.ndarray:
-    """``oos_margin``: how much more another class is present than the given label, each
-    measured against its class's threshold ``t`` (:func:`class_thresholds`)::
-
-        max_{j != label} log(p_j / t_j)  -  log(p_label / t_label)
-
-    Positive when some other class is more confidently present, relative to how confident the
-    models usually are about it, than the given label is. Confident learning flags a row when
-    ``p_j >= t_j`` for another class j (Northcutt et al. 2021); the margin keeps that
-    class-conditional calibration (real errors live in a few hard class pairs, cat/dog,
-    automobile/truck) as a continuous score. ``labels`` are those of ``rows``; ``thresholds``
-    come from the whole training set's given labels, so every row is judged against the same.
-    """
-    probabilities = np.asarray(probabilities, dtype=np.float64)[np.asarray(rows)]
-    labels = np.asarray(labels)
-    relative = np.log(np.clip(probabilities, 1e-9, None)) - np.log(
-        np.clip(thresholds, 1e-9, None))
-    given = relative[np.arange(len(relative)), labels]
-    relative[np.arange(len(relative)), labels] = -np.inf
-    return relative.max(axis=1) - given
-
-
 def signed_flip(costs: np.ndarray, predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """The ``oos_flip`` signal: how firmly an unseen-example model holds its prediction
     (``log1p`` of the flip cost away from it), positive where that prediction is not the given
@@ -273,7 +236,7 @@ class OutOfSample:
         ``"fold_flip"`` (the searches) and ``"neighbours"`` cost so far, as first computed.
     """
 
-    def __init__(self, data: LabeledData, config: TrainConfig, folds: int = 5, *,
+    def __init__(self, data: LabeledData, config: TrainConfig, folds: int = DEFAULT_FOLDS, *,
                  flip_settings: FlipSettings | None = None, progress: bool = False,
                  cache: ResultCache | None = None):
         if folds < 2:
@@ -321,7 +284,7 @@ class OutOfSample:
         self.seconds["fold_flip"] = seconds
         return costs
 
-    def neighbours(self, rows: np.ndarray, k: int = 20) -> np.ndarray:
+    def neighbours(self, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
         """The ``neighbours`` signal of ``rows``: the calibrated margin
         (:func:`calibrated_margin`) of the labels of each row's ``k`` nearest neighbours, in
         the K models' feature spaces (:func:`noisefind.signals.neighbours.neighbour_probabilities`),

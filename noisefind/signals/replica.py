@@ -12,11 +12,11 @@ import torch
 
 from noisefind.base.console import console
 from noisefind.data.labeled import LabeledData
+from noisefind.decide.calibration import class_thresholds
 from noisefind.decide.cutoff import Cutoff, CutoffSettings, estimate_count, fit_cutoff, no_cutoff
 from noisefind.models.predict import predict_logits
 from noisefind.signals.dynamics import RowSignal, history_for, signals
 from noisefind.signals.flip import FlipSettings, flip_search
-from noisefind.signals.out_of_sample import class_thresholds
 from noisefind.training.cache import ResultCache, data_key, digest
 from noisefind.training.config import TrainConfig
 from noisefind.training.runs import History, Run

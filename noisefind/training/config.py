@@ -55,7 +55,8 @@ class TrainConfig:
     def resolved_batch_size(self, n: int) -> int:
         if self.batch_size is not None:
             if self.batch_size < 2:
-                raise NoisefindError("--batch-size must be at least 2 (BatchNorm needs it)")
+                raise NoisefindError("batch_size must be at least 2 (BatchNorm needs it)",
+                                     parameter="batch_size")
             return self.batch_size
         return int(min(512, max(32, n // 8)))
 

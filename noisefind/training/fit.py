@@ -23,10 +23,10 @@ from safetensors.torch import save_file
 
 from noisefind.base import distributed
 from noisefind.base.console import progress_bar
-from noisefind.base.device import resolve_device
+from noisefind.base.device import autocast, resolve_device
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, split_holdout
-from noisefind.models.nets import Net, autocast
+from noisefind.models.nets import Net
 from noisefind.models.predict import label_margin
 from noisefind.training.config import TrainConfig, make_model
 from noisefind.training.runs import (
@@ -89,9 +89,10 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     """
     config = config or TrainConfig()
     if config.epochs < 1:
-        raise NoisefindError("--epochs must be at least 1")
+        raise NoisefindError("epochs must be at least 1", parameter="epochs")
     if not 0.0 <= config.holdout < 1.0:
-        raise NoisefindError(f"--holdout must be in [0, 1), got {config.holdout}")
+        raise NoisefindError(f"holdout must be in [0, 1), got {config.holdout}",
+                             parameter="holdout")
     if config.holdout:
         data = split_holdout(data, config.holdout, config.seed)
     device = resolve_device(config.device)

@@ -155,7 +155,7 @@ def _run_config(data: LabeledData, config: TrainConfig, model: Net, seconds: flo
 
 def _prepare_run_folder(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise NoisefindError(f"--out {out}: exists and is a file; give a folder")
+        raise NoisefindError(f"out {out}: exists and is a file; give a folder", parameter="out")
     out.mkdir(parents=True, exist_ok=True)
 
 
