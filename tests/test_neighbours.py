@@ -5,10 +5,10 @@ import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
 from noisefind.base.errors import NoisefindError
+from noisefind.decide.calibration import calibrated_margin, class_thresholds
 from noisefind.models.nets import build_model
 from noisefind.models.predict import predict_logits
 from noisefind.signals.neighbours import embeddings, neighbour_probabilities
-from noisefind.signals.out_of_sample import calibrated_margin, class_thresholds
 
 
 def clusters(sizes_and_labels, seed=0):
