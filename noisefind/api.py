@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+from rich.markup import escape
 from torch import nn
 
 from noisefind.base.console import console
@@ -141,16 +142,17 @@ def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
         ``table`` (one row per scanned example, most suspicious first), ``summary`` (the
         contents of ``summary.json``) and ``run`` (the scanned model).
     """
-    if progress and data.skipped:
+    if data.skipped:  # lost input: said even without progress messages
+        first = data.skipped[0]
         console.print(f"[yellow]warning:[/] skipped {len(data.skipped)} unreadable files, "
-                      f"first: {data.skipped[0]['path']} ({data.skipped[0]['reason']})",
+                      f"first: {escape(str(first['path']))} ({escape(str(first['reason']))})",
                       highlight=False, soft_wrap=True)
     training = {name: value for name, value in zip(
         TRAINING_OPTIONS, (epochs, width, arch, batch_size, lr), strict=True)
         if value is not None}
     if model is not None and training:
-        raise NoisefindError(f"{', '.join(training)}: options of the training, but model gives "
-                             "a trained model; leave them out, or leave out model",
+        raise NoisefindError(f"{', '.join(training)}: the training's, and a given model is "
+                             "trained already; leave them out, or leave out model",
                              parameter=(*training, "model"))
     run = resolve_model(model, data, weights=weights, mean=mean, std=std, device=device)
     noise, seed, inherited = training_noise(run, noise, seed)

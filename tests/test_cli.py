@@ -62,3 +62,164 @@ def test_training_options_with_a_trained_model_are_an_error(option, tmp_path):
 def test_dropout_options_without_dropout_are_an_error():
     result = runner.invoke(app, ["train", "digits", "--p-gen", "0.4"])
     assert result.exit_code == 2 and "--p-gen" in result.output and "--dropout" in result.output
+
+
+# --------------------------------------------------------------------------------------------
+# The CLI explains itself
+
+
+def commands(command=None, path=()):
+    """(path, click command) for every command and sub-command of the app."""
+    import typer
+
+    command = command or typer.main.get_command(app)
+    yield path, command
+    for name, sub in getattr(command, "commands", {}).items():
+        yield from commands(sub, (*path, name))
+
+
+def options(command):
+    return [p for p in command.params if p.param_type_name == "option" and p.name != "help"]
+
+
+def test_every_option_of_every_command_has_a_help_text():
+    found = [(path, o.opts) for path, command in commands() for o in options(command)]
+    assert len(found) > 100
+    missing = [f"{' '.join(path)} {o.opts[0]}" for path, command in commands()
+               for o in options(command) if not (o.help or "").strip()]
+    assert not missing, f"options without help: {missing}"
+
+
+def test_scan_help_shows_every_option_with_its_help_and_defaults():
+    import typer
+
+    scan = typer.main.get_command(app).commands["scan"]
+    result = runner.invoke(app, ["scan", "--help"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for option in options(scan):
+        assert option.opts[0] in result.output, option.opts[0]
+    for name in ("--epochs", "--width", "--arch", "--batch-size", "--lr", "--overwrite"):
+        assert name in result.output
+    batch = next(line for line in result.output.splitlines() if "--batch-size " in line)
+    assert "Training batch size [default: auto]" in batch
+    assert "Width multiplier of the network" in result.output
+    assert "[default: consensus, else cutoff" in result.output  # --rank-by, not eaten by markup
+    assert "--no-" not in result.output
+
+
+def test_version_prints_the_version_and_exits_0():
+    from noisefind import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output.strip() == f"noisefind {__version__}"
+
+
+def test_commands_are_listed_in_workflow_order():
+    result = runner.invoke(app, ["--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    order = ["train", "scan", "review", "export", "bench", "localize", "memorization",
+             "evaluate"]
+    listed = [line.split()[1] for line in result.output.splitlines()
+              if len(line.split()) > 1 and line.split()[1] in order]
+    assert listed == order
+
+
+def test_yes_no_options_are_plain_flags():
+    both = [f"{' '.join(path)} {o.opts[0]}" for path, command in commands()
+            for o in options(command) if getattr(o, "is_flag", False) and o.secondary_opts]
+    assert not both, f"--flag/--no-flag options: {both}"
+
+
+def test_training_options_are_the_same_on_every_training_command():
+    import typer
+
+    group = typer.main.get_command(app)
+    shared = ("epochs", "width", "arch", "batch_size", "lr")
+    seen = {}
+    for name in ("train", "scan", "bench", "memorization"):
+        by_name = {o.name: o for o in options(group.commands[name])}
+        assert set(shared) <= set(by_name), name
+        seen[name] = {n: (by_name[n].help, by_name[n].default) for n in shared}
+    assert len({str(v) for v in seen.values()}) == 1, seen
+
+
+def test_an_errors_parameter_is_said_as_its_flag():
+    from noisefind.base.errors import NoisefindError
+    from noisefind.cli.app import flag_message
+
+    def say(message, parameter, names=None):
+        return flag_message(NoisefindError(message, parameter=parameter), names)
+
+    assert say("limit must be at least 1, got 0", "limit") == "--limit must be at least 1, got 0"
+    assert say("max_units 0: set max_units >= 1", "max_units") == \
+        "--max-units 0: set max_units >= 1"  # the first whole word only
+    assert say("rank_by='flip' needs folds", "folds") == "rank_by='flip' needs --folds"
+    assert say("a seed_limit, then seed", "seed") == "a seed_limit, then --seed"
+    assert say("--seed must be set; seed", "seed") == "--seed must be set; --seed"
+    assert say("file x.csv exists", "file", {"file": "--out"}) == "--out x.csv exists"
+    assert say("no parameter here", None) == "no parameter here"
+    assert say("out runs/out exists", "out") == "--out runs/out exists"
+    assert say("a/limit/b: limit", "limit") == "a/limit/b: --limit"  # not inside a path
+
+
+def test_several_parameters_are_said_as_flags():
+    from noisefind.base.errors import NoisefindError
+    from noisefind.cli.app import flag_message
+
+    def say(message, *parameters):
+        return flag_message(NoisefindError(message, parameter=parameters))
+
+    assert say("rank_by cutoff needs the cutoff; leave out cutoff none", "rank_by", "cutoff") \
+        == "--rank-by cutoff needs the cutoff; leave out --cutoff none"
+    assert say("cannot resume: epochs 3 (the model: 2); rerun without resume", "epochs",
+               "resume") == "cannot resume: --epochs 3 (the model: 2); rerun without --resume"
+    assert say("out o holds a scan; continue it with resume, replace it with overwrite", "out",
+               "resume", "overwrite") == ("--out o holds a scan; continue it with --resume, "
+                                          "replace it with --overwrite")
+
+
+def test_the_error_wrapper_exits_2_with_one_flag_line(capsys):
+    import typer
+
+    from noisefind.base.errors import NoisefindError
+    from noisefind.cli.app import exits_cleanly
+
+    @exits_cleanly
+    def bad():
+        raise NoisefindError("canary_recall must be in (0, 1], got [2]",
+                             parameter="canary_recall")
+
+    @exits_cleanly
+    def broken():
+        raise RuntimeError("out of memory")
+
+    @exits_cleanly
+    def interrupted():
+        raise KeyboardInterrupt
+
+    for command, status in ((bad, 2), (broken, 1), (interrupted, 130)):
+        with pytest.raises(typer.Exit) as exit_info:
+            command()
+        assert exit_info.value.exit_code == status
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "error: --canary-recall must be in (0, 1], got [2]"
+    assert err[1] == "failed: RuntimeError: out of memory"
+
+
+def test_option_names_keep_one_meaning():
+    """--out is an output folder everywhere but export (a file, said in its help); --folds is
+    K of K-fold wherever it appears."""
+    folds, outs = [], []
+    for path, command in commands():
+        for option in options(command):
+            if option.opts[0] == "--folds":
+                folds.append(option.help)
+            if option.opts[0] == "--out":
+                outs.append((path, option.help))
+    assert len(folds) == 2 and all(h.startswith("K of the K-fold") for h in folds)
+    for path, text in outs:
+        if path == ("export",):
+            assert "FILE" in text and "not a folder" in text
+        else:
+            assert text.startswith("Output folder"), (path, text)

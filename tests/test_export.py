@@ -116,6 +116,39 @@ def test_export_without_a_scan_exits_2(tmp_path):
     assert result.exit_code == 2 and "training_set.npz" in result.output
 
 
+def test_export_onto_an_existing_file_exits_2_and_keeps_it(digits_out, tmp_path):
+    manifest = tmp_path / "clean.csv"
+    manifest.write_text("keep me\n")
+    result = export(digits_out, manifest, "--drop")
+    assert result.exit_code == 2
+    assert len(result.output.strip().splitlines()) == 1
+    assert "--overwrite" in result.output and "clean.csv" in result.output
+    assert "error:" in result.output and "Traceback" not in result.output
+    assert manifest.read_text() == "keep me\n"
+
+
+def test_export_overwrite_replaces_the_file(digits_out, tmp_path):
+    manifest = tmp_path / "clean.csv"
+    manifest.write_text("old\n")
+    result = export(digits_out, manifest, "--drop", "--overwrite")
+    assert result.exit_code == 0, result.output
+    flagged = set(suspects(digits_out).query("suspected")["index"])
+    assert len(pd.read_csv(manifest)) == 1797 - len(flagged)
+
+
+def test_the_library_export_names_overwrite(digits_out, tmp_path):
+    from noisefind.base.errors import NoisefindError
+    from noisefind.scanning.export import export as export_manifest
+
+    manifest = tmp_path / "clean.csv"
+    manifest.write_text("old\n")
+    with pytest.raises(NoisefindError) as error:
+        export_manifest(digits_out, manifest, "drop")
+    assert error.value.parameter == "overwrite" and str(manifest) in str(error.value)
+    assert manifest.read_text() == "old\n"
+    assert export_manifest(digits_out, manifest, "drop", overwrite=True)["examples"] > 0
+
+
 def test_bench_retrain_compares_noisy_cleaned_and_clean(tmp_path):
     from noisefind.bench.runner import bench
     from noisefind.signals.flip import FlipSettings

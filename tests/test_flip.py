@@ -141,7 +141,7 @@ def test_the_cli_and_the_library_default_to_the_search_settings_defaults():
     from noisefind import cli
 
     defaults = FlipSettings()
-    for function in (cli.scan, cli.bench, library.find_label_issues):
+    for function in (cli.scan, cli.bench, library.scan):
         parameters = inspect.signature(function).parameters
         for name in ("max_units", "noise_copies", "reference_size"):
             assert parameters[name].default == getattr(defaults, name), (function, name)

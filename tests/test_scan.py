@@ -141,3 +141,24 @@ def test_resume_with_other_training_options_is_refused(tmp_path):
     assert same.exit_code == 0, same.output
     other = runner.invoke(app, [*args, "--epochs", "3", "--resume"])
     assert other.exit_code == 2 and "--epochs 3" in other.output
+
+
+def test_a_second_scan_into_a_used_folder_is_refused_and_leaves_it_as_it_was(tmp_path):
+    out = tmp_path / "out"
+    args = ["scan", "digits", "--limit", "60", "--epochs", "2", "--width", "0.25", "--folds",
+            "0", "--cutoff", "none", "--max-units", "10", "--out", str(out), "--quiet"]
+    assert runner.invoke(app, args).exit_code == 0
+    assert runner.invoke(app, ["review", str(out), "--quiet"]).exit_code == 0
+    before = {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()}
+
+    again = runner.invoke(app, args[:-1] + ["--seed", "1"])
+    assert again.exit_code == 2
+    message = again.output.strip()
+    assert message.startswith("error:") and len(message.splitlines()) == 1
+    assert "--resume" in message and "--overwrite" in message and "Traceback" not in message
+    assert {path.name: path.read_bytes() for path in out.iterdir() if path.is_file()} == before
+
+    replaced = runner.invoke(app, args + ["--overwrite", "--seed", "1"])
+    assert replaced.exit_code == 0, replaced.output
+    assert not (out / "report.html").exists()  # the earlier page would show earlier results
+    assert json.loads((out / "summary.json").read_text())["settings"]["seed"] == 1

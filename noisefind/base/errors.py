@@ -16,10 +16,12 @@ class NoisefindError(ValueError):
     ----------
     message : str
         What is wrong, in the library's words (parameter names as the Python API spells them).
-    parameter : str, optional
-        The parameter at fault, when there is one; it appears in ``message`` as written.
+    parameter : str or tuple of str, optional
+        The parameter at fault, when there is one, as ``message`` writes it; several when the
+        message also names the fix (``("rank_by", "cutoff")``: the first where it first
+        appears, the others where they last appear).
     """
 
-    def __init__(self, message: str, *, parameter: str | None = None):
+    def __init__(self, message: str, *, parameter: str | tuple[str, ...] | None = None):
         super().__init__(message)
         self.parameter = parameter
