@@ -145,3 +145,13 @@ def test_the_cli_and_the_library_default_to_the_search_settings_defaults():
         parameters = inspect.signature(function).parameters
         for name in ("max_units", "noise_copies", "reference_size"):
             assert parameters[name].default == getattr(defaults, name), (function, name)
+
+
+def test_the_cli_and_the_library_default_to_the_same_fold_count():
+    import inspect
+
+    from noisefind import api, cli
+    from noisefind.signals.out_of_sample import DEFAULT_FOLDS
+
+    for function in (cli.scan, cli.bench, api.scan):
+        assert inspect.signature(function).parameters["folds"].default == DEFAULT_FOLDS

@@ -132,3 +132,12 @@ def test_augmentation_applies_to_images_not_tables(digits):
     plain = fit(digits, config, progress=False)
     augmented = fit(digits, replace(config, augment=True), progress=False)
     assert not np.array_equal(plain.history.loss, augmented.history.loss)
+
+
+@pytest.mark.parametrize("setting,value", [
+    ("epochs", 0), ("batch_size", 1), ("lr", 0.0), ("width", -1.0), ("holdout", 1.0),
+    ("checkpoint_every", -1)])
+def test_a_recipe_that_cannot_train_is_refused_naming_its_setting(setting, value):
+    with pytest.raises(NoisefindError, match=rf"^{setting} must be") as error:
+        TrainConfig(**{setting: value}).validate()
+    assert error.value.parameter == setting

@@ -148,6 +148,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
     cutoff.validate()
+    if model is None and train_config is not None:
+        train_config.validate()  # before anything is written
     if folds == 1 or folds < 0:
         raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}",
                              parameter="folds")

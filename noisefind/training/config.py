@@ -52,13 +52,28 @@ class TrainConfig:
         no longer steer training (``track_gradients``, ``extra``) are left out."""
         return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
+    def validate(self) -> None:
+        """Refuse a recipe that cannot train, naming the setting (as its parameter)."""
+        if self.epochs < 1:
+            raise NoisefindError(f"epochs must be at least 1, got {self.epochs}",
+                                 parameter="epochs")
+        if self.batch_size is not None and self.batch_size < 2:
+            raise NoisefindError(f"batch_size must be at least 2 (BatchNorm needs it), got "
+                                 f"{self.batch_size}", parameter="batch_size")
+        if not self.lr > 0:
+            raise NoisefindError(f"lr must be positive, got {self.lr}", parameter="lr")
+        if not self.width > 0:
+            raise NoisefindError(f"width must be positive, got {self.width}", parameter="width")
+        if not 0.0 <= self.holdout < 1.0:
+            raise NoisefindError(f"holdout must be in [0, 1), got {self.holdout}",
+                                 parameter="holdout")
+        if self.checkpoint_every < 0:
+            raise NoisefindError(f"checkpoint_every must be 0 or more, got "
+                                 f"{self.checkpoint_every}", parameter="checkpoint_every")
+
     def resolved_batch_size(self, n: int) -> int:
-        if self.batch_size is not None:
-            if self.batch_size < 2:
-                raise NoisefindError("batch_size must be at least 2 (BatchNorm needs it)",
-                                     parameter="batch_size")
-            return self.batch_size
-        return int(min(512, max(32, n // 8)))
+        """``batch_size``, or min(512, N // 8) but at least 32 when it is None."""
+        return self.batch_size or int(min(512, max(32, n // 8)))
 
 
 def make_model(config: TrainConfig, data_shape: tuple[int, ...], num_classes: int) -> Net:

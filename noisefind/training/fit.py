@@ -88,11 +88,7 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     Run
     """
     config = config or TrainConfig()
-    if config.epochs < 1:
-        raise NoisefindError("epochs must be at least 1", parameter="epochs")
-    if not 0.0 <= config.holdout < 1.0:
-        raise NoisefindError(f"holdout must be in [0, 1), got {config.holdout}",
-                             parameter="holdout")
+    config.validate()
     if config.holdout:
         data = split_holdout(data, config.holdout, config.seed)
     device = resolve_device(config.device)
