@@ -89,3 +89,16 @@ class MemoryLog:
         done = pd.concat(self.frames, ignore_index=True) if self.frames else pd.DataFrame(
             columns=list(RESULT_COLUMNS))
         return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
+
+
+class Stages:
+    """Says which stage of how many a scan is in (``[2/5] flip search``), on the terminal and
+    in a log alike; the stages are planned before the work starts."""
+
+    def __init__(self, names: list[str], enabled: bool = True):
+        self.names, self.enabled = names, enabled
+
+    def start(self, name: str) -> None:
+        if self.enabled and name in self.names:
+            console.print(f"[{self.names.index(name) + 1}/{len(self.names)}] {name}",
+                          highlight=False, markup=False)

@@ -28,7 +28,7 @@ from noisefind.decide.consensus import consensus_score, default_order_signals, f
 from noisefind.decide.cutoff import Cutoff, CutoffSettings, no_cutoff
 from noisefind.models.predict import runner_up_classes
 from noisefind.scanning.export import save_training_set
-from noisefind.scanning.log import STATE_FILE, MemoryLog, ScanLog
+from noisefind.scanning.log import STATE_FILE, MemoryLog, ScanLog, Stages
 from noisefind.scanning.outputs import (
     ORDER_COLUMNS,
     plot_top_suspects,
@@ -157,7 +157,12 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
         check_rank_by(rank_by, cutoff, folds)
     out = prepare_out(out, resume=resume, overwrite=overwrite)
     rows = scan_rows(len(data), limit, settings.seed)
+    own = isinstance(model, Run) and is_own(model)
+    stages = Stages(plan_stages(trains=model is None, own=own, folds=folds, cutoff=cutoff,
+                                rank_by=rank_by, writes=out is not None), progress)
     started = time.perf_counter()
+    if model is None:
+        stages.start(TRAIN_STAGE)
     run = _get_model(data, model, out, train_config, progress, device, resume)
     check_compatible(run, data)
     if rank_by is None:
@@ -167,6 +172,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
                              "under the margin); rank by 'flip'", parameter="rank_by")
     seconds = {"train": round(time.perf_counter() - started, 3)}
 
+    stages.start(SEARCH_STAGE)
     results = _flip_search(data, run, rows, settings, out, resume, progress, seconds)
     scanned = torch.tensor(results["row"].to_numpy(), dtype=torch.int64)
     runner_up = runner_up_classes(run.model, data.x[scanned], data.index[scanned],
@@ -177,9 +183,11 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     cache = ResultCache(out / CACHE_DIR if out is not None and distributed.is_main() else None)
     oos = None
     if folds and not is_own(run):
+        stages.start(FOLDS_STAGE)
         oos = _out_of_sample(data, run, folds, settings, cache, progress)
         table = with_out_of_sample(table, oos.probabilities(), data)
-    decision = _decide(data, run, results, cutoff, settings, cache, oos, rank_by, progress)
+    decision = _decide(data, run, results, cutoff, settings, cache, oos, rank_by, progress,
+                       stages)
     if rank_by == "consensus":
         table["consensus_score"] = table["index"].map(dict(zip(
             data.index.numpy()[decision.rows].tolist(), decision.order.tolist(), strict=True)))
@@ -193,8 +201,23 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
         summary = _summary(table, data, run, settings, limit, seconds, decision, rank_by,
                            folds if oos is not None else 0)
         if out is not None:
+            stages.start(WRITE_STAGE)
             _write(table, summary, data, out)
     return ScanResult(table=table, summary=summary, run=run)
+
+
+TRAIN_STAGE, SEARCH_STAGE, FOLDS_STAGE = "training", "flip search", "out-of-sample models"
+CUTOFF_STAGE, ORDER_STAGE, WRITE_STAGE = "cutoff (replica)", "default order", "writing"
+
+
+def plan_stages(*, trains: bool, own: bool, folds: int, cutoff: CutoffSettings,
+                rank_by: str | None, writes: bool) -> list[str]:
+    """The stages a scan will go through, in order (what ``[k/n]`` counts)."""
+    consensus = rank_by == "consensus" or (rank_by is None and folds and not own)
+    planned = [(TRAIN_STAGE, trains), (SEARCH_STAGE, True), (FOLDS_STAGE, folds and not own),
+               (CUTOFF_STAGE, cutoff.method != "none" and not own),
+               (ORDER_STAGE, consensus), (WRITE_STAGE, writes)]
+    return [name for name, happens in planned if happens]
 
 
 def prepare_out(out: str | Path | None, *, resume: bool, overwrite: bool) -> Path | None:
@@ -264,16 +287,19 @@ def _out_of_sample(data: LabeledData, run: Run, folds: int, settings: FlipSettin
 
 def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSettings,
             settings: FlipSettings, cache: ResultCache, oos: OutOfSample | None, rank_by: str,
-            progress: bool) -> Cutoff:
+            progress: bool, stages: Stages) -> Cutoff:
     """The cutoff (count and flag) and, for the default order, the order and its flag."""
     # Every rank calibrates alone (the same replica, the same decision as a single process).
     if is_own(run) and cutoff.method != "none":
         decision = no_cutoff(results["row"].to_numpy(dtype=np.int64), NO_CUTOFF)
     else:
+        if cutoff.method != "none":
+            stages.start(CUTOFF_STAGE)
         decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
                              out_of_sample=None if oos is None else oos.probabilities())
     if rank_by != "consensus":
         return decision
+    stages.start(ORDER_STAGE)
     if progress:
         console.print("the augmented witness: the flip search again, on the fold model "
                       "that learned each example", highlight=False)

@@ -1,0 +1,42 @@
+"""Progress written as lines when the output is a log file, not a terminal."""
+
+import re
+import subprocess
+import sys
+
+from noisefind.base.console import LogProgress, clock, console
+
+
+def test_a_step_is_logged_at_its_start_every_tenth_and_its_end():
+    with console.capture() as captured, LogProgress() as bar:
+        task = bar.add_task("flip search", total=50, info="")
+        for _ in range(50):
+            bar.advance(task)
+        bar.add_task("open-ended", total=None)
+    lines = captured.get().splitlines()
+    search = [line for line in lines if line.startswith("flip search")]
+    assert search[0] == "flip search: started, 50 to do"
+    assert len(search) == 1 + 10 and search[-1].startswith("flip search: 100% (50/50)")
+    assert all("eta" in line for line in search[1:-1]) and "eta" not in search[-1]
+    assert lines[-1].startswith("open-ended: 0 done")  # ended without a total: said once
+
+
+def test_clock_reads_hours_minutes_seconds():
+    assert clock(3723.4) == "1:02:03" and clock(0) == "0:00:00"
+
+
+def test_a_scan_writing_to_a_file_shows_each_stage_and_its_progress(tmp_path):
+    log = tmp_path / "scan.log"
+    with open(log, "w") as stderr:
+        subprocess.run([sys.executable, "-m", "noisefind", "scan", "digits", "--limit", "60",
+                        "--epochs", "2", "--width", "0.25", "--folds", "2", "--max-units", "10",
+                        "--out", str(tmp_path / "out")], stderr=stderr, stdout=stderr,
+                       check=True)
+    text = log.read_text()
+    stages = re.findall(r"^\[(\d)/(\d)\] (.+)$", text, re.M)
+    assert [name for _, _, name in stages] == [
+        "training", "flip search", "out-of-sample models", "cutoff (replica)",
+        "default order", "writing"]
+    assert {total for _, total, _ in stages} == {"6"}
+    assert re.search(r"^training: 50% \(1/2\), elapsed \d+:\d\d:\d\d, eta", text, re.M)
+    assert re.search(r"^flip search: 100% \(60/60\)", text, re.M)
