@@ -147,6 +147,11 @@ def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
         console.print(f"[yellow]warning:[/] skipped {len(data.skipped)} unreadable files, "
                       f"first: {escape(str(first['path']))} ({escape(str(first['reason']))})",
                       highlight=False, soft_wrap=True)
+    if progress and data.preparation is not None:
+        prepared = data.preparation
+        sides = prepared["shorter_side_px"]
+        console.print(f"images: {len(data)}, shorter sides {sides['min']}-{sides['max']} px; "
+                      f"{prepared['rule']} ({prepared['chosen']})", highlight=False)
     training = {name: value for name, value in zip(
         TRAINING_OPTIONS, (epochs, width, arch, batch_size, lr), strict=True)
         if value is not None}

@@ -8,6 +8,7 @@ import torch
 from typer.testing import CliRunner
 
 from noisefind.cli import app
+from noisefind.data.labeled import to_float
 from noisefind.data.load import load_data
 from noisefind.scanning.export import load_training_set
 
@@ -52,7 +53,8 @@ def test_drop_writes_pngs_and_a_manifest_without_the_flagged(digits_out, tmp_pat
     assert cleaned.is_image and cleaned.input_shape == (1, 8, 8)
     assert cleaned.classes == original.classes
     assert torch.equal(cleaned.y, original.y[keep])  # the given labels, noisy ones included
-    assert torch.allclose(cleaned.x, original.x[keep], atol=1 / 255)
+    assert cleaned.x.dtype == torch.uint8  # decoded files are kept as uint8
+    assert torch.allclose(to_float(cleaned.x), original.x[keep], atol=1 / 255)
 
 
 def test_relabel_gives_the_suggested_label(digits_out, tmp_path):

@@ -58,3 +58,18 @@ def test_bad_arch_and_width():
         build_model("mlp", (1, 8, 8), 10)
     with pytest.raises(NoisefindError):
         build_model("cnn", (1, 8, 8), 10, width=0)
+
+
+def test_channel_statistics_of_uint8_images_in_chunks_match_the_float_figures(monkeypatch):
+    from noisefind.data.labeled import to_float
+    from noisefind.models import nets
+
+    pixels = torch.randint(0, 256, (300, 3, 5, 5), dtype=torch.uint8)
+    whole = nets.channel_statistics(pixels)
+    monkeypatch.setattr(nets, "WHOLE_FLOAT_COPY", 0)  # as if the float copy were too large
+    monkeypatch.setattr(nets, "STATISTICS_CHUNK", 64)
+    chunked = nets.channel_statistics(pixels)
+    exact = to_float(pixels).double()
+    for got in (whole, chunked):
+        assert torch.allclose(got[0].double(), exact.mean(dim=[0, 2, 3]), atol=1e-6)
+        assert torch.allclose(got[1].double(), exact.std(dim=[0, 2, 3]), atol=1e-6)

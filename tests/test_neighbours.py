@@ -8,7 +8,7 @@ from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
 from noisefind.models.nets import build_model
 from noisefind.models.predict import predict_logits
-from noisefind.signals.neighbours import embeddings, neighbour_probabilities
+from noisefind.signals.neighbours import embeddings, nearest_neighbours, neighbour_probabilities
 
 
 def clusters(sizes_and_labels, seed=0):
@@ -75,7 +75,17 @@ def test_feature_spaces_are_averaged_and_batches_change_nothing():
     both = neighbour_probabilities([features, noise], labels, k=5)
     alone = neighbour_probabilities([noise], labels, k=5)
     assert both == pytest.approx((one + alone) / 2)
-    assert neighbour_probabilities([features], labels, k=5, batch_size=3) == pytest.approx(one)
+
+
+def test_blocked_search_finds_the_same_neighbours_as_all_pairs_at_once():
+    generator = torch.Generator().manual_seed(0)
+    features = F.normalize(torch.randn(300, 16, generator=generator), dim=1)
+    similarity = features @ features.T
+    similarity.fill_diagonal_(-torch.inf)
+    expected = similarity.topk(7, dim=1).indices
+    for query_block, key_block in ((300, 300), (64, 50), (7, 3), (1, 1)):
+        found = nearest_neighbours(features, 7, query_block=query_block, key_block=key_block)
+        assert torch.equal(found, expected), (query_block, key_block)
 
 
 @pytest.mark.parametrize("features,labels,options,message", [

@@ -21,6 +21,7 @@ import noisefind
 from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
 from noisefind.data.arrays import as_labeled_data
+from noisefind.data.labeled import to_float
 from noisefind.data.load import load_data
 from noisefind.signals.flip import FlipSettings, flip_search, flip_search_reference
 from noisefind.training.runs import load_own_model
@@ -62,7 +63,7 @@ def resnet_weights(digit_manifest):
     model.train()
     for step in range(6):
         batch = torch.arange(step * 50, step * 50 + 50)
-        loss = nn.functional.cross_entropy(model(data.x[batch]), data.y[batch])
+        loss = nn.functional.cross_entropy(model(to_float(data.x[batch])), data.y[batch])
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -118,7 +119,7 @@ def test_a_switched_off_channel_is_zero_after_its_relu(digit_manifest, resnet_we
     masks = [torch.ones(2, g.units) for _, g in model.gates()]
     masks[0][0, 5] = 0  # group 0: channel 5 of conv1 off; group 1: nothing off
     with unit_masks(model, masks), torch.no_grad():
-        model(data.x[:4])
+        model(to_float(data.x[:4]))
     hook.remove()
     after_stem = seen[0]  # the first ReLU call is the stem's, after conv1 and bn1
     assert after_stem[:2, 5].abs().max() == 0 and after_stem[2:, 5].abs().max() > 0

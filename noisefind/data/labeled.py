@@ -1,8 +1,10 @@
 """Every input form becomes one ``LabeledData``; label noise is injected here, with its truth kept.
 
-Nothing else in noisefind knows about file formats. Images are held as float32 tensors in
-[0, 1] of shape (N, C, H, W), tabular data as raw float32 features (N, F); normalisation lives in
-the model, so a trained run carries it along. Every example keeps a stable integer ``index``
+Nothing else in noisefind knows about file formats. Images decoded from files are held as
+uint8 tensors (N, C, H, W), a quarter of float32's memory; the model converts each batch to
+float in [0, 1] on its device (:func:`to_float`), then normalises it. Built-in and array images
+are float32 in [0, 1], tabular data raw float32 features (N, F); normalisation lives in the
+model, so a trained run carries it along. Every example keeps a stable integer ``index``
 (its row in the training set) and, for files, its ``path``.
 """
 
@@ -17,6 +19,13 @@ import numpy as np
 import torch
 
 from noisefind.base.errors import NoisefindError
+
+
+def to_float(x: torch.Tensor) -> torch.Tensor:
+    """Images as float32 in [0, 1]: uint8 pixels divided by 255 (the numbers the loader gave
+    when it kept float32), anything else as it is."""
+    return x.float().div_(255.0) if x.dtype == torch.uint8 else x
+
 
 # Class-dependent confusions used for asymmetric noise (docs/method.md), by class name.
 ASYMMETRIC_MAPS = {
@@ -33,7 +42,8 @@ class LabeledData:
     Attributes
     ----------
     x : torch.Tensor
-        Inputs, float32: images (N, C, H, W) in [0, 1] or tabular features (N, F).
+        Inputs: images (N, C, H, W), uint8 (decoded files) or float32 in [0, 1]; or tabular
+        features (N, F), float32. :func:`to_float` gives the float view of a batch.
     y : torch.Tensor
         Given labels, int64 (N,). After :meth:`with_noise`, the corrupted labels.
     classes : list of str
@@ -67,6 +77,7 @@ class LabeledData:
     skipped: list[dict] = field(default_factory=list)
     noise: str | None = None
     noise_seed: int | None = None
+    preparation: dict | None = None  # how image files became x: size, rule, the files' sizes
 
     def __post_init__(self) -> None:
         if self.index is None:

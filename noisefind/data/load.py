@@ -6,9 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from noisefind.base.errors import NoisefindError
+from noisefind.data.images import decode_images
 from noisefind.data.labeled import LabeledData
 
 BUILTINS = ("digits", "mnist5k", "wine", "breast-cancer")
@@ -81,7 +81,7 @@ def _load_image_folder(root: Path, image_size: int | None, workers: int | None,
                        progress: bool) -> LabeledData:
     train_dir = root / "train" if (root / "train").is_dir() else root
     classes, files, labels = _list_image_folder(train_dir)
-    x, kept, skipped = _decode_images(files, image_size, workers, progress)
+    x, kept, skipped, preparation = decode_images(files, image_size, workers, progress)
     data_kwargs = {}
     test_dir = root / "test"
     if train_dir != root and test_dir.is_dir():
@@ -89,13 +89,13 @@ def _load_image_folder(root: Path, image_size: int | None, workers: int | None,
         if test_classes != classes:
             raise NoisefindError(f"{test_dir}: test classes differ from the training classes")
         size = x.shape[-1]
-        x_test, test_kept, test_skipped = _decode_images(test_files, size, workers, progress,
-                                                         channels=x.shape[1])
+        x_test, test_kept, test_skipped, _ = decode_images(test_files, size, workers, progress,
+                                                           channels=x.shape[1])
         skipped += test_skipped
         data_kwargs = dict(x_test=x_test, y_test=torch.tensor(test_labels)[test_kept])
     y = torch.tensor(labels, dtype=torch.int64)[kept]
     return LabeledData(x, y, classes, str(root), paths=[files[i] for i in kept.tolist()],
-                       skipped=skipped, **data_kwargs)
+                       skipped=skipped, preparation=preparation, **data_kwargs)
 
 
 def _list_image_folder(folder: Path) -> tuple[list[str], list[str], list[int]]:
@@ -114,74 +114,6 @@ def _list_image_folder(folder: Path) -> tuple[list[str], list[str], list[int]]:
         raise NoisefindError(
             f"{folder}: only one class has images; noisefind needs at least two classes")
     return classes, files, labels
-
-
-class _ImageFiles(torch.utils.data.Dataset):
-    """Decodes one file to a uint8 tensor, or reports why it could not."""
-
-    def __init__(self, files: list[str], size: int, mode: str):
-        self.files, self.size, self.mode = files, size, mode
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def __getitem__(self, i: int):
-        try:
-            with Image.open(self.files[i]) as img:
-                img = img.convert(self.mode)
-                if img.size != (self.size, self.size):
-                    img = img.resize((self.size, self.size), Image.BILINEAR)
-                array = np.asarray(img, dtype=np.uint8).reshape(self.size, self.size, -1)
-            # numpy, not torch: worker results then travel pickled instead of as one shared
-            # file descriptor per image, which runs out on large folders.
-            return array.transpose(2, 0, 1).copy(), ""
-        except Exception as exc:  # any decoder failure means "unreadable": record, do not crash
-            return None, f"{type(exc).__name__}: {exc}"
-
-
-def _probe_images(files: list[str]) -> tuple[int, str]:
-    """Size of the first readable image, and RGB unless a sample of files is all grayscale."""
-    size, color = None, False
-    for file in files[:64]:
-        try:
-            with Image.open(file) as img:
-                size = size or img.size[0]
-                color = color or img.mode not in ("L", "1", "I", "I;16", "F")
-        except Exception:
-            continue
-    if size is None:
-        raise NoisefindError(f"none of the first images could be read, e.g. {files[0]}")
-    return size, "RGB" if color else "L"
-
-
-def _decode_images(files: list[str], size: int | None, workers: int | None, progress: bool,
-                   channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[dict]]:
-    from noisefind.base.console import progress_bar
-
-    probed_size, mode = _probe_images(files)
-    size = size or probed_size
-    if channels is not None:
-        mode = "RGB" if channels == 3 else "L"
-    if workers is None:
-        workers = min(8, torch.get_num_threads()) if len(files) > 2000 else 0
-    loader = torch.utils.data.DataLoader(
-        _ImageFiles(files, size, mode), batch_size=256, num_workers=workers,
-        collate_fn=lambda batch: batch)
-    images, ok, skipped = [], [], []
-    with progress_bar(progress) as bar:
-        task = bar.add_task("decoding images", total=len(files), info="")
-        for batch in loader:
-            for array, reason in batch:
-                if reason:
-                    skipped.append({"path": files[len(ok)], "reason": reason})
-                else:
-                    images.append(torch.from_numpy(array))
-                ok.append(not reason)
-            bar.advance(task, len(batch))
-    if not images:
-        raise NoisefindError(f"no readable images among {len(files)} files")
-    x = torch.stack(images).to(torch.float32) / 255.0
-    return x, torch.tensor(ok).nonzero().flatten(), skipped
 
 
 def _class_names(values: np.ndarray) -> tuple[list[str], np.ndarray]:
@@ -228,10 +160,11 @@ def _load_csv(path: Path, image_size: int | None, workers: int | None,
         if missing:
             raise NoisefindError(f"{path}: {len(missing)} listed files do not exist, "
                                  f"first: {missing[0]}")
-        x, kept, skipped = _decode_images(files, image_size, workers, progress)
+        x, kept, skipped, preparation = decode_images(files, image_size, workers, progress)
         return LabeledData(x, torch.from_numpy(y)[kept], classes, str(path),
                            paths=[files[i] for i in kept.tolist()], skipped=skipped,
-                           true_y=None if true_y is None else true_y[kept])
+                           true_y=None if true_y is None else true_y[kept],
+                           preparation=preparation)
     features = table.drop(columns=["label"])
     non_numeric = [c for c in features.columns if not pd.api.types.is_numeric_dtype(features[c])]
     if non_numeric or features.shape[1] == 0:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from noisefind.base.errors import NoisefindError
+from noisefind.data.labeled import to_float
 
 ARCHS = ("auto", "resnet9", "cnn", "mlp")
 
@@ -113,13 +114,13 @@ class Net(nn.Module):
 
     def fit_normalization(self, x: torch.Tensor) -> None:
         """Per-channel (images) or per-feature (tabular) mean and std of the training inputs."""
-        dims = [0, 2, 3] if x.dim() == 4 else [0]
-        self.mean.copy_(x.mean(dim=dims))
-        self.std.copy_(x.std(dim=dims).clamp_min(1e-6))
+        mean, std = channel_statistics(x)
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(1e-6))
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
-        x = (x - self.mean.view(shape)) / self.std.view(shape)
+        x = (to_float(x) - self.mean.view(shape)) / self.std.view(shape)
         for layer in self.layers:
             x = layer(x, index) if isinstance(layer, Block) else layer(x)
         return self.head(x) * self.out_scale
@@ -136,6 +137,30 @@ class Net(nn.Module):
         """The layer (block) of every unit, e.g. ``"layers.2.a"``, in unit order."""
         return [name.removesuffix(".gate") for name, gate in self.gates()
                 for _ in range(gate.units)]
+
+
+STATISTICS_CHUNK = 4096  # uint8 images converted to float this many at a time ...
+WHOLE_FLOAT_COPY = 2**28  # ... when their float copy would exceed this many values (1 GiB)
+
+
+def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation per channel (images) or per feature (tables) of float
+    inputs. Large uint8 image sets are summed a chunk at a time (in float64), so their float
+    copy never has to fit in memory; smaller ones give exactly the float32 figures of old."""
+    dims = [0, 2, 3] if x.dim() == 4 else [0]
+    if x.dtype != torch.uint8 or x.numel() <= WHOLE_FLOAT_COPY:
+        x = to_float(x)
+        return x.mean(dim=dims), x.std(dim=dims)
+    total = torch.zeros(x.shape[1], dtype=torch.float64)
+    squares = torch.zeros_like(total)
+    for start in range(0, len(x), STATISTICS_CHUNK):
+        chunk = to_float(x[start:start + STATISTICS_CHUNK]).double()
+        total += chunk.sum(dim=dims)
+        squares += chunk.square().sum(dim=dims)
+    count = x.numel() // x.shape[1]
+    mean = total / count
+    variance = (squares - count * mean.square()) / max(1, count - 1)
+    return mean.float(), variance.clamp_min(0).sqrt().float()
 
 
 @contextmanager

@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from noisefind.base.errors import NoisefindError
+from noisefind.data.labeled import to_float
 from noisefind.models.nets import UnitGate
 
 TORCHVISION = "torchvision:"
@@ -80,7 +81,7 @@ class OwnModel(nn.Module):
 
     def forward(self, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         shape = (1, -1, 1, 1) if x.dim() == 4 else (1, -1)
-        x = (x - self.mean.view(shape)) / self.std.view(shape)
+        x = (to_float(x) - self.mean.view(shape)) / self.std.view(shape)
         return self.module(x)
 
     def gates(self) -> list[tuple[str, UnitGate]]:

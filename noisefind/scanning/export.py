@@ -31,7 +31,7 @@ import pandas as pd
 
 from noisefind.base.errors import NoisefindError
 from noisefind.base.files import atomic_write
-from noisefind.data.labeled import LabeledData
+from noisefind.data.labeled import LabeledData, to_float
 from noisefind.decide.suggest import suggest_labels
 
 TRAINING_SET = "training_set.npz"
@@ -70,7 +70,7 @@ def training_set(data: LabeledData) -> TrainingSet:
     """The parts of ``data`` that ``review`` and ``export`` need (inputs only without files)."""
     return TrainingSet(
         index=data.index.numpy(), y=data.y.numpy(), classes=list(data.classes),
-        name=str(data.name), x=None if data.paths is not None else data.x.numpy(),
+        name=str(data.name), x=None if data.paths is not None else to_float(data.x).numpy(),
         paths=data.paths, true_y=None if data.true_y is None else data.true_y.numpy())
 
 

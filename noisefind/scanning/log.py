@@ -91,6 +91,16 @@ class MemoryLog:
         return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
 
 
+def plan_line(x, scanned: int, stages: list[str], models: int) -> str:
+    """One line that says, before the work, what a scan will do and hold in memory (``x``:
+    the training inputs)."""
+    held = x.numel() * x.element_size() / 2**20
+    kind = "uint8, made float a batch at a time" if x.element_size() == 1 else str(x.dtype)
+    return (f"plan: {' -> '.join(stages)}; {len(x):,} examples ({held:,.1f} MB in memory as "
+            f"{kind.removeprefix('torch.')}), {scanned:,} flip-searched, {models} "
+            f"model{'s' if models != 1 else ''} to train")
+
+
 class Stages:
     """Says which stage of how many a scan is in (``[2/5] flip search``), on the terminal and
     in a log alike; the stages are planned before the work starts."""

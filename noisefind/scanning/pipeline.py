@@ -23,12 +23,12 @@ import torch
 from noisefind.base import distributed
 from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
-from noisefind.data.labeled import LabeledData, scan_rows
+from noisefind.data.labeled import LabeledData, scan_rows, to_float
 from noisefind.decide.consensus import consensus_score, default_order_signals, flag_top
 from noisefind.decide.cutoff import Cutoff, CutoffSettings, no_cutoff
 from noisefind.models.predict import runner_up_classes
 from noisefind.scanning.export import save_training_set
-from noisefind.scanning.log import STATE_FILE, MemoryLog, ScanLog, Stages
+from noisefind.scanning.log import STATE_FILE, MemoryLog, ScanLog, Stages, plan_line
 from noisefind.scanning.outputs import (
     ORDER_COLUMNS,
     plot_top_suspects,
@@ -160,6 +160,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     own = isinstance(model, Run) and is_own(model)
     stages = Stages(plan_stages(trains=model is None, own=own, folds=folds, cutoff=cutoff,
                                 rank_by=rank_by, writes=out is not None), progress)
+    if progress:
+        trained = (model is None) + (FOLDS_STAGE in stages.names) * folds + (
+            CUTOFF_STAGE in stages.names)
+        console.print(plan_line(data.x, len(rows), stages.names, trained), highlight=False)
     started = time.perf_counter()
     if model is None:
         stages.start(TRAIN_STAGE)
@@ -171,6 +175,11 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
         raise NoisefindError("rank_by 'consensus' needs the model's training history (the area "
                              "under the margin); rank by 'flip'", parameter="rank_by")
     seconds = {"train": round(time.perf_counter() - started, 3)}
+    more = (FOLDS_STAGE in stages.names) * (folds - 1) + (CUTOFF_STAGE in stages.names)
+    if progress and model is None and more:
+        console.print(f"trained in {seconds['train']:.0f} s; the {more:g} trainings to come "
+                      f"(fold models, replica) take about {more * seconds['train']:.0f} s",
+                      highlight=False)
 
     stages.start(SEARCH_STAGE)
     results = _flip_search(data, run, rows, settings, out, resume, progress, seconds)
@@ -324,6 +333,8 @@ def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSet
     summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
                                     None if noisy is None else int(noisy.sum())))
     summary["folds"] = folds
+    if data.preparation is not None:
+        summary["input"] = data.preparation
     if is_own(run):
         summary["own_model"] = run.config["own_model"]
     return summary
@@ -334,7 +345,7 @@ def _write(table: pd.DataFrame, summary: dict, data: LabeledData, out: Path) -> 
     save_training_set(data, out)
     if data.is_image and len(table):
         top = table.head(TOP_PICTURES)
-        plot_top_suspects(top, data.x[_positions(data, top["index"])].numpy(), out)
+        plot_top_suspects(top, to_float(data.x[_positions(data, top["index"])]).numpy(), out)
     write_summary(summary, out)
     shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
 

@@ -45,7 +45,7 @@ from noisefind.base.console import progress_bar
 from noisefind.base.device import autocast
 from noisefind.base.errors import NoisefindError
 from noisefind.base.rng import keyed_bits, keyed_normal
-from noisefind.data.labeled import LabeledData
+from noisefind.data.labeled import LabeledData, to_float
 from noisefind.models.nets import Net, unit_masks
 from noisefind.models.predict import label_margin
 
@@ -130,13 +130,13 @@ def noisy_copies(x: torch.Tensor, rows: torch.Tensor, settings: FlipSettings,
     drown the small features of a table whose features have mixed scales (wine: one feature
     near 1000, another with a spread of 0.1). Without ``mean`` and ``std``, the raw input.
     """
-    inputs = x[rows]
+    inputs = to_float(x[rows])
     view = (1, -1) + (1,) * (x.dim() - 2)
-    mean = x.new_zeros(()) if mean is None else mean.to(x.dtype).view(view)
-    std = x.new_ones(()) if std is None else std.to(x.dtype).view(view)
+    mean = inputs.new_zeros(()) if mean is None else mean.to(inputs.dtype).view(view)
+    std = inputs.new_ones(()) if std is None else std.to(inputs.dtype).view(view)
     standard = ((inputs - mean) / std).reshape(len(rows), -1)
     k, d = settings.noise_copies, standard.shape[1]
-    noise = keyed_normal(settings.seed, rows, _NOISE_STREAM, k * d).to(x.device, x.dtype)
+    noise = keyed_normal(settings.seed, rows, _NOISE_STREAM, k * d).to(x.device, inputs.dtype)
     noise = noise.reshape(len(rows), k, d)
     scale = settings.noise_scale * standard.norm(dim=1, keepdim=True) / noise.norm(
         dim=2).clamp_min(1e-12)
@@ -183,7 +183,8 @@ def search_forward(model: Net, x: torch.Tensor, y: torch.Tensor, rows: torch.Ten
     """
     s, k, r = len(rows), settings.noise_copies, settings.reference_size
     refs = pool.draw(rows)
-    inputs = torch.cat([noisy_copies(x, rows, settings, model.mean, model.std), x[refs]],
+    inputs = torch.cat([noisy_copies(x, rows, settings, model.mean, model.std),
+                        to_float(x[refs])],
                        dim=1)
     inputs = inputs.reshape(s * (k + r), *x.shape[1:])
     gates = [g for _, g in model.gates()]
@@ -220,7 +221,9 @@ def _prepare(model: Net, data: LabeledData, rows, settings: FlipSettings):
     rows = torch.arange(len(data)) if rows is None else torch.as_tensor(rows, dtype=torch.int64)
     if len(rows) and (rows.min() < 0 or rows.max() >= len(data)):
         raise NoisefindError("rows to scan must be positions in the training set")
-    x = data.x.to(device, next(model.parameters()).dtype)
+    x = data.x.to(device)  # uint8 images stay uint8: each batch is converted where it is used
+    if x.is_floating_point():
+        x = x.to(next(model.parameters()).dtype)
     return device, rows.to(device), x, data.y.to(device)
 
 
@@ -273,6 +276,7 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
     """
     settings = settings or FlipSettings()
     device, queue, x, y = _prepare(model, data, rows, settings)
+    mask_dtype = next(model.parameters()).dtype
     n_scan, cap = len(queue), settings.max_units
     total_units = sum(g.units for _, g in model.gates())
     pool = ReferencePool(y, settings)
@@ -311,7 +315,7 @@ def flip_search(model: Net, data: LabeledData, settings: FlipSettings | None = N
             while n_scan:
                 live = slot_q != trash
                 row = queue_padded[slot_q]
-                mask = active.to(x.dtype).requires_grad_(True)
+                mask = active.to(mask_dtype).requires_grad_(True)
                 logits, objective, ref_acc = search_forward(model, x, y, row, mask, settings, pool)
                 (grad,) = torch.autograd.grad(objective.sum(), mask)
                 with torch.no_grad():
@@ -401,7 +405,8 @@ def auto_batch_size(model: Net, x: torch.Tensor, y: torch.Tensor, settings: Flip
     base = torch.cuda.memory_allocated(device)
     torch.cuda.reset_peak_memory_stats(device)
     model.eval()
-    mask = torch.ones(probe, total_units, device=device, dtype=x.dtype, requires_grad=True)
+    mask = torch.ones(probe, total_units, device=device, dtype=next(model.parameters()).dtype,
+                      requires_grad=True)
     _, objective, _ = search_forward(model, x, y, rows, mask, settings, pool)
     torch.autograd.grad(objective.sum(), mask)
     per_search = max(1, (torch.cuda.max_memory_allocated(device) - base) // probe)
@@ -430,6 +435,7 @@ def flip_search_reference(model: Net, data: LabeledData, settings: FlipSettings 
     """The same search, one example and one step at a time: the faithful, slow baseline."""
     settings = settings or FlipSettings()
     device, rows, x, y = _prepare(model, data, rows, settings)
+    mask_dtype = next(model.parameters()).dtype
     total_units = sum(g.units for _, g in model.gates())
     model.eval()
     pool = ReferencePool(y, settings)
@@ -441,7 +447,7 @@ def flip_search_reference(model: Net, data: LabeledData, settings: FlipSettings 
             active = torch.ones(1, total_units, dtype=torch.bool, device=device)
             zeroed, margin_before = [], torch.zeros(1, device=device)
             while True:
-                mask = active.to(x.dtype).requires_grad_(True)
+                mask = active.to(mask_dtype).requires_grad_(True)
                 logits, objective, ref_acc = search_forward(model, x, y, row, mask, settings, pool)
                 (grad,) = torch.autograd.grad(objective.sum(), mask)
                 margin = label_margin(logits.float().detach(), y[row])

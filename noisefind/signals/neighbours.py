@@ -34,6 +34,8 @@ from noisefind.models.nets import Net
 from noisefind.models.predict import predict_logits
 
 NEIGHBOURS = 20  # k: each example's nearest neighbours whose labels vote
+QUERY_BLOCK, KEY_BLOCK = 1024, 8192  # similarities computed this many by this many at once
+
 
 def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
     """(N, D) unit-length penultimate features of ``x`` (the input of ``model.head``), in eval
@@ -50,7 +52,7 @@ def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -
 
 def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray, *,
                             num_classes: int | None = None, k: int = NEIGHBOURS,
-                            pseudo_count: float = 1.0, batch_size: int = 1024) -> np.ndarray:
+                            pseudo_count: float = 1.0) -> np.ndarray:
     """(N, C) share of each example's ``k`` nearest other examples that carry each label,
     smoothed and averaged over feature spaces: the neighbours' vote, read as probabilities.
 
@@ -71,8 +73,6 @@ def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray
         Neighbours per example (at most N - 1); an example is never its own neighbour.
     pseudo_count : float
         Added to every class's count (Laplace smoothing); must be positive.
-    batch_size : int
-        Rows compared with all N at once (memory: ``batch_size * N`` floats).
 
     Returns
     -------
@@ -102,12 +102,33 @@ def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray
     counts = np.zeros((len(labels), classes))
     for space in features:
         one_hot = F.one_hot(torch.tensor(labels, device=space.device), classes).double()
-        space_counts = torch.empty_like(one_hot)  # filled on the device, copied back once
-        for start in range(0, len(labels), batch_size):
-            chunk = torch.arange(start, min(start + batch_size, len(labels)), device=space.device)
-            similarity = space[chunk] @ space.T
-            similarity[torch.arange(len(chunk), device=space.device), chunk] = -torch.inf
-            nearest = similarity.topk(k, dim=1).indices
-            space_counts[chunk] = one_hot[nearest].sum(1)
-        counts += space_counts.cpu().numpy()
+        counts += one_hot[nearest_neighbours(space, k)].sum(1).cpu().numpy()
     return (counts / len(features) + pseudo_count) / (k + pseudo_count * classes)
+
+
+def nearest_neighbours(features: torch.Tensor, k: int, *, query_block: int = QUERY_BLOCK,
+                       key_block: int = KEY_BLOCK) -> torch.Tensor:
+    """(N, k) indices of each row's ``k`` most similar other rows (dot product; cosine for
+    unit-length features), exact, on the features' device.
+
+    The similarities are computed ``query_block`` by ``key_block`` at a time and each row keeps
+    a running top k, so memory stays ``query_block * (key_block + k)`` values whatever N; the
+    time grows as N squared (docs/scaling.md). A row is never its own neighbour.
+    """
+    n, device = len(features), features.device
+    nearest = torch.empty(n, k, dtype=torch.int64, device=device)
+    for start in range(0, n, query_block):
+        queries = features[start:start + query_block]
+        own = torch.arange(start, start + len(queries), device=device)
+        best = torch.full((len(queries), 0), -torch.inf, device=device)
+        best_rows = torch.empty((len(queries), 0), dtype=torch.int64, device=device)
+        for first in range(0, n, key_block):
+            keys = torch.arange(first, min(first + key_block, n), device=device)
+            similarity = queries @ features[keys].T
+            similarity[own[:, None] == keys[None, :]] = -torch.inf
+            candidates = torch.cat([best, similarity], dim=1)
+            rows = torch.cat([best_rows, keys.expand(len(queries), -1)], dim=1)
+            top = candidates.topk(min(k, candidates.shape[1]), dim=1)
+            best, best_rows = top.values, rows.gather(1, top.indices)
+        nearest[start:start + len(queries)] = best_rows
+    return nearest

@@ -17,7 +17,7 @@ from noisefind.base.console import console
 from noisefind.base.device import resolve_device
 from noisefind.base.errors import NoisefindError
 from noisefind.base.files import atomic_write, write_json
-from noisefind.data.labeled import LabeledData
+from noisefind.data.labeled import LabeledData, to_float
 from noisefind.models.nets import Net, choose_arch
 from noisefind.models.own import (
     PREPROCESSING,
@@ -38,7 +38,7 @@ def own_run(module: nn.Module, data: LabeledData, *, spec: str = "model",
             weights: str | Path | None = None, mean=None, std=None,
             device: str = "auto") -> Run:
     """A :class:`Run` (no history, no recipe) of ``module`` wrapped for the flip search."""
-    example = data.x[:min(2, len(data))].float()
+    example = to_float(data.x[:min(2, len(data))])
     module = module.cpu()
     wrapped = OwnModel(module, example, mean, std, data.num_classes, spec)
     if weights is not None:
@@ -144,6 +144,7 @@ def _run_config(data: LabeledData, config: TrainConfig, model: Net, seconds: flo
         "data": {"name": data.name, "fingerprint": data.fingerprint(), "examples": len(data),
                  "noise": data.noise, "noise_seed": data.noise_seed},
         "units": len(model.unit_names()),
+        "input": data.preparation,
         "seconds": round(seconds, 3),
         "device": str(device),
     }

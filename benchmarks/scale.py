@@ -1,0 +1,210 @@
+"""How each stage's cost grows with the data: seconds and peak memory against N.
+
+    python benchmarks/scale.py photos --photos 240            # the full-size photo check
+    python benchmarks/scale.py stages --sizes 10000,50000     # decode, train, neighbours vs N
+    python benchmarks/scale.py neighbours --sizes 5000,50000,200000
+    python benchmarks/scale.py side --folder IMAGES --sides 32,64   # cost of the input size
+
+``photos`` writes that many synthetic JPEG photos (2400 x 1800 and 1800 x 2400, three class
+folders) to a temporary folder and runs ``noisefind scan photos/ --epochs 3 --folds 2`` as a
+user would, in a child process whose peak resident memory is read from the kernel.
+``stages`` writes N synthetic 32 x 32 PNG files in ten class folders and measures, each in a
+fresh process, decoding them (``load_data``), one training epoch of a small model, and the
+neighbours witness over its features. ``neighbours`` times the blocked nearest-neighbour search
+alone on random unit-length 128-d features. ``side`` loads an image folder at each side
+length and times three epochs of ResNet-9 (width 1) and the flip search of 30 examples. The
+data sets are made here and never committed.
+Results: a table on the terminal and ``benchmarks/results/scale-<mode>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def child(code: str) -> dict:
+    """Run ``code`` in a fresh Python; it prints one JSON object. Adds its peak RSS (MB)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    # ru_maxrss of children is the largest of any child so far: report it only if it grew.
+    result["peak_rss_mb"] = round(peak / 1024, 1) if peak > before else None
+    return result
+
+
+def write_photos(root: Path, count: int, seed: int = 0) -> None:
+    """``count`` JPEG photos of 2400 x 1800 or 1800 x 2400 in three class folders."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        k = i % 3
+        width, height = (2400, 1800) if i % 2 == 0 else (1800, 2400)
+        coarse = rng.integers(0, 255, (height // 100, width // 100, 3)).astype(np.int16)
+        coarse[..., k] += 25  # a faint colour cast per class: learnable, not trivial
+        image = Image.fromarray(np.clip(coarse, 0, 255).astype(np.uint8)).resize(
+            (width, height), Image.BICUBIC)
+        grain = rng.integers(-20, 20, (height, width, 3))
+        pixels = np.clip(np.asarray(image).astype(np.int16) + grain, 0, 255).astype(np.uint8)
+        folder = root / ("beach", "forest", "city")[k]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(pixels).save(folder / f"{i:04d}.jpg", quality=90)
+
+
+def photos(args) -> list[dict]:
+    with tempfile.TemporaryDirectory(prefix="noisefind-photos-") as folder:
+        root = Path(folder) / "photos"
+        write_photos(root, args.photos)
+        size_mb = sum(f.stat().st_size for f in root.rglob("*.jpg")) / 2**20
+        out = Path(folder) / "out"
+        before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        started = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "noisefind", "scan", str(root), "--epochs",
+                               "3", "--folds", "2", "--out", str(out), "--quiet"],
+                              capture_output=True, text=True)
+        seconds = time.perf_counter() - started
+        peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        summary = json.loads((out / "summary.json").read_text()) if done.returncode == 0 else {}
+    return [{"photos": args.photos, "on_disk_mb": round(size_mb, 1), "exit": done.returncode,
+             "error": done.stderr.strip().splitlines()[-1:] if done.returncode else [],
+             "peak_rss_mb": round(max(peak, before) / 1024, 1), "seconds": round(seconds, 1),
+             "input": summary.get("input"), "stage_seconds": summary.get("seconds")}]
+
+
+def write_small_images(root: Path, count: int, seed: int = 0) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for i in range(count):
+        folder = root / f"class{i % 10}"
+        folder.mkdir(parents=True, exist_ok=True)
+        pixels = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"{i:06d}.png", compress_level=1)
+
+
+STAGES = """
+import json, time, torch
+from noisefind.data.load import load_data
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+from noisefind.signals.neighbours import embeddings, neighbour_probabilities
+t = time.perf_counter(); data = load_data({root!r}); decode = time.perf_counter() - t
+t = time.perf_counter()
+run = fit(data, TrainConfig(epochs=1, width=0.25, device="cpu"), progress=False)
+train = time.perf_counter() - t
+t = time.perf_counter(); features = embeddings(run.model, data.x, data.index)
+neighbours = neighbour_probabilities([features], data.y.numpy(), k=20)
+near = time.perf_counter() - t
+print(json.dumps({{"examples": len(data), "dtype": str(data.x.dtype),
+                   "decoded_mb": round(data.x.numel() * data.x.element_size() / 2**20, 1),
+                   "decode_s": round(decode, 2), "train_epoch_s": round(train, 2),
+                   "neighbours_s": round(near, 2)}}))
+"""
+
+
+def stages(args) -> list[dict]:
+    rows = []
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory(prefix="noisefind-scale-") as folder:
+            started = time.perf_counter()
+            write_small_images(Path(folder), n)
+            written = time.perf_counter() - started
+            row = child(STAGES.format(root=folder))
+        row["write_files_s"] = round(written, 1)
+        for stage in ("decode", "train_epoch", "neighbours"):
+            row[f"{stage}_ms_per_example"] = round(1000 * row[f"{stage}_s"] / n, 3)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+NEIGHBOURS = """
+import json, time, torch
+import torch.nn.functional as F
+from noisefind.signals.neighbours import nearest_neighbours
+features = F.normalize(torch.randn({n}, 128, generator=torch.Generator().manual_seed(0)), dim=1)
+t = time.perf_counter(); nearest_neighbours(features, 20); seconds = time.perf_counter() - t
+print(json.dumps({{"examples": {n}, "seconds": round(seconds, 2)}}))
+"""
+
+
+def neighbours(args) -> list[dict]:
+    rows = []
+    for n in args.sizes:
+        row = child(NEIGHBOURS.format(n=n))
+        row["us_per_example"] = round(1e6 * row["seconds"] / n, 1)
+        rows.append(row)
+        print(row, flush=True)
+    return rows
+
+
+SIDE = """
+import json, time
+from noisefind.data.load import load_data
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+from noisefind.signals.flip import FlipSettings, flip_search
+data = load_data({folder!r}, image_size={side}).with_noise("symmetric:0.1", seed=0)
+t = time.perf_counter(); run = fit(data, TrainConfig(epochs=3, device="cpu"), progress=False)
+train = time.perf_counter() - t
+t = time.perf_counter()
+found = flip_search(run.model, data, FlipSettings(), rows=list(range(30)), progress=False)
+search = time.perf_counter() - t
+print(json.dumps({{"side": {side}, "examples": len(data),
+                   "train_ms_per_example_epoch": round(1000 * train / (3 * len(data)), 1),
+                   "flip_s_per_example": round(search / 30, 3),
+                   "median_units": float(found["units_to_flip"].median())}}))
+"""
+
+
+def side(args) -> list[dict]:
+    rows = []
+    for length in args.sides:
+        rows.append(child(SIDE.format(folder=str(args.folder), side=length)))
+        print(rows[-1], flush=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("mode", choices=("photos", "stages", "neighbours", "side"))
+    parser.add_argument("--folder", type=Path, help="image folder (side)")
+    parser.add_argument("--sides", default="32,64",
+                        type=lambda text: [int(v) for v in text.split(",")])
+    parser.add_argument("--photos", type=int, default=240)
+    parser.add_argument("--sizes", default="10000,50000",
+                        type=lambda text: [int(v) for v in text.split(",")])
+    args = parser.parse_args()
+    modes = {"photos": photos, "stages": stages, "neighbours": neighbours, "side": side}
+    rows = modes[args.mode](args)
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"scale: {args.mode}")
+    keys = [k for k in rows[0] if not isinstance(rows[0][k], dict | list)]
+    for key in keys:
+        table.add_column(key, justify="right")
+    for row in rows:
+        table.add_row(*(str(row[k]) for k in keys))
+    Console().print(table)
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"scale-{args.mode}.json"
+    out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
