@@ -199,7 +199,7 @@ def main() -> None:
         table.add_column(key, justify="right")
     for row in rows:
         table.add_row(*(str(row[k]) for k in keys))
-    Console().print(table)
+    Console(width=200).print(table)
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"scale-{args.mode}.json"
     out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")

@@ -189,3 +189,25 @@ def test_manifest_with_missing_true_labels_is_refused(tmp_path):
                   "true_label": [0, None, 0]}).to_csv(manifest, index=False)
     with pytest.raises(NoisefindError, match="true_label"):
         load_data(manifest)
+
+
+def test_photos_become_centre_crops_of_their_shorter_side_at_a_capped_size(tmp_path):
+    from noisefind.data.images import DEFAULT_SIDE
+
+    for name, colour in (("wide", 0), ("tall", 1)):
+        (tmp_path / name).mkdir()
+        for i in range(3):
+            # a wide photo: red | green | blue thirds; only the green middle survives the crop
+            pixels = np.zeros((96, 288, 3), dtype=np.uint8)
+            pixels[:, :96, 0] = pixels[:, 96:192, 1] = pixels[:, 192:, 2] = 255
+            image = Image.fromarray(pixels)
+            (image if colour == 0 else image.rotate(90, expand=True)).save(
+                tmp_path / name / f"{i}.jpg", quality=95)
+    data = load_data(tmp_path)
+    assert data.x.dtype == torch.uint8 and data.x.shape == (6, 3, DEFAULT_SIDE, DEFAULT_SIDE)
+    wide = data.x[data.y == data.classes.index("wide")].float().mean(dim=(0, 2, 3))
+    assert wide[1] > 200 and wide[0] < 40 and wide[2] < 40  # green: centred, not squashed
+    prepared = data.preparation
+    assert prepared["side"] == DEFAULT_SIDE and prepared["shorter_side_px"]["max"] == 96
+    assert "centre-cropped" in prepared["rule"] and prepared["stored_as"] == "uint8"
+    assert load_data(tmp_path, image_size=48).x.shape[-1] == 48  # a given size wins

@@ -93,7 +93,9 @@ def decode_images(files: list[str], size: int | None, workers: int | None, progr
     loader = torch.utils.data.DataLoader(
         ImageFiles(files, side, mode), batch_size=256, num_workers=workers,
         collate_fn=lambda batch: batch)
-    images, ok, skipped, shorter = [], [], [], []
+    # Decoded straight into one uint8 tensor: no list of images beside it, no second copy.
+    images = torch.empty((len(files), 3 if mode == "RGB" else 1, side, side), dtype=torch.uint8)
+    ok, skipped, shorter = [], [], []
     with progress_bar(progress) as bar:
         task = bar.add_task("decoding images", total=len(files), info="")
         for batch in loader:
@@ -101,12 +103,13 @@ def decode_images(files: list[str], size: int | None, workers: int | None, progr
                 if reason:
                     skipped.append({"path": files[len(ok)], "reason": reason})
                 else:
-                    images.append(torch.from_numpy(array))
+                    images[len(ok)] = torch.from_numpy(array)
                     shorter.append(min(original))
                 ok.append(not reason)
             bar.advance(task, len(batch))
-    if not images:
+    if not shorter:
         raise NoisefindError(f"no readable images among {len(files)} files")
+    kept = torch.tensor(ok).nonzero().flatten()
     preparation = {
         "side": side, "channels": 3 if mode == "RGB" else 1,
         "rule": RULE.format(side=side),
@@ -117,4 +120,4 @@ def decode_images(files: list[str], size: int | None, workers: int | None, progr
         "stored_as": "uint8",
     }
     # uint8: the model converts each batch to float (data.labeled.to_float)
-    return torch.stack(images), torch.tensor(ok).nonzero().flatten(), skipped, preparation
+    return (images if len(kept) == len(files) else images[kept]), kept, skipped, preparation
