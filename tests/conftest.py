@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +13,10 @@ from PIL import Image
 from noisefind.data.load import load_data
 from noisefind.training.config import TrainConfig
 from noisefind.training.fit import fit
+
+# Decoded images are cached on disk; the tests keep theirs out of the user's ~/.cache (the CLI
+# tests' subprocesses inherit this).
+os.environ.setdefault("NOISEFIND_CACHE", tempfile.mkdtemp(prefix="noisefind-test-cache-"))
 
 # The test models are tiny: a second intra-op thread gains little, and on a busy machine two
 # threads spin against each other (measured: one small training 0.4 s with one thread, 15-40 s

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from noisefind.base.console import progress_bar
+from noisefind.base.console import console, progress_bar
 from noisefind.base.errors import NoisefindError
+from noisefind.data import image_cache
 
 DEFAULT_SIDE = 32  # the largest side a from-scratch model trains on unless told (docs/scaling.md)
 PROBED_FILES = 64  # files whose headers choose the side and the colour mode
@@ -90,34 +91,53 @@ def decode_images(files: list[str], size: int | None, workers: int | None, progr
         mode = "RGB" if channels == 3 else "L"
     if workers is None:
         workers = min(8, torch.get_num_threads()) if len(files) >= PARALLEL_FROM else 0
+    folder = image_cache.cache_folder()
+    key = image_cache.cache_key(files, side, mode) if folder is not None else None
+    cached = image_cache.load(folder, key) if folder is not None else None
+    if cached is not None:
+        images, ok, skipped, preparation = cached
+        if progress:
+            console.print(f"decoded images from the cache ({folder})", highlight=False)
+    else:
+        images, ok, skipped, preparation = _decode(files, side, mode, workers, progress,
+                                                   folder, key)
+    preparation = {**preparation, "chosen": "given (image_size)" if size else
+                   f"the files' median shorter side, at most {DEFAULT_SIDE} px",
+                   "from_cache": cached is not None}
+    kept = torch.tensor(ok).nonzero().flatten()
+    # uint8: the model converts each batch to float (data.labeled.to_float)
+    return (images if len(kept) == len(files) else images[kept]), kept, skipped, preparation
+
+
+def _decode(files: list[str], side: int, mode: str, workers: int,
+            progress: bool, folder, key) -> tuple[torch.Tensor, list[bool], list[dict], dict]:
     loader = torch.utils.data.DataLoader(
         ImageFiles(files, side, mode), batch_size=256, num_workers=workers,
         collate_fn=lambda batch: batch)
-    # Decoded straight into one uint8 tensor: no list of images beside it, no second copy.
-    images = torch.empty((len(files), 3 if mode == "RGB" else 1, side, side), dtype=torch.uint8)
+    # Decoded straight into one uint8 array: no list of images and stacked copy side by side.
+    shape = (len(files), 3 if mode == "RGB" else 1, side, side)
+    images = torch.from_numpy(np.empty(shape, dtype=np.uint8))
     ok, skipped, shorter = [], [], []
     with progress_bar(progress) as bar:
         task = bar.add_task("decoding images", total=len(files), info="")
         for batch in loader:
-            for array, original, reason in batch:
+            for pixels, original, reason in batch:
                 if reason:
                     skipped.append({"path": files[len(ok)], "reason": reason})
                 else:
-                    images[len(ok)] = torch.from_numpy(array)
+                    images[len(ok)] = torch.from_numpy(pixels)
                     shorter.append(min(original))
                 ok.append(not reason)
             bar.advance(task, len(batch))
     if not shorter:
         raise NoisefindError(f"no readable images among {len(files)} files")
-    kept = torch.tensor(ok).nonzero().flatten()
     preparation = {
-        "side": side, "channels": 3 if mode == "RGB" else 1,
+        "side": side, "channels": shape[1],
         "rule": RULE.format(side=side),
-        "chosen": "given (image_size)" if size else
-                  f"the files' median shorter side, at most {DEFAULT_SIDE} px",
         "shorter_side_px": {"min": int(min(shorter)), "median": int(np.median(shorter)),
                             "max": int(max(shorter))},
         "stored_as": "uint8",
     }
-    # uint8: the model converts each batch to float (data.labeled.to_float)
-    return (images if len(kept) == len(files) else images[kept]), kept, skipped, preparation
+    if folder is not None:
+        image_cache.save(folder, key, images.numpy(), ok, skipped, preparation)
+    return images, ok, skipped, preparation
