@@ -27,7 +27,7 @@ from noisefind.signals.flip import FlipSettings, flip_search, flip_search_refere
 from noisefind.training.runs import load_own_model
 
 runner = CliRunner()
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 FAST = ["--max-units", "3", "--noise-copies", "1", "--reference-size", "2", "--quiet"]
 
 

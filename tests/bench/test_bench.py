@@ -164,7 +164,7 @@ def test_cli_bench_bad_input_exits_2_with_one_line(args, message, tmp_path):
     assert len(result.output.strip().splitlines()) == 1
 
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
 
 
 @pytest.fixture(scope="module")

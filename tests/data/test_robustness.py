@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from noisefind.cli import app
 
 runner = CliRunner()
-PACKAGE = Path(__file__).resolve().parent.parent / "noisefind"
+PACKAGE = Path(__file__).resolve().parents[2] / "noisefind"
 
 
 def _one_line_error(result, message: str) -> None:
