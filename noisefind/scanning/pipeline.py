@@ -243,6 +243,7 @@ def prepare_out(out: str | Path | None, *, resume: bool, overwrite: bool) -> Pat
         raise NoisefindError(f"out {out}: exists and is a file; give a folder", parameter="out")
     earlier = [name for name in SCAN_FILES if (out / name).exists()]
     if not earlier or resume:
+        distributed.barrier()  # every rank has looked before the first one writes
         return out
     if not overwrite:
         raise NoisefindError(
