@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from rich.markup import escape
 from torch import nn
 
 from noisefind.base.console import console
@@ -142,11 +141,6 @@ def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
         ``table`` (one row per scanned example, most suspicious first), ``summary`` (the
         contents of ``summary.json``) and ``run`` (the scanned model).
     """
-    if data.skipped:  # lost input: said even without progress messages
-        first = data.skipped[0]
-        console.print(f"[yellow]warning:[/] skipped {len(data.skipped)} unreadable files, "
-                      f"first: {escape(str(first['path']))} ({escape(str(first['reason']))})",
-                      highlight=False, soft_wrap=True)
     if progress and data.preparation is not None:
         prepared = data.preparation
         sides = prepared["shorter_side_px"]

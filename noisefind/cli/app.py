@@ -71,7 +71,6 @@ Arch = Annotated[str, typer.Option(help="Network: auto, resnet9, cnn or mlp.")]
 BatchSize = Annotated[int | None, typer.Option(
     help="Training batch size " + default_is("auto") + ".")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate.")]
-TRAINING_OPTIONS = ("epochs", "width", "arch", "batch_size", "lr")
 
 # The flip search's options (scan and bench).
 MaxUnits = Annotated[int, typer.Option(help="Cap on units zeroed per example.")]
@@ -181,15 +180,10 @@ def join_torchrun(device: str, quiet: bool) -> tuple[str, bool]:
 
 
 def load(data: str, noise: str | None, seed: int, image_size: int | None, quiet: bool):
-    """Load DATA (warning about skipped files) and corrupt its labels with ``noise``."""
+    """Load DATA and corrupt its labels with ``noise``."""
     from noisefind.data.load import load_data
 
     loaded = load_data(data, image_size=image_size, progress=not quiet)
-    if loaded.skipped:
-        console.print(f"[yellow]warning:[/] skipped {len(loaded.skipped)} unreadable files, "
-                      f"first: {escape(str(loaded.skipped[0]['path']))} "
-                      f"({escape(str(loaded.skipped[0]['reason']))})",
-                      highlight=False, soft_wrap=True)
     return loaded.with_noise(noise, seed) if noise else loaded
 
 

@@ -12,7 +12,6 @@ import typer
 
 from noisefind.base.console import console
 from noisefind.cli.app import (
-    TRAINING_OPTIONS,
     Arch,
     BatchSize,
     Data,
@@ -110,8 +109,7 @@ def scan(
     # beside --model (the model is already trained) and fills in the recipe's defaults.
     values = {"epochs": epochs, "width": width, "arch": arch, "batch_size": batch_size,
               "lr": lr}
-    training = {name: values[name] for name in TRAINING_OPTIONS
-                if given(ctx, [name])}
+    training = {name: value for name, value in values.items() if given(ctx, [name])}
     result = find_label_issues(
         data, model=model, weights=weights, mean=parse_floats(mean, "mean"),
         std=parse_floats(std, "std"), image_size=image_size, out=out, overwrite=overwrite,

@@ -30,21 +30,23 @@ def as_labeled_data(x, labels=None, *, image_size: int | None = None, classes=No
         try:
             items = [x[i] for i in range(len(x))]
         except TypeError:
-            raise NoisefindError("x: a Dataset needs __len__ and __getitem__") from None
+            raise NoisefindError("x: a Dataset needs __len__ and __getitem__",
+                                 parameter="x") from None
         inputs = np.stack([_numpy(item[0]) for item in items])
         if labels is None:
             labels = [_numpy(item[1]).item() for item in items]
     else:
         inputs = _numpy(x)
     if labels is None:
-        raise NoisefindError("labels: give one label per example of x")
+        raise NoisefindError("labels: give one label per example of x", parameter="labels")
     labels = _numpy(labels)
     if labels.ndim != 1 or len(labels) != len(inputs):
         raise NoisefindError(f"labels: {labels.size} labels of shape {labels.shape} for "
-                             f"{len(inputs)} examples in x; give one per example")
+                             f"{len(inputs)} examples in x; give one per example",
+                             parameter="labels")
     tensor = _npz_inputs(inputs)
     if not torch.isfinite(tensor).all():
-        raise NoisefindError("x: contains missing or infinite values")
+        raise NoisefindError("x: contains missing or infinite values", parameter="x")
     if image_size is not None and tensor.dim() == 4 and tensor.shape[-2:] != (image_size,) * 2:
         tensor = F.interpolate(tensor, size=(image_size, image_size), mode="bilinear",
                                antialias=True, align_corners=False).clamp(0, 1)
@@ -66,5 +68,5 @@ def _labels_as_classes(labels: np.ndarray, classes) -> tuple[list[str], np.ndarr
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or \
             labels.max() >= len(names):
         raise NoisefindError(f"labels: with classes given, labels must be integers 0 .. "
-                             f"{len(names) - 1}")
+                             f"{len(names) - 1}", parameter="labels")
     return names, labels.astype(np.int64)

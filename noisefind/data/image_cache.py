@@ -22,7 +22,7 @@ import torch
 from noisefind.base.files import atomic_write, write_json
 
 CACHE_ENV = "NOISEFIND_CACHE"
-FORMAT = 1  # bump when the decoding changes what a cached array holds
+FORMAT = 2  # bump when the decoding changes what a cached array holds (2: readable files only)
 
 
 def cache_folder() -> Path | None:

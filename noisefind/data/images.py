@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from PIL import Image
+from rich.markup import escape
 
 from noisefind.base.console import console, progress_bar
 from noisefind.base.errors import NoisefindError
@@ -101,12 +102,16 @@ def decode_images(files: list[str], size: int | None, workers: int | None, progr
     else:
         images, ok, skipped, preparation = _decode(files, side, mode, workers, progress,
                                                    folder, key)
+    if skipped:  # lost input: said even without progress messages, from the cache too
+        first = skipped[0]
+        console.print(f"[yellow]warning:[/] skipped {len(skipped)} unreadable files, first: "
+                      f"{escape(str(first['path']))} ({escape(str(first['reason']))})",
+                      highlight=False, soft_wrap=True)
     preparation = {**preparation, "chosen": "given (image_size)" if size else
                    f"the files' median shorter side, at most {DEFAULT_SIDE} px",
                    "from_cache": cached is not None}
-    kept = torch.tensor(ok).nonzero().flatten()
-    # uint8: the model converts each batch to float (data.labeled.to_float)
-    return (images if len(kept) == len(files) else images[kept]), kept, skipped, preparation
+    # uint8, the readable files only: the model converts each batch to float (to_float)
+    return images, torch.tensor(ok).nonzero().flatten(), skipped, preparation
 
 
 def _decode(files: list[str], side: int, mode: str, workers: int,
@@ -124,13 +129,14 @@ def _decode(files: list[str], side: int, mode: str, workers: int,
             for pixels, original, reason in batch:
                 if reason:
                     skipped.append({"path": files[len(ok)], "reason": reason})
-                else:
-                    images[len(ok)] = torch.from_numpy(pixels)
+                else:  # the readable files side by side: no copy to drop the others
+                    images[len(shorter)] = torch.from_numpy(pixels)
                     shorter.append(min(original))
                 ok.append(not reason)
             bar.advance(task, len(batch))
     if not shorter:
         raise NoisefindError(f"no readable images among {len(files)} files")
+    images = images[:len(shorter)]
     preparation = {
         "side": side, "channels": shape[1],
         "rule": RULE.format(side=side),

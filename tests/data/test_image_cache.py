@@ -56,3 +56,14 @@ def test_a_scan_from_the_cache_gives_the_table_of_a_scan_in_memory(image_folder,
     memory = pd.read_csv(tmp_path / "memory" / "suspects.csv")
     cached = pd.read_csv(tmp_path / "cached" / "suspects.csv")
     pd.testing.assert_frame_equal(memory, cached)
+
+
+def test_unreadable_files_stay_listed_and_out_when_read_from_the_cache(image_folder, tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.setenv("NOISEFIND_CACHE", str(tmp_path / "cache"))
+    (image_folder / "dog" / "empty.png").write_bytes(b"")
+    first, second = load_data(image_folder), load_data(image_folder)
+    assert second.preparation["from_cache"]
+    assert len(second) == len(first) == 18 and torch.equal(first.x, second.x)
+    assert [s["path"] for s in second.skipped] == [str(image_folder / "dog" / "empty.png")]
+    assert "empty.png" not in "".join(second.paths)
