@@ -5,7 +5,7 @@ The pipeline's stages are sub-packages: ``data`` -> ``models`` / ``training`` ->
 names below are the library; ``noisefind.cli`` is the command line.
 """
 
-from noisefind.api import LabelIssues, ScanResult, find_label_issues, scan
+from noisefind.api import LabelIssues, ScanResult, find_label_issues, rank_label_issues, scan
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, NoiseSpec
 from noisefind.data.load import load_data
@@ -20,4 +20,4 @@ train = fit  # noisefind.train(data, config): no module of that name to hide
 
 __all__ = ["FlipSettings", "LabelIssues", "LabeledData", "NoiseSpec", "NoisefindError", "Run",
            "ScanResult", "TrainConfig", "find_label_issues", "fit", "load_data", "load_run",
-           "scan", "train"]
+           "rank_label_issues", "scan", "train"]

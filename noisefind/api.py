@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
+import numpy as np
 from torch import nn
 
 from noisefind.base.console import console
@@ -26,8 +27,10 @@ from noisefind.data.labeled import LabeledData
 from noisefind.decide.cutoff import CutoffSettings
 from noisefind.models.own import is_model_spec
 from noisefind.scanning import pipeline
-from noisefind.scanning.pipeline import ScanResult
+from noisefind.scanning.evidence import checked_evidence, rank_evidence, write_ranking
+from noisefind.scanning.pipeline import ScanResult, prepare_out
 from noisefind.signals.flip import FlipSettings
+from noisefind.signals.neighbours import NEIGHBOURS
 from noisefind.signals.out_of_sample import DEFAULT_FOLDS
 from noisefind.training.config import TrainConfig
 from noisefind.training.runs import (
@@ -74,6 +77,71 @@ def find_label_issues(x, labels=None, *, classes=None, image_size: int | None = 
     """
     data = as_labeled_data(x, labels, image_size=image_size, classes=classes, progress=progress)
     return scan(data, progress=progress, **options)
+
+
+def rank_label_issues(labels, *, pred_probs=None, features=None, classes=None,
+                      k: int = NEIGHBOURS, seed: int = 0, true_labels=None, paths=None,
+                      name: str = "evidence", out: str | Path | None = None,
+                      overwrite: bool = False) -> ScanResult:
+    """Rank examples by how likely their ``labels`` are wrong, from evidence already at hand.
+
+    No model is trained: ``pred_probs`` feed the default order's out-of-sample witness and the
+    count, ``features`` its neighbours witness (:mod:`noisefind.scanning.evidence`).
+
+    Parameters
+    ----------
+    labels : array-like
+        One given label per example: integers 0 .. C-1 (label k is column k of
+        ``pred_probs``), or any values when only ``features`` are given.
+    pred_probs : array, optional
+        (N, C) out-of-sample probabilities: each row from a model that did not train on it
+        (K-fold cross-validation). A memory-mapped array (``np.load(..., mmap_mode="r")``) is
+        read in blocks, never copied whole.
+    features : array or list of arrays, optional
+        (N, D) embeddings, or one per model (their neighbours' votes are averaged); nearness is
+        the cosine similarity.
+    classes : list of str, optional
+        Class names, label k meaning ``classes[k]``.
+    k : int
+        Neighbours whose labels vote (at most N - 1).
+    seed : int
+        Seeds the count's bootstrap interval.
+    true_labels : array-like, optional
+        The true labels, for benchmarking: adds AUROC, AUPRC, precision and recall.
+    paths : list of str, optional
+        The examples' image files, for the review page's pictures.
+    name : str
+        What the data is called in the summary and on the review page.
+    out : path, optional
+        Write ``suspects.csv``, ``summary.json``, ``training_set.npz`` and ``report.html``
+        there; a folder holding earlier results is refused unless ``overwrite``.
+
+    Returns
+    -------
+    ScanResult
+        ``table`` (most suspicious first: ``consensus_score``, ``suspected``,
+        ``suggested_label`` and each witness's column), ``summary`` (``estimated_mislabeled``
+        with its interval, ``witnesses``) and ``run`` None.
+    """
+    codes, names, pred_probs, features = checked_evidence(
+        labels, pred_probs=pred_probs, features=features, classes=classes, k=k)
+    truth = None
+    if true_labels is not None:
+        truth = np.asarray(true_labels)
+        if truth.shape != codes.shape or truth.min() < 0 or truth.max() >= len(names):
+            raise NoisefindError(f"true_labels must be {len(codes)} labels in "
+                                 f"0..{len(names) - 1}", parameter="true_labels")
+    if paths is not None and len(paths) != len(codes):
+        raise NoisefindError(f"paths: give one per label ({len(codes)}), got {len(paths)}",
+                             parameter="paths")
+    folder = prepare_out(out, resume=False, overwrite=overwrite, resumable=False)
+    table, summary = rank_evidence(codes, names, pred_probs=pred_probs, features=features,
+                                   k=k, seed=seed, true_labels=truth, paths=paths)
+    summary = {"data": name, **summary}
+    if folder is not None:
+        write_ranking(table, summary, folder, labels=codes, classes=names, paths=paths,
+                      true_labels=truth)
+    return ScanResult(table=table, summary=summary, run=None)
 
 
 def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,

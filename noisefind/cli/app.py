@@ -19,7 +19,7 @@ from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
 
 # Commands in the order of the workflow, then the analyses (typer would list groups last).
-COMMAND_ORDER = ("train", "scan", "review", "export", "bench", "localize", "memorization",
+COMMAND_ORDER = ("train", "scan", "rank", "review", "export", "bench", "localize", "memorization",
                  "evaluate")
 MARKUP = typer.core.DEFAULT_MARKUP_MODE  # "rich" where rich is installed, else None
 

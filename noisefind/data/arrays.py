@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
-from noisefind.data.load import _class_names, _npz_inputs, load_data
+from noisefind.data.load import _npz_inputs, class_names, load_data
 
 
 def as_labeled_data(x, labels=None, *, image_size: int | None = None, classes=None,
@@ -62,7 +62,7 @@ def _numpy(value) -> np.ndarray:
 
 def _labels_as_classes(labels: np.ndarray, classes) -> tuple[list[str], np.ndarray]:
     if classes is None:
-        return _class_names(labels)
+        return class_names(labels)
     names = [str(k) for k in range(classes)] if isinstance(classes, int) \
         else [str(c) for c in classes]
     if not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0 or \

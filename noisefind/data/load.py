@@ -116,7 +116,7 @@ def _list_image_folder(folder: Path) -> tuple[list[str], list[str], list[int]]:
     return classes, files, labels
 
 
-def _class_names(values: np.ndarray) -> tuple[list[str], np.ndarray]:
+def class_names(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     """Sorted class names (numerically when all labels are integers) and label codes."""
     as_text = [str(v) for v in values]
     unique = sorted(set(as_text), key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit()
@@ -149,7 +149,7 @@ def _load_csv(path: Path, image_size: int | None, workers: int | None,
     both = table["label"].to_numpy()
     if truth:
         both = np.concatenate([both, table[TRUE_LABEL].to_numpy()])
-    classes, codes = _class_names(both)
+    classes, codes = class_names(both)
     y = codes[:len(table)]
     true_y = torch.from_numpy(codes[len(table):]) if truth else None
     table = table.drop(columns=[TRUE_LABEL]) if truth else table
@@ -187,7 +187,7 @@ def _load_npz(path: Path) -> LabeledData:
                              f"{', '.join(arrays.files)})")
     has_test = "x_test" in arrays and "y_test" in arrays
     all_labels = np.concatenate([arrays["y"], arrays["y_test"]]) if has_test else arrays["y"]
-    classes, codes = _class_names(all_labels)
+    classes, codes = class_names(all_labels)
     n = len(arrays["y"])
     test = dict(x_test=_npz_inputs(arrays["x_test"]),
                 y_test=torch.from_numpy(codes[n:])) if has_test else {}

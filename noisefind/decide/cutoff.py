@@ -142,6 +142,8 @@ class Cutoff:
     order : numpy.ndarray or None
         The default order's score per row (:mod:`noisefind.decide.consensus`) when the flag
         follows it: then ``suspected`` is its top ``estimated_scanned`` rows.
+    signals : dict of str to numpy.ndarray, optional
+        The default order's signals per row (higher = more suspicious), with ``order``.
     """
 
     method: str
@@ -151,6 +153,7 @@ class Cutoff:
     estimated_scanned: float | None = None
     details: dict = field(default_factory=dict)
     order: np.ndarray | None = None
+    signals: dict | None = None
 
     def estimated_total(self, examples: int) -> float | None:
         """The estimate scaled from the scanned rows to ``examples`` training examples."""

@@ -76,12 +76,16 @@ def training_set(data: LabeledData) -> TrainingSet:
 
 def save_training_set(data: LabeledData, out: str | Path) -> Path:
     """Write ``OUT/training_set.npz`` for ``review`` and ``export`` (atomic)."""
-    saved = training_set(data)
+    return write_training_set(training_set(data), out)
+
+
+def write_training_set(saved: TrainingSet, out: str | Path) -> Path:
+    """Write ``saved`` as ``OUT/training_set.npz`` (atomic)."""
     arrays = {"index": saved.index, "y": saved.y, "classes": np.array(saved.classes, dtype=str),
               "name": np.array(saved.name)}
     if saved.paths is not None:
         arrays["paths"] = np.array(saved.paths, dtype=str)
-    else:
+    elif saved.x is not None:
         arrays["x"] = saved.x.astype(np.float32, copy=False)
     if saved.true_y is not None:
         arrays["true_y"] = saved.true_y

@@ -76,7 +76,7 @@ def suspects_table(table: pd.DataFrame, top: int = 10, rank_by: str = "flip") ->
     order = ORDER_COLUMNS[rank_by]
     shown = Table(title=f"top {min(top, len(table))} of {len(table)} scanned examples",
                   box=box.SIMPLE_HEAD)
-    has_files = table["path"].astype(bool).any()
+    has_files = "path" in table and table["path"].astype(bool).any()
     shown.add_column("rank", justify="right", no_wrap=True)
     shown.add_column("file" if has_files else "index", no_wrap=True, overflow="ellipsis",
                      max_width=28)

@@ -24,7 +24,12 @@ from noisefind.base import distributed
 from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, scan_rows, to_float
-from noisefind.decide.consensus import consensus_score, default_order_signals, flag_top
+from noisefind.decide.consensus import (
+    WITNESSES,
+    consensus_score,
+    default_order_signals,
+    flag_top,
+)
 from noisefind.decide.cutoff import Cutoff, CutoffSettings, no_cutoff
 from noisefind.models.predict import runner_up_classes
 from noisefind.scanning.export import save_training_set
@@ -198,8 +203,12 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     decision = _decide(data, run, results, cutoff, settings, cache, oos, rank_by, progress,
                        stages)
     if rank_by == "consensus":
-        table["consensus_score"] = table["index"].map(dict(zip(
-            data.index.numpy()[decision.rows].tolist(), decision.order.tolist(), strict=True)))
+        scanned_index = data.index.numpy()[decision.rows].tolist()
+        for column, values in {"consensus_score": decision.order, **{
+                name: values for name, values in decision.signals.items()
+                if name not in table}}.items():  # flip_cost is there, the signal its negative
+            table[column] = table["index"].map(dict(zip(scanned_index, values.tolist(),
+                                                        strict=True)))
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     summary = {}
     if distributed.is_main():
@@ -229,10 +238,12 @@ def plan_stages(*, trains: bool, own: bool, folds: int, cutoff: CutoffSettings,
     return [name for name, happens in planned if happens]
 
 
-def prepare_out(out: str | Path | None, *, resume: bool, overwrite: bool) -> Path | None:
+def prepare_out(out: str | Path | None, *, resume: bool, overwrite: bool,
+                resumable: bool = True) -> Path | None:
     """The output folder, checked: a file is refused; a folder holding another scan's results
     is refused unless the scan resumes them or ``overwrite`` replaces them (then they are
-    removed, so no earlier file is left beside the new ones)."""
+    removed, so no earlier file is left beside the new ones). ``resumable`` False: the work
+    cannot resume (the refusal does not offer it)."""
     if out is None:
         if resume:
             raise NoisefindError("resume needs out, the folder of the interrupted scan",
@@ -246,6 +257,10 @@ def prepare_out(out: str | Path | None, *, resume: bool, overwrite: bool) -> Pat
         distributed.barrier()  # every rank has looked before the first one writes
         return out
     if not overwrite:
+        if not resumable:
+            raise NoisefindError(f"out {out} holds earlier results ({earlier[0]}); replace them "
+                                 "with overwrite, or choose another folder",
+                                 parameter=("out", "overwrite"))
         raise NoisefindError(
             f"out {out} holds the results of an earlier scan ({earlier[0]}); continue it with "
             "resume, replace it with overwrite, or choose another folder",
@@ -314,14 +329,15 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
         console.print("the augmented witness: the flip search again, on the fold model "
                       "that learned each example", highlight=False)
     rows = results["row"].to_numpy()
-    order = consensus_score(default_order_signals(
+    signals = default_order_signals(
         rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
         margins=history_for(run, data).margin[:, rows], flip_cost=results["flip_cost"].to_numpy(),
-        fold_flip=oos.fold_flip(rows), neighbours=oos.neighbours(rows)))
+        fold_flip=oos.fold_flip(rows), neighbours=oos.neighbours(rows))
+    order = consensus_score(signals)
     # The flag follows the order: the cutoff's estimated count, taken from the top
     # (the decision's rows are the flip search's, in its order).
     return replace(decision, suspected=flag_top(order, decision.estimated_scanned),
-                   order=order)
+                   order=order, signals=signals)
 
 
 def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSettings,
@@ -334,6 +350,8 @@ def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSet
     summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
                                     None if noisy is None else int(noisy.sum())))
     summary["folds"] = folds
+    if rank_by == "consensus":
+        summary["witnesses"] = list(WITNESSES)
     if data.preparation is not None:
         summary["input"] = data.preparation
     if is_own(run):

@@ -27,6 +27,7 @@ import pandas as pd
 from noisefind.base.errors import NoisefindError
 from noisefind.base.files import atomic_write
 from noisefind.scanning.export import TrainingSet, feature_names, load_training_set, read_suspects
+from noisefind.scanning.outputs import ORDER_COLUMNS
 
 THUMBNAIL = 96  # largest side of an inline thumbnail, pixels
 
@@ -143,7 +144,12 @@ def shown_suspects(suspects: pd.DataFrame, top: int) -> pd.DataFrame:
     return suspects[suspects["suspected"] | (others_so_far <= top)]
 
 
-def _order_note(rank_by: str) -> str:
+def _order_note(summary: dict) -> str:
+    rank_by = summary.get("rank_by", "flip")
+    if rank_by == "consensus" and "evidence" in summary:  # noisefind rank: the given evidence
+        return (f"Sorted by the consensus score of the witnesses the given evidence feeds "
+                f"({', '.join(summary['witnesses'])}; one vote each; higher = more "
+                "suspicious).")
     if rank_by == "consensus":
         return ("Sorted by the consensus score (four witnesses, one vote each: the "
                 "out-of-sample margin; the area under the margin and the flip cost of the "
@@ -163,7 +169,9 @@ def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
                   total: int) -> str:
     """The whole page as one string."""
     title = f"noisefind review: {Path(training.name).name or training.name}"
-    body = (_cards(shown, training) if training.is_image else _feature_table(shown, training))
+    score = ORDER_COLUMNS[summary.get("rank_by", "flip")]
+    body = (_cards(shown, training, score) if training.is_image
+            else _feature_table(shown, training, score))
     classes = "".join(f'<option value="{escape(c, True)}">{escape(c)}</option>'
                       for c in training.classes)
     return f"""<!doctype html>
@@ -190,7 +198,7 @@ def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
 <main id="suspects">
 {body}
 </main>
-<footer>{_order_note(summary.get("rank_by", "flip"))} Flagged examples (red) are those the
+<footer>{_order_note(summary)} Flagged examples (red) are those the
 calibrated cutoff marks as probably mislabeled. Showing every flagged example and the
 {int((~shown["suspected"]).sum())} most suspicious others of {total} scanned.</footer>
 <script>{SCRIPT}</script>
@@ -204,7 +212,8 @@ def _facts(summary: dict, total: int, shown: pd.DataFrame) -> str:
     facts = [("data", summary.get("data")), ("noise injected", summary.get("noise")),
              ("examples", summary.get("examples")), ("scanned", total),
              ("flagged", int(shown["suspected"].sum())),
-             ("estimated mislabeled", summary.get("estimated_mislabeled")),
+             ("estimated mislabeled", _estimate(summary)),
+             ("witnesses", ", ".join(summary.get("witnesses", [])) or None),
              ("cutoff", cutoff.get("method")),
              ("AUROC of the score", _number(summary.get("auroc"))),
              ("AUROC of the consensus score", _number(summary.get("auroc_consensus_score"))),
@@ -214,6 +223,14 @@ def _facts(summary: dict, total: int, shown: pd.DataFrame) -> str:
     items = "".join(f"<li>{escape(name)} <b>{escape(str(value))}</b></li>"
                     for name, value in facts if value is not None)
     return f'<ul class="facts">{items}</ul>'
+
+
+def _estimate(summary: dict) -> str | None:
+    estimate, interval = (summary.get("estimated_mislabeled"),
+                          summary.get("estimated_mislabeled_interval"))
+    if estimate is None or not interval:
+        return estimate
+    return f"{estimate:.0f} ({interval[0]:.0f}-{interval[1]:.0f})"
 
 
 def _number(value) -> str | None:
@@ -235,14 +252,13 @@ def _badges(row: pd.Series) -> str:
     return badges
 
 
-def _cards(shown: pd.DataFrame, training: TrainingSet) -> str:
+def _cards(shown: pd.DataFrame, training: TrainingSet, score: str) -> str:
     rows = training.positions(shown["index"])
     cards = []
     for row_number, (_, row) in zip(rows, shown.iterrows(), strict=True):
         image = _thumbnail(training, row_number)
         picture = (f'<img src="data:image/png;base64,{image}" alt="example {int(row["index"])}">'
                    if image else '<div class="no-image">no image</div>')
-        flips = escape(row["flipped_to"]) if row["flipped_to"] else "&mdash;"
         likely = escape(_suggested(row)) or "&mdash;"
         path = (f'<div class="numbers" title="{escape(row["path"], True)}">'
                 f'{escape(Path(row["path"]).name)}</div>' if row["path"] else "")
@@ -253,8 +269,7 @@ def _cards(shown: pd.DataFrame, training: TrainingSet) -> str:
             f'<div class="badges">{_badges(row)}</div>'
             f'<div class="labels">given <b>{escape(row["given_label"])}</b>, likely '
             f'<b>{likely}</b></div>'
-            f'<div class="numbers">flips to {flips} · {_units(row)} · '
-            f'score {float(row["score"]):.3f}</div>'
+            f'<div class="numbers">{_flip(row)}score {float(row[score]):.3f}</div>'
             f'{path}</div></article>')
     return '<div class="grid">' + "\n".join(cards) + "</div>"
 
@@ -263,30 +278,36 @@ def _suggested(row: pd.Series) -> str:
     return str(row.get("suggested_label", "") or "")
 
 
-def _units(row: pd.Series) -> str:
+def _flip(row: pd.Series) -> str:
+    """"flips to X · N units · " for a row the flip search scored, else nothing."""
+    if "units_to_flip" not in row or pd.isna(row["units_to_flip"]):
+        return ""
     units = int(row["units_to_flip"])
     flipped = str(row["flipped"]).lower() == "true"
-    return f"{units} unit{'s' if units != 1 else ''}" + ("" if flipped else " (cap, not flipped)")
+    flips = escape(row["flipped_to"]) if row["flipped_to"] else "&mdash;"
+    return (f"flips to {flips} · {units} unit{'s' if units != 1 else ''}"
+            + ("" if flipped else " (cap, not flipped)") + " · ")
 
 
-def _feature_table(shown: pd.DataFrame, training: TrainingSet) -> str:
-    rows = training.positions(shown["index"])
-    features = training.x[rows]
-    names = feature_names(training)
+def _feature_table(shown: pd.DataFrame, training: TrainingSet, score: str) -> str:
+    searched = "units_to_flip" in shown
+    features = None if training.x is None else training.x[training.positions(shown["index"])]
+    names = [] if features is None else feature_names(training)
     head = ("<tr><th>rank</th><th>index</th><th>flag</th><th>given</th><th>likely</th>"
-            "<th>flips to</th><th>units</th><th>score</th>"
+            + ("<th>flips to</th><th>units</th>" if searched else "") + "<th>score</th>"
             + "".join(f"<th>{escape(str(n))}</th>" for n in names) + "</tr>")
     lines = []
     for k, (_, row) in enumerate(shown.iterrows()):
-        values = "".join(f"<td>{_feature(v)}</td>" for v in features[k])
+        values = "" if features is None else "".join(f"<td>{_feature(v)}</td>"
+                                                     for v in features[k])
+        flip = (f'<td class="text">{escape(row["flipped_to"]) or "&mdash;"}</td>'
+                f'<td>{int(row["units_to_flip"])}</td>' if searched else "")
         lines.append(
             f'<tr {_attributes(row)}><td>{int(row["rank"])}</td><td>{int(row["index"])}</td>'
             f'<td class="text">{_badges(row)}</td>'
             f'<td class="text">{escape(row["given_label"])}</td>'
             f'<td class="text">{escape(_suggested(row)) or "&mdash;"}</td>'
-            f'<td class="text">{escape(row["flipped_to"]) or "&mdash;"}</td>'
-            f'<td>{int(row["units_to_flip"])}</td><td>{float(row["score"]):.3f}</td>{values}'
-            "</tr>")
+            f'{flip}<td>{float(row[score]):.3f}</td>{values}</tr>')
     return (f'<div class="table-wrap"><table><thead>{head}</thead><tbody>'
             + "\n".join(lines) + "</tbody></table></div>")
 

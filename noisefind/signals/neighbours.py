@@ -35,6 +35,8 @@ from noisefind.models.predict import predict_logits
 
 NEIGHBOURS = 20  # k: each example's nearest neighbours whose labels vote
 QUERY_BLOCK, KEY_BLOCK = 1024, 8192  # similarities computed this many by this many at once
+EXACT_UP_TO = 20_000  # above this many rows the search is approximate (clustered_neighbours)
+PROBES = 24  # clusters searched per cluster of queries (docs/scaling.md: recall and time)
 
 
 def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
@@ -100,20 +102,39 @@ def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray
     if labels.min() < 0 or labels.max() >= classes:
         raise NoisefindError(f"labels must lie in 0..{classes - 1} (num_classes {classes})")
     counts = np.zeros((len(labels), classes))
+    rows = np.repeat(np.arange(len(labels)), k)
     for space in features:
-        one_hot = F.one_hot(torch.tensor(labels, device=space.device), classes).double()
-        counts += one_hot[nearest_neighbours(space, k)].sum(1).cpu().numpy()
-    return (counts / len(features) + pseudo_count) / (k + pseudo_count * classes)
+        # One count per (row, neighbour's label): never an (N, k, C) one-hot.
+        found = labels[nearest_neighbours(space, k).cpu().numpy().ravel()]
+        np.add.at(counts, (rows, found), 1.0)
+    counts /= len(features)
+    counts += pseudo_count
+    counts /= k + pseudo_count * classes
+    return counts
 
 
-def nearest_neighbours(features: torch.Tensor, k: int, *, query_block: int = QUERY_BLOCK,
-                       key_block: int = KEY_BLOCK) -> torch.Tensor:
+def nearest_neighbours(features: torch.Tensor, k: int, *, exact: bool | None = None,
+                       query_block: int = QUERY_BLOCK, key_block: int = KEY_BLOCK,
+                       probes: int = PROBES) -> torch.Tensor:
     """(N, k) indices of each row's ``k`` most similar other rows (dot product; cosine for
-    unit-length features), exact, on the features' device.
+    unit-length features), on the features' device. A row is never its own neighbour.
+
+    ``exact`` None searches exactly up to :data:`EXACT_UP_TO` rows (:func:`exact_neighbours`)
+    and approximately above (:func:`clustered_neighbours`), where the exact search's N squared
+    time would dominate a scan.
+    """
+    if exact or (exact is None and len(features) <= EXACT_UP_TO):
+        return exact_neighbours(features, k, query_block=query_block, key_block=key_block)
+    return clustered_neighbours(features, k, probes=probes)
+
+
+def exact_neighbours(features: torch.Tensor, k: int, *, query_block: int = QUERY_BLOCK,
+                     key_block: int = KEY_BLOCK) -> torch.Tensor:
+    """(N, k) exact nearest neighbours (see :func:`nearest_neighbours`).
 
     The similarities are computed ``query_block`` by ``key_block`` at a time and each row keeps
     a running top k, so memory stays ``query_block * (key_block + k)`` values whatever N; the
-    time grows as N squared (docs/scaling.md). A row is never its own neighbour.
+    time grows as N squared (docs/scaling.md).
     """
     n, device = len(features), features.device
     nearest = torch.empty(n, k, dtype=torch.int64, device=device)
@@ -131,4 +152,49 @@ def nearest_neighbours(features: torch.Tensor, k: int, *, query_block: int = QUE
             top = candidates.topk(min(k, candidates.shape[1]), dim=1)
             best, best_rows = top.values, rows.gather(1, top.indices)
         nearest[start:start + len(queries)] = best_rows
+    return nearest
+
+
+def clustered_neighbours(features: torch.Tensor, k: int, *, probes: int = PROBES,
+                         seed: int = 0) -> torch.Tensor:
+    """(N, k) approximate nearest neighbours: each row's ``k`` most similar rows among the
+    members of the ``probes`` clusters nearest to its own cluster's centre.
+
+    The rows are split into about sqrt(N) clusters (spherical k-means on a sample, a few
+    rounds); all the rows of one cluster are searched together, as one block, against the
+    members of the clusters whose centres are nearest to theirs. Each row is compared with
+    about ``probes * sqrt(N)`` others instead of N, so the time grows as N to the power 1.5
+    and memory with one cluster's block; a row whose true neighbours sit in a cluster not
+    probed misses them (the recall against the exact search: docs/scaling.md).
+    """
+    n, device = len(features), features.device
+    generator = torch.Generator().manual_seed(seed)
+    count = max(1, round(n ** 0.5))
+    centres = features[torch.randperm(n, generator=generator)[:count].to(device)].float()
+    sample = features[torch.randperm(n, generator=generator)[:64 * count].to(device)].float()
+    for _ in range(5):
+        assigned = (sample @ centres.T).argmax(1)
+        sums = torch.zeros_like(centres).index_add_(0, assigned, sample)
+        filled = torch.bincount(assigned, minlength=count)[:, None] > 0
+        centres = torch.where(filled, F.normalize(sums, dim=1), centres)
+    cluster = torch.cat([(features[start:start + KEY_BLOCK].float() @ centres.T).argmax(1)
+                         for start in range(0, n, KEY_BLOCK)])
+    members = torch.argsort(cluster)
+    bounds = torch.searchsorted(cluster[members],
+                                torch.arange(count + 1, device=device)).tolist()
+    nearness = (centres @ centres.T).argsort(dim=1, descending=True).tolist()
+    sizes = torch.tensor(bounds).diff().tolist()
+    nearest = torch.empty(n, k, dtype=torch.int64, device=device)
+    for centre in range(count):
+        queries = members[bounds[centre]:bounds[centre + 1]]
+        if not len(queries):
+            continue
+        # The nearest ``probes`` clusters, and more while they hold fewer than k others.
+        probed = nearness[centre][:probes]
+        while sum(sizes[c] for c in probed) <= k:
+            probed = nearness[centre][:len(probed) + 1]
+        keys = torch.cat([members[bounds[c]:bounds[c + 1]] for c in probed])
+        similarity = features[queries] @ features[keys].T
+        similarity[queries[:, None] == keys[None, :]] = -torch.inf
+        nearest[queries] = keys[similarity.topk(min(k, len(keys)), dim=1).indices]
     return nearest

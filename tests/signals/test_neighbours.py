@@ -8,7 +8,12 @@ from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
 from noisefind.models.nets import build_model
 from noisefind.models.predict import predict_logits
-from noisefind.signals.neighbours import embeddings, nearest_neighbours, neighbour_probabilities
+from noisefind.signals.neighbours import (
+    clustered_neighbours,
+    embeddings,
+    nearest_neighbours,
+    neighbour_probabilities,
+)
 
 
 def clusters(sizes_and_labels, seed=0):
@@ -86,6 +91,35 @@ def test_blocked_search_finds_the_same_neighbours_as_all_pairs_at_once():
     for query_block, key_block in ((300, 300), (64, 50), (7, 3), (1, 1)):
         found = nearest_neighbours(features, 7, query_block=query_block, key_block=key_block)
         assert torch.equal(found, expected), (query_block, key_block)
+
+
+def test_the_clustered_search_finds_most_true_neighbours_and_never_the_row_itself():
+    # 40 classes in 32 dimensions, 3,000 rows: a structured space like a model's features.
+    generator = torch.Generator().manual_seed(1)
+    centres = F.normalize(torch.randn(40, 32, generator=generator), dim=1)
+    labels = torch.randint(0, 40, (3000,), generator=generator)
+    features = F.normalize(centres[labels] + 0.1 * torch.randn(3000, 32, generator=generator),
+                           dim=1)
+    exact = nearest_neighbours(features, 10, exact=True)
+    found = clustered_neighbours(features, 10)
+    assert found.shape == (3000, 10)
+    assert not (found == torch.arange(3000)[:, None]).any()
+    assert all(len(set(row)) == 10 for row in found.tolist())
+    recall = np.mean([len(set(a) & set(b)) / 10
+                      for a, b in zip(found.tolist(), exact.tolist(), strict=True)])
+    assert recall > 0.9
+    # With one probe the search is narrower and misses more: the probes are what buys recall.
+    narrow = clustered_neighbours(features, 10, probes=1)
+    narrow_recall = np.mean([len(set(a) & set(b)) / 10
+                             for a, b in zip(narrow.tolist(), exact.tolist(), strict=True)])
+    assert narrow_recall < recall
+
+
+def test_a_tiny_cluster_borrows_rows_from_more_clusters_until_k_fit():
+    features = F.normalize(torch.randn(30, 4, generator=torch.Generator().manual_seed(2)), dim=1)
+    found = clustered_neighbours(features, 25, probes=1)
+    assert found.shape == (30, 25)
+    assert not (found == torch.arange(30)[:, None]).any()
 
 
 @pytest.mark.parametrize("features,labels,options,message", [

@@ -1,0 +1,66 @@
+"""``noisefind rank``: rank from evidence at hand (out-of-sample probabilities, features), with
+no training: the files in, :func:`noisefind.rank_label_issues`, the files out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from noisefind.base.console import console
+from noisefind.cli.app import Quiet, Seed, exits_cleanly, print_written
+from noisefind.signals.neighbours import NEIGHBOURS
+
+
+@exits_cleanly(names={"labels": "LABELS"})
+def rank(
+    labels: Annotated[Path, typer.Argument(
+        help="The given labels: a .npy of integers 0..C-1, or a .csv manifest with a 'label' "
+             "column (and optionally 'path' for pictures on the review page and 'true_label' "
+             "for benchmarks).", show_default=False)],
+    pred_probs: Annotated[Path | None, typer.Option(
+        "--pred-probs", help="(N, C) .npy of out-of-sample probabilities (K-fold: each row "
+                             "from a model that did not train on it); column k is class k.")
+    ] = None,
+    features: Annotated[list[Path] | None, typer.Option(
+        "--features", help="(N, D) .npy of embeddings; repeat for several models (their "
+                           "neighbours' votes are averaged).")] = None,
+    out: Annotated[Path, typer.Option(
+        "--out", help="Output folder: suspects.csv, summary.json, report.html.")
+    ] = Path("noisefind-rank"),
+    overwrite: Annotated[bool, typer.Option(
+        "--overwrite", help="Replace earlier results in --out.")] = False,
+    k: Annotated[int, typer.Option(
+        "--k", help="Nearest neighbours whose labels vote.")] = NEIGHBOURS,
+    top: Annotated[int, typer.Option(help="Suspects to print.")] = 10,
+    seed: Seed = 0,
+    quiet: Quiet = False,
+) -> None:
+    """Rank examples from your own model's probabilities and/or embeddings (no training)."""
+    from noisefind.api import rank_label_issues
+    from noisefind.data.label_files import read_array, read_labels
+    from noisefind.scanning.outputs import print_suspects
+
+    given = read_labels(labels)
+    result = rank_label_issues(
+        given.labels, classes=given.classes, paths=given.paths, true_labels=given.true_labels,
+        pred_probs=None if pred_probs is None else read_array(pred_probs, "pred_probs"),
+        features=None if not features else [read_array(f, "features") for f in features],
+        k=k, seed=seed, name=str(labels), out=out, overwrite=overwrite)
+    if quiet:
+        return
+    summary = result.summary
+    print_suspects(result.table, top, "consensus")
+    console.print(f"witnesses: {', '.join(summary['witnesses'])}; "
+                  f"{summary['count_method'].replace('_', ' ')} count: "
+                  f"about {summary['estimated_mislabeled']:.0f} of {summary['examples']} labels "
+                  f"wrong ({summary['estimated_mislabeled_interval'][0]:.0f}-"
+                  f"{summary['estimated_mislabeled_interval'][1]:.0f}); "
+                  f"{summary['flagged']} flagged", highlight=False)
+    if "auroc_consensus_score" in summary:
+        console.print(f"against the true labels: {summary['mislabeled']} wrong; AUROC "
+                      f"{summary['auroc_consensus_score']:.3f}, flag precision "
+                      f"{summary.get('flag_precision', 0):.3f}, recall "
+                      f"{summary.get('flag_recall', 0):.3f}", highlight=False)
+    print_written([out / name for name in ("suspects.csv", "summary.json", "report.html")])

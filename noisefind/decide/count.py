@@ -1,0 +1,171 @@
+"""How many labels are wrong: confident learning's count, and the canaries' count.
+
+**Confident learning's count** (:func:`confident_count`) reads out-of-sample probabilities.
+
+A row is *confidently* of class j when its out-of-sample probability of j reaches j's
+threshold (the class's mean confidence in its own rows, :func:`class_thresholds`); where
+several classes do, the likeliest. Counting rows by (given label, confident class) gives the
+confident joint; scaling each given label's row of it to that label's number of examples
+(calibration) and reading off the diagonal gives the count of wrong labels (Northcutt et al.
+2021, eq. 4; cleanlab's ``num_label_issues(estimation_method="off_diagonal_calibrated")``):
+
+    wrong = N - sum_c n_c * diagonal_c / confident_c
+
+with n_c the examples labelled c, ``confident_c`` those of them confidently of some class and
+``diagonal_c`` those confidently of c itself (at least one, as cleanlab has it).
+
+It counts every row that some other class confidently claims, so with a model that is often
+torn between two classes (hard pairs) it counts many clean rows too: on the synthetic arrays of
+benchmarks/rank_arrays.py it nearly doubles the truth (docs/benchmarks.md).
+
+**The canaries' count** (:func:`canary_count`) asks instead how wrong labels score in this very
+ranking. Canaries are rows given a wrong label on purpose, drawn the way the data's own errors
+seem to go (:func:`canary_labels`: from the confusions that confident learning sees); how they
+score under the order tells how a wrong label looks, and the mixture-proportion estimate of
+:func:`noisefind.decide.cutoff.estimate_count` turns that into a count. For evidence that does
+not move when a label changes (out-of-sample probabilities, the neighbours of a row) a canary is
+exact: its score is computed, not retrained for.
+
+Both intervals are a bootstrap over the rows (and the canaries): they say how much the count
+moves with the sample, not how far the canaries or the calibration are from the truth.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from noisefind.base.errors import NoisefindError
+from noisefind.decide.calibration import BLOCK, class_thresholds
+from noisefind.decide.cutoff import estimate_count
+
+RESAMPLES = 200  # bootstrap resamples of the rows for the interval
+LEVEL = 0.9  # the interval's coverage of the resampled counts
+
+
+@dataclass(frozen=True)
+class CountEstimate:
+    """An estimated number of wrong labels among ``examples`` rows, with its interval."""
+
+    estimate: float
+    low: float
+    high: float
+    examples: int
+    method: str = "confident_joint"
+
+    def as_dict(self) -> dict:
+        return {"estimated_mislabeled": round(self.estimate, 1),
+                "estimated_mislabeled_interval": [round(self.low, 1), round(self.high, 1)],
+                "estimated_mislabeled_fraction": round(self.estimate / self.examples, 4),
+                "count_method": self.method}
+
+    def sentence(self) -> str:
+        """``about 47 of 450 labels wrong (35-60)``."""
+        return (f"about {self.estimate:.0f} of {self.examples} labels wrong "
+                f"({self.low:.0f}-{self.high:.0f})")
+
+
+def confident_classes(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """The class each row is confidently of (see the module docstring), or -1 for none."""
+    labels = np.asarray(labels, dtype=np.int64)
+    thresholds = class_thresholds(probabilities, labels) - 1e-6  # cleanlab's tolerance
+    guesses = np.empty(len(labels), dtype=np.int64)
+    for start in range(0, len(labels), BLOCK):
+        block = np.asarray(probabilities[start:start + BLOCK])
+        confident = block >= thresholds
+        likeliest = np.where(confident, block, -np.inf).argmax(axis=1)
+        guesses[start:start + BLOCK] = np.where(confident.any(axis=1), likeliest, -1)
+    return guesses
+
+
+def confident_count(labels: np.ndarray, probabilities: np.ndarray, *,
+                    resamples: int = RESAMPLES, level: float = LEVEL,
+                    seed: int = 0) -> CountEstimate:
+    """Confident learning's calibrated count of wrong labels, with a bootstrap interval.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        Given label per row, integers in 0 .. C-1.
+    probabilities : numpy.ndarray
+        (N, C) out-of-sample probabilities (any float dtype; read in blocks).
+    resamples : int
+        Bootstrap resamples for the interval (0: the interval is the estimate itself).
+    level : float
+        Central share of the resampled counts the interval covers.
+    seed : int
+        Seeds the resampling.
+
+    Returns
+    -------
+    CountEstimate
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    if resamples < 0:
+        raise NoisefindError(f"resamples must be 0 or more, got {resamples}",
+                             parameter="resamples")
+    if not 0 < level < 1:
+        raise NoisefindError(f"level must lie between 0 and 1, got {level}", parameter="level")
+    guesses = confident_classes(labels, probabilities)
+    classes = probabilities.shape[1]
+    confident, diagonal = guesses >= 0, guesses == labels
+
+    def count(rows: np.ndarray | slice) -> float:
+        given = labels[rows]
+        examples = np.bincount(given, minlength=classes)
+        on_diagonal = np.maximum(np.bincount(given, weights=diagonal[rows], minlength=classes), 1)
+        # cleanlab's floor of one on the diagonal counts in the row sum too
+        sure = np.bincount(given, weights=confident[rows] & ~diagonal[rows], minlength=classes)
+        return float(len(given) - (examples * on_diagonal / (sure + on_diagonal)).sum())
+
+    estimate = count(slice(None))
+    if not resamples:
+        return CountEstimate(estimate, estimate, estimate, len(labels))
+    rng = np.random.default_rng(seed)
+    counts = [count(rng.integers(0, len(labels), len(labels))) for _ in range(resamples)]
+    low, high = np.quantile(counts, [(1 - level) / 2, (1 + level) / 2])
+    return CountEstimate(estimate, float(low), float(high), len(labels))
+
+
+def canary_labels(labels: np.ndarray, guesses: np.ndarray, rows: np.ndarray, classes: int, *,
+                  seed: int = 0) -> np.ndarray:
+    """A wrong label for each of ``rows``, drawn as the data's errors seem to go.
+
+    A row labelled t is taken to be of class t; its canary label is j with the probability
+    that confident learning sees a row of class t labelled j (``guesses``:
+    :func:`confident_classes`; the off-diagonal of the confident joint's column t), or any
+    other class alike where it sees no such confusion.
+    """
+    labels, rows = np.asarray(labels, dtype=np.int64), np.asarray(rows, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    sure = (guesses >= 0) & (guesses != labels)
+    confusions = np.zeros((classes, classes))
+    np.add.at(confusions, (guesses[sure], labels[sure]), 1.0)  # [true guess, given]
+    truth = labels[rows]
+    weights = confusions[truth]
+    weights[np.arange(len(rows)), truth] = 0.0
+    none = weights.sum(1) == 0
+    weights[none] = 1.0
+    weights[np.arange(len(rows)), truth] = 0.0
+    cumulative = weights.cumsum(1)
+    draws = rng.random(len(rows)) * cumulative[:, -1]
+    return (cumulative <= draws[:, None]).sum(1)
+
+
+def canary_count(scores: np.ndarray, canary_scores: np.ndarray, *,
+                 resamples: int = RESAMPLES, level: float = LEVEL,
+                 seed: int = 0) -> CountEstimate:
+    """The number of wrong labels among ``scores`` that the canaries' scores imply
+    (:func:`noisefind.decide.cutoff.estimate_count`), with a bootstrap interval over the rows
+    and the canaries."""
+    scores, canary_scores = np.asarray(scores), np.asarray(canary_scores)
+    estimate = estimate_count(scores, canary_scores)[0]
+    rng = np.random.default_rng(seed)
+    counts = [estimate_count(scores[rng.integers(0, len(scores), len(scores))],
+                             canary_scores[rng.integers(0, len(canary_scores),
+                                                        len(canary_scores))])[0]
+              for _ in range(resamples)]
+    low, high = np.quantile(counts, [(1 - level) / 2, (1 + level) / 2]) if counts else (
+        estimate, estimate)
+    return CountEstimate(float(estimate), float(low), float(high), len(scores), "canaries")

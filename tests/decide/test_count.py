@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+from noisefind.base.errors import NoisefindError
+from noisefind.decide.count import confident_classes, confident_count
+
+
+def noisy_probabilities(n=3000, classes=5, wrong=0.2, seed=0):
+    """Out-of-sample-like probabilities of the true class, and labels with ``wrong`` flipped."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, classes, n)
+    logits = rng.normal(size=(n, classes))
+    logits[np.arange(n), truth] += 2.5
+    probabilities = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = truth.copy()
+    flipped = rng.random(n) < wrong
+    labels[flipped] = (truth[flipped] + rng.integers(1, classes, flipped.sum())) % classes
+    return labels, probabilities, int(flipped.sum())
+
+
+def test_the_count_is_cleanlab_s_calibrated_confident_joint():
+    from cleanlab.count import num_label_issues
+
+    for seed in (0, 1, 2):
+        labels, probabilities, _ = noisy_probabilities(seed=seed)
+        ours = confident_count(labels, probabilities, resamples=0).estimate
+        theirs = num_label_issues(labels, probabilities,
+                                  estimation_method="off_diagonal_calibrated")
+        assert ours == pytest.approx(theirs, abs=3)  # cleanlab rounds each cell
+
+
+def test_the_count_finds_the_number_flipped_and_its_interval_holds_the_estimate():
+    labels, probabilities, flipped = noisy_probabilities(n=6000, wrong=0.15)
+    count = confident_count(labels, probabilities)
+    assert count.low <= count.estimate <= count.high
+    assert count.high - count.low < 0.3 * count.estimate
+    assert count.estimate == pytest.approx(flipped, rel=0.25)
+    # With clean labels it counts far fewer.
+    clean = confident_count(np.argmax(probabilities, 1), probabilities, resamples=0).estimate
+    assert clean < 0.25 * count.estimate
+    assert count.sentence().startswith(f"about {count.estimate:.0f} of 6000 labels wrong (")
+
+
+def test_a_row_is_confidently_of_the_likeliest_class_over_its_threshold_or_of_none():
+    probabilities = np.array([[0.8, 0.2, 0.0], [0.1, 0.9, 0.0], [0.5, 0.5, 0.0],
+                              [0.3, 0.3, 0.4], [0.2, 0.2, 0.6]])
+    labels = np.array([0, 1, 0, 2, 2])
+    # thresholds: class 0 (0.8 + 0.5) / 2 = 0.65, class 1 0.9, class 2 0.5
+    assert confident_classes(labels, probabilities).tolist() == [0, 1, -1, -1, 2]
+
+
+@pytest.mark.parametrize("options,parameter", [({"resamples": -1}, "resamples"),
+                                                ({"level": 1.0}, "level")])
+def test_bad_settings_name_their_parameter(options, parameter):
+    labels, probabilities, _ = noisy_probabilities(n=50)
+    with pytest.raises(NoisefindError) as error:
+        confident_count(labels, probabilities, **options)
+    assert error.value.parameter == parameter

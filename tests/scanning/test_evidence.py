@@ -1,0 +1,118 @@
+"""``rank_label_issues``: the default order from evidence the user brings."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import cross_val_predict
+
+import noisefind
+from noisefind.base.errors import NoisefindError
+
+
+@pytest.fixture(scope="module")
+def digits_evidence(noisy_digits):
+    """Real out-of-sample probabilities (5-fold logistic regression) and features (the pixels)
+    of the noisy digits."""
+    x = noisy_digits.x.reshape(len(noisy_digits), -1).float().numpy()
+    labels = noisy_digits.y.numpy()
+    probabilities = cross_val_predict(LogisticRegression(max_iter=2000), x, labels, cv=5,
+                                      method="predict_proba")
+    return labels, probabilities, x, noisy_digits.true_y.numpy()
+
+
+def test_the_evidence_ranks_the_wrong_labels_first_and_counts_them(digits_evidence):
+    labels, probabilities, x, truth = digits_evidence
+    result = noisefind.rank_label_issues(labels, pred_probs=probabilities, features=x,
+                                         true_labels=truth)
+    table, summary = result.table, result.summary
+    wrong = int((labels != truth).sum())
+    assert summary["witnesses"] == ["out_of_sample", "neighbours"]
+    assert summary["auroc_consensus_score"] > 0.97
+    assert summary["estimated_mislabeled"] == pytest.approx(wrong, rel=0.25)
+    low, high = summary["estimated_mislabeled_interval"]
+    assert low <= summary["estimated_mislabeled"] <= high
+    assert summary["flagged"] == round(summary["estimated_mislabeled"])
+    assert table["suspected"].head(summary["flagged"]).all()  # the flag is the top of the order
+    assert (np.diff(table["consensus_score"]) <= 0).all()
+    assert set(table["index"]) == set(range(len(labels)))
+    # The suggestion is the out-of-sample models' likeliest other class: mostly the truth.
+    flagged_wrong = table[table["suspected"] & table["is_noisy"]]
+    assert (flagged_wrong["suggested_label"] == flagged_wrong["true_label"]).mean() > 0.8
+
+
+def test_each_piece_of_evidence_alone_gives_its_own_witness(digits_evidence):
+    labels, probabilities, x, truth = digits_evidence
+    alone = noisefind.rank_label_issues(labels, pred_probs=probabilities, true_labels=truth)
+    assert alone.summary["witnesses"] == ["out_of_sample"]
+    assert "neighbours" not in alone.table
+    features = noisefind.rank_label_issues(np.array(["d" + str(v) for v in labels]),
+                                           features=[x, x[:, ::-1].copy()])
+    assert features.summary["witnesses"] == ["neighbours"]
+    assert features.summary["count_from"] == "neighbours"
+    assert features.table["given_label"].str.startswith("d").all()
+    scores = features.table.sort_values("index")["consensus_score"].to_numpy()
+    from sklearn.metrics import roc_auc_score
+    assert roc_auc_score(labels != truth, scores) > 0.9
+
+
+def test_a_scan_s_own_fold_evidence_reproduces_its_witness_columns(noisy_digits):
+    from noisefind.signals.neighbours import embeddings
+    from noisefind.signals.out_of_sample import OutOfSample
+    from noisefind.training.config import TrainConfig
+
+    data = noisefind.LabeledData.subset(noisy_digits, torch.arange(300))
+    scanned = noisefind.scan(data, epochs=6, width=0.25, limit=80, folds=2, cutoff="none",
+                             rank_by="consensus", device="cpu")
+    assert scanned.summary["witnesses"] == ["out_of_sample", "in_sample", "augmented",
+                                            "neighbours"]
+    # The same fold models again (same recipe, same seeds): their probabilities and features.
+    folds = OutOfSample(data, TrainConfig.from_dict(scanned.run.config["train"]), 2)
+    features = [embeddings(run.model, data.x, data.index).numpy() for run, _ in folds.runs()]
+    ranked = noisefind.rank_label_issues(data.y.numpy(), pred_probs=folds.probabilities(),
+                                         features=features)
+    ours = ranked.table.set_index("index")
+    theirs = scanned.table.set_index("index")
+    at = data.index.numpy().tolist()
+    rows = [at.index(i) for i in theirs.index]
+    for column in ("oos_margin", "neighbours"):
+        np.testing.assert_allclose(ours.loc[rows, column].to_numpy(),
+                                   theirs[column].to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_the_files_are_written_and_a_used_folder_is_refused(digits_evidence, tmp_path):
+    labels, probabilities, x, truth = digits_evidence
+    out = tmp_path / "ranked"
+    noisefind.rank_label_issues(labels, pred_probs=probabilities, out=out)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["count_method"] == "canaries"
+    assert (out / "report.html").read_text().count('class="suspect') >= summary["flagged"]
+    before = (out / "suspects.csv").read_bytes()
+    with pytest.raises(NoisefindError) as error:
+        noisefind.rank_label_issues(labels, pred_probs=probabilities, out=out)
+    assert error.value.parameter == ("out", "overwrite")
+    assert (out / "suspects.csv").read_bytes() == before
+    noisefind.rank_label_issues(labels, features=x, out=out, overwrite=True)
+    assert json.loads((out / "summary.json").read_text())["witnesses"] == ["neighbours"]
+
+
+@pytest.mark.parametrize("change,parameter", [
+    (lambda e: {"labels": e["labels"]}, ("pred_probs", "features")),
+    (lambda e: {**e, "pred_probs": e["pred_probs"][:-1]}, "pred_probs"),
+    (lambda e: {**e, "pred_probs": e["pred_probs"] * 2}, "pred_probs"),
+    (lambda e: {**e, "pred_probs": np.log(e["pred_probs"] + 1e-9)}, "pred_probs"),
+    (lambda e: {**e, "labels": e["labels"].astype(str)}, "labels"),
+    (lambda e: {**e, "labels": e["labels"] + 10}, "labels"),
+    (lambda e: {**e, "features": e["features"][:, :, None]}, "features"),
+    (lambda e: {**e, "features": np.full_like(e["features"], np.nan)}, "features"),
+    (lambda e: {**e, "classes": ["a", "b"]}, "labels"),
+    (lambda e: {**e, "k": 0}, "k"),
+])
+def test_bad_evidence_names_its_parameter(digits_evidence, change, parameter):
+    labels, probabilities, x, _ = digits_evidence
+    given = change({"labels": labels, "pred_probs": probabilities, "features": x})
+    with pytest.raises(NoisefindError) as error:
+        noisefind.rank_label_issues(given.pop("labels"), **given)
+    assert error.value.parameter == parameter
