@@ -223,3 +223,61 @@ def test_option_names_keep_one_meaning():
             assert "FILE" in text and "not a folder" in text
         else:
             assert text.startswith("Output folder"), (path, text)
+
+
+def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_exports(tmp_path):
+    """``noisefind rank`` on the digits: 5-fold logistic-regression probabilities, the pixels
+    as features and a manifest with the truth; then ``export`` drops the flagged rows."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    x, truth = load_digits(return_X_y=True)
+    x = x / 16.0
+    rng = np.random.default_rng(0)
+    labels = truth.copy()
+    wrong = rng.random(len(labels)) < 0.1
+    labels[wrong] = (truth[wrong] + rng.integers(1, 10, wrong.sum())) % 10
+    probabilities = cross_val_predict(LogisticRegression(max_iter=2000), x, labels, cv=5,
+                                      method="predict_proba")
+    np.save(tmp_path / "p.npy", probabilities.astype(np.float32))
+    np.save(tmp_path / "f.npy", x.astype(np.float32))
+    pd.DataFrame({"label": labels, "true_label": truth}).to_csv(tmp_path / "m.csv", index=False)
+    out = tmp_path / "ranked"
+    result = runner.invoke(app, ["rank", str(tmp_path / "m.csv"), "--pred-probs",
+                                 str(tmp_path / "p.npy"), "--features", str(tmp_path / "f.npy"),
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert f"about {summary['estimated_mislabeled']:.0f} of 1797 labels wrong" in result.output
+    assert "AUROC" in result.output and summary["auroc_consensus_score"] > 0.97
+    assert abs(summary["estimated_mislabeled"] / wrong.sum() - 1) < 0.25
+    assert (out / "report.html").is_file()
+    exported = runner.invoke(app, ["export", str(out), "--drop", "--out",
+                                   str(tmp_path / "clean.csv")])
+    assert exported.exit_code == 0, exported.output
+    clean = pd.read_csv(tmp_path / "clean.csv")
+    assert len(clean) == 1797 - summary["flagged"]
+    kept_wrong = (labels[clean["index"]] != truth[clean["index"]]).sum()
+    assert kept_wrong < 0.3 * wrong.sum()
+
+
+@pytest.mark.parametrize("args,message", [
+    (["rank", "missing.npy", "--pred-probs", "p.npy"], "LABELS missing.npy: no such file"),
+    (["rank", "labels.npy"], "give --pred-probs, --features or both"),
+    (["rank", "labels.npy", "--pred-probs", "labels.npy"], "--pred-probs must be (40, C)"),
+    (["rank", "labels.npy", "--features", "p.txt"], "--features p.txt: give an existing .npy"),
+    (["rank", "p.npy", "--features", "p.npy"], "LABELS p.npy: give a 1-D array of integer"),
+])
+def test_rank_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch):
+    import numpy as np
+
+    monkeypatch.chdir(tmp_path)
+    np.save("labels.npy", np.arange(40) % 4)
+    np.save("p.npy", np.full((40, 4), 0.25))
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+    assert len(result.output.strip().splitlines()) == 1

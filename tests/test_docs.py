@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ("method.md", "outputs.md", "benchmarks.md", "analyses.md", "scaling.md",
-        "architecture.md")
+        "architecture.md", "troubleshooting.md")
 
 
 def test_readme_is_short_with_contents_and_the_quick_start():

@@ -162,7 +162,8 @@ def cleaned_labels(training: TrainingSet, suspects: pd.DataFrame,
 
 def write_manifest(training: TrainingSet, keep: np.ndarray, labels: np.ndarray,
                    file: str | Path) -> Path:
-    """Write the kept rows of ``training`` with ``labels`` as a manifest ``load_data`` reads."""
+    """Write the kept rows of ``training`` with ``labels`` as a manifest ``load_data`` reads
+    (or, for labels ranked without their inputs, ``index,label`` rows)."""
     file = Path(file)
     if file.suffix.lower() != ".csv":
         raise NoisefindError(f"file {file}: the manifest is a CSV; give a name ending in .csv",
@@ -176,6 +177,8 @@ def write_manifest(training: TrainingSet, keep: np.ndarray, labels: np.ndarray,
     if training.paths is not None:
         table = pd.DataFrame({"path": [str(Path(training.paths[r]).resolve()) for r in rows],
                               "label": names})
+    elif training.x is None:  # a ranking of labels alone (noisefind rank): rows by index
+        table = pd.DataFrame({"index": training.index[rows], "label": names})
     elif training.x.ndim == 4:
         table = pd.DataFrame({"path": _write_pngs(training, rows, file), "label": names})
     else:

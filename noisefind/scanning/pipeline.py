@@ -67,6 +67,7 @@ NO_CUTOFF = ("the model was not trained by noisefind: the cutoff's replica has n
 SCAN_FILES = ("suspects.csv", "summary.json", "top_suspects.png", "report.html",
               "training_set.npz", STATE_FILE)
 SCAN_FOLDERS = ("run", CACHE_DIR)
+OWN_FIT_MINIMUM = 0.8  # an own model predicting fewer of its given labels gets a warning
 
 
 @dataclass
@@ -192,6 +193,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     runner_up = runner_up_classes(run.model, data.x[scanned], data.index[scanned],
                                   data.y[scanned])
     table = suspects_table(results, data, run.model.unit_layers(), runner_up)
+    if is_own(run) and progress:
+        warn_if_unfitted(table)
     # Models trained along the way are kept until the scan ends, so a resumed scan reuses them;
     # other ranks compute their own (the same, by seed) rather than share the folder's files.
     cache = ResultCache(out / CACHE_DIR if out is not None and distributed.is_main() else None)
@@ -356,6 +359,8 @@ def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSet
         summary["input"] = data.preparation
     if is_own(run):
         summary["own_model"] = run.config["own_model"]
+        summary["own_model_fit"] = round(label_fit(table), 4)
+        summary["witnesses"] = ["in_sample"]  # the flip search on the given model
     return summary
 
 
@@ -367,6 +372,24 @@ def _write(table: pd.DataFrame, summary: dict, data: LabeledData, out: Path) -> 
         plot_top_suspects(top, to_float(data.x[_positions(data, top["index"])]).numpy(), out)
     write_summary(summary, out)
     shutil.rmtree(out / CACHE_DIR, ignore_errors=True)
+
+
+def label_fit(table: pd.DataFrame) -> float:
+    """The share of the scanned rows whose given label the model predicts."""
+    return float((table["predicted_label"] == table["given_label"]).mean()) if len(table) else 0.0
+
+
+def warn_if_unfitted(table: pd.DataFrame) -> None:
+    """Say so when a model predicts too few of its given labels for the flip score to mean
+    much: the search measures how little holds a *learned* label up, and a label the model
+    never predicted starts flipped (0 units), whether it is wrong or not."""
+    fit = label_fit(table)
+    if fit < OWN_FIT_MINIMUM:
+        console.print(
+            f"[yellow]warning:[/] your model predicts the given label for only {fit:.0%} of the "
+            f"scanned examples, so {1 - fit:.0%} start flipped (0 units) and the flip score "
+            "means little here; give its out-of-sample probabilities to noisefind rank, or "
+            "let noisefind train (leave out --model)", highlight=False, soft_wrap=True)
 
 
 def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: int) -> str:

@@ -35,7 +35,9 @@ from noisefind.models.predict import predict_logits
 
 NEIGHBOURS = 20  # k: each example's nearest neighbours whose labels vote
 QUERY_BLOCK, KEY_BLOCK = 1024, 8192  # similarities computed this many by this many at once
-EXACT_UP_TO = 20_000  # above this many rows the search is approximate (clustered_neighbours)
+# Above this many rows the search is approximate (clustered_neighbours): on a CPU, where the
+# exact search takes 17 s at 50,000 rows and grows as N squared; on a GPU it stays exact longer.
+EXACT_UP_TO, EXACT_UP_TO_GPU = 50_000, 1_000_000
 PROBES = 24  # clusters searched per cluster of queries (docs/scaling.md: recall and time)
 
 
@@ -119,11 +121,12 @@ def nearest_neighbours(features: torch.Tensor, k: int, *, exact: bool | None = N
     """(N, k) indices of each row's ``k`` most similar other rows (dot product; cosine for
     unit-length features), on the features' device. A row is never its own neighbour.
 
-    ``exact`` None searches exactly up to :data:`EXACT_UP_TO` rows (:func:`exact_neighbours`)
-    and approximately above (:func:`clustered_neighbours`), where the exact search's N squared
-    time would dominate a scan.
+    ``exact`` None searches exactly up to :data:`EXACT_UP_TO` rows on a CPU
+    (:data:`EXACT_UP_TO_GPU` on a GPU; :func:`exact_neighbours`) and approximately above
+    (:func:`clustered_neighbours`), where the exact search's N squared time would dominate.
     """
-    if exact or (exact is None and len(features) <= EXACT_UP_TO):
+    limit = EXACT_UP_TO if features.device.type == "cpu" else EXACT_UP_TO_GPU
+    if exact or (exact is None and len(features) <= limit):
         return exact_neighbours(features, k, query_block=query_block, key_block=key_block)
     return clustered_neighbours(features, k, probes=probes)
 

@@ -91,6 +91,35 @@ def test_cli_scans_a_torchvision_resnet18_with_its_safetensors_weights(
         summary["cutoff"]["note"]
 
 
+def test_a_model_that_fits_few_of_its_labels_is_warned_about(digit_manifest, resnet_weights,
+                                                            wine, tmp_path, monkeypatch):
+    # The ResNet-18 took six steps: it predicts few of the given labels.
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", str(digit_manifest), "--model", "torchvision:resnet18",
+                                 "--weights", str(resnet_weights), "--limit", "30",
+                                 "--out", str(out), *FAST[:-1]])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    table = pd.read_csv(out / "suspects.csv", dtype=str)
+    fit = (table["predicted_label"] == table["given_label"]).mean()
+    assert summary["own_model_fit"] == pytest.approx(fit, abs=1e-4) and fit < 0.8
+    assert f"predicts the given label for only {fit:.0%}" in " ".join(result.output.split())
+    assert summary["witnesses"] == ["in_sample"]
+    # The wine MLP fits its labels: no warning.
+    _, _, mean, std, model = wine
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.save(model.state_dict(), tmp_path / "wine.pt")
+    fitted = runner.invoke(app, ["scan", "wine", "--model", _wine_factory_module(tmp_path),
+                                 "--weights", "wine.pt", "--mean", ",".join(map(str, mean)),
+                                 "--std", ",".join(map(str, std)), "--limit", "40",
+                                 "--out", "wine-out", *FAST[:-1]])
+    assert fitted.exit_code == 0, fitted.output
+    assert json.loads((tmp_path / "wine-out" / "summary.json").read_text())[
+        "own_model_fit"] >= 0.8
+    assert "warning" not in fitted.output
+
+
 def test_batched_search_equals_the_reference_on_resnet18(digit_manifest, resnet_weights):
     data = load_data(digit_manifest)
     run = load_own_model("torchvision:resnet18", data, resnet_weights, device="cpu")

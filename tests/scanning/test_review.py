@@ -3,6 +3,7 @@ tables, written by the real CLI."""
 
 import base64
 import io
+import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -13,6 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from noisefind.cli import app
+from noisefind.scanning.outputs import ORDER_COLUMNS
 
 runner = CliRunner()
 TINY = ["--width", "0.25", "--max-units", "20", "--quiet"]
@@ -97,7 +99,10 @@ def test_cards_carry_labels_units_score_and_a_png_thumbnail(digits_out):
     with Image.open(io.BytesIO(base64.b64decode(data))) as thumbnail:
         assert thumbnail.format == "PNG" and thumbnail.size == (8, 8)
     html = (digits_out / "report.html").read_text(encoding="utf-8")
-    assert f"score {first['score']:.3f}" in html and "flips to" in html
+    # The card's score is the one the page is sorted by (here the default order's).
+    order = ORDER_COLUMNS[json.loads((digits_out / "summary.json").read_text())["rank_by"]]
+    assert order == "consensus_score"
+    assert f"score {first[order]:.3f}" in html and "flips to" in html
     suggested = pd.read_csv(digits_out / "suspects.csv", dtype=str).iloc[0]["suggested_label"]
     assert f"given <b>{first['given_label']}</b>, likely <b>{suggested}</b>" in html
 
