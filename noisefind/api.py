@@ -32,7 +32,7 @@ from noisefind.scanning.pipeline import ScanResult, prepare_out
 from noisefind.signals.flip import FlipSettings
 from noisefind.signals.neighbours import NEIGHBOURS
 from noisefind.signals.out_of_sample import DEFAULT_FOLDS
-from noisefind.training.config import TrainConfig
+from noisefind.training.config import BACKBONE_LR, TrainConfig
 from noisefind.training.runs import (
     RANKING_SIGNALS,
     Run,
@@ -144,7 +144,8 @@ def rank_label_issues(labels, *, pred_probs=None, features=None, classes=None,
     return ScanResult(table=table, summary=summary, run=None)
 
 
-def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
+def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=None,
+         mean=None, std=None,
          out: str | Path | None = None, noise: str | None = None, seed: int = 0,
          device: str = "auto", epochs: int | None = None, width: float | None = None,
          arch: str | None = None, batch_size: int | None = None, lr: float | None = None,
@@ -169,8 +170,14 @@ def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
         None trains one with the training options below; a run (or its folder) written by
         ``noisefind train``; a spec (``torchvision:<name>`` or ``<module>:<function>``, with
         ``weights``); or any ``torch.nn.Module`` (the scan uses a copy).
+    backbone : str, optional
+        Train this architecture (``torchvision:<name>`` or ``<module>:<function>``) instead
+        of noisefind's own, starting from ``weights``: a new classifier for the data's classes,
+        a linear probe, then fine-tuning; the scanned model, the fold models and the replica
+        alike, so every witness runs (learning rate 0.01 unless ``lr`` is given).
     weights : path, optional
-        ``.safetensors`` or a state dict (``torch.load(weights_only=True)``) for a spec model.
+        ``.safetensors`` or a state dict (``torch.load(weights_only=True)``) for a spec model,
+        or the pretrained weights of ``backbone``.
     mean, std : sequence of float, optional
         Standardisation of the inputs before an own model (not a noisefind run): per channel
         for images, per feature for tables.
@@ -221,6 +228,17 @@ def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
         raise NoisefindError(f"{', '.join(training)}: the training's, and a given model is "
                              "trained already; leave them out, or leave out model",
                              parameter=(*training, "model"))
+    recipe = TrainConfig(**training, seed=seed, device=device)
+    if backbone is not None:
+        if model is not None or mean is not None or std is not None:
+            given = "model" if model is not None else "mean" if mean is not None else "std"
+            raise NoisefindError(f"{given}: not with a backbone, which noisefind fine-tunes "
+                                 "(standardised by the data's statistics); leave out one",
+                                 parameter=(given, "backbone"))
+        recipe = TrainConfig(**{"lr": BACKBONE_LR, **training}, seed=seed, device=device,
+                             backbone=backbone,
+                             backbone_weights=None if weights is None else str(weights))
+        weights = None
     run = resolve_model(model, data, weights=weights, mean=mean, std=std, device=device)
     noise, seed, inherited = training_noise(run, noise, seed)
     if inherited and progress:
@@ -239,7 +257,7 @@ def scan(data: LabeledData, model=None, *, weights=None, mean=None, std=None,
                                      canary_recall=canary_recall, canary_labels=canary_labels,
                                      seed=seed)
     return pipeline.scan(data, run, out=out, settings=settings, cutoff=cutoff_settings,
-                         train_config=TrainConfig(**training, seed=seed, device=device),
+                         train_config=recipe,
                          limit=limit, folds=folds, rank_by=rank_by, resume=resume,
                          overwrite=overwrite, progress=progress, device=device)
 

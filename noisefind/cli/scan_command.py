@@ -47,9 +47,16 @@ def scan(
         "--model", help="A run folder from `noisefind train`, torchvision:<name> or "
                         "<module>:<function> (your own model, with --weights); trains one when "
                         "omitted.")] = None,
+    backbone: Annotated[str | None, typer.Option(
+        "--backbone", help="Train this architecture (torchvision:<name> or <module>:<function>) "
+                           "from its pretrained --weights instead of noisefind's own network: "
+                           "a new classifier, a linear probe, then fine-tuning, for the scanned "
+                           "model and the fold models alike (--lr 0.01 unless given).")
+    ] = None,
     weights: Annotated[Path | None, typer.Option(
-        help="Weights of your own --model: .safetensors or a torch state dict (loaded with "
-             "weights_only, never unpickled).")] = None,
+        help="Weights of your own --model, or the pretrained weights of --backbone: "
+             ".safetensors or a torch state dict (loaded with weights_only, never "
+             "unpickled).")] = None,
     mean: Annotated[str | None, typer.Option(
         help="Your own model's input standardisation: per-channel means, e.g. "
              "0.485,0.456,0.406 (inputs are in [0, 1]).")] = None,
@@ -111,7 +118,7 @@ def scan(
               "lr": lr}
     training = {name: value for name, value in values.items() if given(ctx, [name])}
     result = find_label_issues(
-        data, model=model, weights=weights, mean=parse_floats(mean, "mean"),
+        data, model=model, backbone=backbone, weights=weights, mean=parse_floats(mean, "mean"),
         std=parse_floats(std, "std"), image_size=image_size, out=out, overwrite=overwrite,
         resume=resume, noise=noise, seed=seed, device=device, limit=limit, max_units=max_units,
         noise_copies=noise_copies, reference_size=reference_size, reference=reference,

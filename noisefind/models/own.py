@@ -96,6 +96,25 @@ class OwnModel(nn.Module):
         """The layer of every unit, in unit order."""
         return [name for name, gate in self.gates() for _ in range(gate.units)]
 
+    def fit_normalization(self, x: torch.Tensor) -> None:
+        """Standardise with the training inputs' per-channel (or per-feature) statistics, as
+        noisefind's own networks do (a backbone fine-tuned by :func:`noisefind.fit`)."""
+        from noisefind.models.nets import channel_statistics
+
+        mean, std = channel_statistics(x)
+        self.mean.copy_(mean)
+        self.std.copy_(std.clamp_min(1e-6))
+
+    @property
+    def head(self) -> nn.Module:
+        """The final classifier (its input is the penultimate features), as ``Net.head``."""
+        return self.module.get_submodule(self.classifier)
+
+    def head_parameters(self) -> list[str]:
+        """Names of the classifier's parameters (what a linear probe trains)."""
+        return [name for name, _ in self.named_parameters()
+                if name.startswith(f"module.{self.classifier}.")]
+
 
 
 def _per_channel(values, default: float, size: int, name: str) -> torch.Tensor:
@@ -273,3 +292,23 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], file, spec: str
                              f"{tuple(state[wrong[0]].shape)}, {spec} expects "
                              f"{tuple(expected[wrong[0]].shape)}")
     module.load_state_dict(state)
+
+
+def load_backbone(model: OwnModel, file: str | Path, spec: str) -> int:
+    """Load pretrained weights into every layer of ``model`` but its classifier, which stays
+    new (the data's classes); the number of tensors loaded. Weights that do not fit the
+    architecture are refused, naming the first that does not."""
+    state = read_weights(file)
+    if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
+        state = {k[len("module."):]: v for k, v in state.items()}
+    head = f"{model.classifier}."
+    expected = {k: v for k, v in model.module.state_dict().items() if not k.startswith(head)}
+    given = {k: v for k, v in state.items() if not k.startswith(head)}
+    missing = [k for k in expected if k not in given]
+    wrong = [k for k in expected if k in given and given[k].shape != expected[k].shape]
+    if missing or wrong or len(given) != len(expected):
+        first = (missing or wrong or [k for k in given if k not in expected])[0]
+        raise NoisefindError(f"weights of another architecture: {file} does not fit the "
+                             f"backbone {spec} (first misfit: {first})", parameter="weights")
+    model.module.load_state_dict(given, strict=False)
+    return len(given)

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from noisefind.base.errors import NoisefindError
 from noisefind.models.nets import Net, build_model
 
+BACKBONE_LR = 0.01  # fine-tuning a pretrained backbone: a tenth of training from scratch
+
 
 @dataclass
 class TrainConfig:
@@ -45,6 +47,9 @@ class TrainConfig:
     holdout: float = 0.0
     checkpoint_every: int = 0
     augment: bool = False
+    backbone: str | None = None
+    backbone_weights: str | None = None
+    probe_epochs: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -67,9 +72,28 @@ class TrainConfig:
         if not 0.0 <= self.holdout < 1.0:
             raise NoisefindError(f"holdout must be in [0, 1), got {self.holdout}",
                                  parameter="holdout")
+        if self.backbone is not None:
+            if ":" not in self.backbone:
+                raise NoisefindError(f"backbone {self.backbone!r}: give torchvision:<name> or "
+                                     "<module>:<function>", parameter="backbone")
+            if self.dropout != "none":
+                raise NoisefindError("dropout: only noisefind's own networks take a dropout "
+                                     "variant, not a backbone", parameter=("dropout", "backbone"))
+            if self.probe_epochs is not None and not 0 <= self.probe_epochs <= self.epochs:
+                raise NoisefindError(f"probe_epochs must lie in 0..epochs ({self.epochs}), got "
+                                     f"{self.probe_epochs}", parameter="probe_epochs")
+        elif self.backbone_weights is not None:
+            raise NoisefindError("backbone_weights: give the backbone they are for",
+                                 parameter=("backbone_weights", "backbone"))
         if self.checkpoint_every < 0:
             raise NoisefindError(f"checkpoint_every must be 0 or more, got "
                                  f"{self.checkpoint_every}", parameter="checkpoint_every")
+
+    def linear_probe_epochs(self) -> int:
+        """Epochs that train a backbone's classifier alone (0 without a backbone)."""
+        if self.backbone is None:
+            return 0
+        return self.epochs // 3 if self.probe_epochs is None else self.probe_epochs
 
     def resolved_batch_size(self, n: int) -> int:
         """``batch_size``, or min(512, N // 8) but at least 32 when it is None."""
@@ -77,7 +101,17 @@ class TrainConfig:
 
 
 def make_model(config: TrainConfig, data_shape: tuple[int, ...], num_classes: int) -> Net:
-    """The network ``config`` describes, with its dropout variant."""
+    """The network ``config`` describes, with its dropout variant; for a backbone, its
+    architecture wrapped for the flip search (:class:`~noisefind.models.own.OwnModel`), with
+    no weights loaded yet (:func:`noisefind.training.fit.fit` loads them)."""
+    if config.backbone is not None:
+        import torch
+
+        from noisefind.models.own import OwnModel, build_module
+
+        module = build_module(config.backbone, num_classes)
+        return OwnModel(module, torch.zeros((2, *data_shape)), num_classes=num_classes,
+                        name=config.backbone)
     from noisefind.models.dropout import dropout_factory
 
     factory = dropout_factory(config.dropout, config.p_gen, config.p_mem, config.seed)

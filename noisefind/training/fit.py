@@ -27,6 +27,7 @@ from noisefind.base.device import autocast, resolve_device
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, split_holdout
 from noisefind.models.nets import Net
+from noisefind.models.own import load_backbone
 from noisefind.models.predict import label_margin
 from noisefind.training.config import TrainConfig, make_model
 from noisefind.training.runs import (
@@ -95,6 +96,11 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     torch.manual_seed(config.seed)
     model = make_model(config, data.input_shape, data.num_classes)
     model.fit_normalization(data.x)
+    if config.backbone_weights is not None:
+        load_backbone(model, config.backbone_weights, config.backbone)
+    probing = config.linear_probe_epochs()
+    head = set(model.head_parameters()) if probing else set()
+    body = [p for name, p in model.named_parameters() if probing and name not in head]
     model.to(device)
     if device.type == "cuda" and data.is_image:
         model.to(memory_format=torch.channels_last)
@@ -130,6 +136,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     with progress_bar(progress) as bar:
         task = bar.add_task("training", total=config.epochs, info="")
         for epoch in range(config.epochs):
+            for parameter in body:  # a backbone's linear probe: the classifier alone learns
+                parameter.requires_grad_(epoch >= probing)
             order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
             # Near-equal batches: a trailing batch of one would break BatchNorm.
             for batch in torch.tensor_split(order, batches_per_epoch):

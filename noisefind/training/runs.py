@@ -137,7 +137,8 @@ def _run_config(data: LabeledData, config: TrainConfig, model: Net, seconds: flo
                 device: torch.device) -> dict:
     return {
         "noisefind_run": RUN_FORMAT,
-        "arch": choose_arch(data.input_shape) if config.arch == "auto" else config.arch,
+        "arch": config.backbone or (choose_arch(data.input_shape) if config.arch == "auto"
+                                    else config.arch),
         "input_shape": list(data.input_shape),
         "classes": list(data.classes),
         "train": asdict(config),

@@ -1,0 +1,86 @@
+"""A pretrained backbone fine-tuned by noisefind: the weights it starts from, the linear probe,
+and a scan whose every model is fine-tuned from it (so every witness runs)."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from typer.testing import CliRunner
+
+import noisefind
+from noisefind.base.errors import NoisefindError
+from noisefind.cli import app
+from noisefind.data.load import load_data
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+
+runner = CliRunner()
+QUICK = ["--max-units", "3", "--noise-copies", "1", "--reference-size", "2", "--quiet"]
+
+
+def recipe(weights, **options):
+    return TrainConfig(backbone="torchvision:resnet18", backbone_weights=str(weights), lr=0.01,
+                       batch_size=50, device="cpu", **options)
+
+
+def test_the_probe_trains_the_new_classifier_alone_from_the_given_weights(digit_manifest,
+                                                                           resnet_weights):
+    data = load_data(digit_manifest)
+    pretrained = load_file(str(resnet_weights))
+    probed = fit(data, recipe(resnet_weights, epochs=1, probe_epochs=1), progress=False)
+    state = {k.removeprefix("module."): v for k, v in probed.model.state_dict().items()
+             if k.startswith("module.")}
+    weights = [k for k in pretrained if not k.startswith("fc.") and "running" not in k
+               and "num_batches" not in k]
+    assert all(torch.equal(state[k], pretrained[k]) for k in weights)  # the body, as loaded
+    assert not torch.equal(state["fc.weight"], pretrained["fc.weight"])  # a new, trained head
+    tuned = fit(data, recipe(resnet_weights, epochs=1, probe_epochs=0), progress=False)
+    tuned_state = {k.removeprefix("module."): v for k, v in tuned.model.state_dict().items()}
+    assert not torch.equal(tuned_state["conv1.weight"], pretrained["conv1.weight"])
+    assert tuned.config["arch"] == "torchvision:resnet18"
+    assert tuned.config["train"]["backbone_weights"] == str(resnet_weights)
+
+
+def test_scan_fine_tunes_every_model_from_the_backbone(digit_manifest, resnet_weights,
+                                                       tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", str(digit_manifest), "--backbone",
+                                 "torchvision:resnet18", "--weights", str(resnet_weights),
+                                 "--epochs", "1", "--folds", "2", "--limit", "40",
+                                 "--out", str(out), *QUICK])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["witnesses"] == ["out_of_sample", "in_sample", "augmented", "neighbours"]
+    assert summary["rank_by"] == "consensus" and summary["scanned"] == 40
+    run = noisefind.load_run(out / "run")  # a run folder like any other, loaded without the file
+    assert run.config["train"]["backbone"] == "torchvision:resnet18"
+    assert run.config["train"]["lr"] == 0.01
+
+
+def test_weights_of_another_architecture_are_refused(digit_manifest, resnet_weights):
+    data = load_data(digit_manifest)
+    wrong = TrainConfig(backbone="torchvision:resnet34", backbone_weights=str(resnet_weights),
+                        epochs=1, device="cpu")
+    with pytest.raises(NoisefindError, match="does not fit the backbone") as error:
+        fit(data, wrong, progress=False)
+    assert error.value.parameter == "weights"
+
+
+@pytest.mark.parametrize("options,parameter", [
+    ({"backbone": "torchvision:resnet18", "model": "torchvision:resnet18"},
+     ("model", "backbone")),
+    ({"backbone": "torchvision:resnet18", "mean": [0.5]}, ("mean", "backbone")),
+    ({"backbone": "resnet18"}, "backbone"),
+    ({"backbone": "torchvision:resnet18", "epochs": 2, "dropout": "standard"}, None),
+])
+def test_a_backbone_with_options_it_cannot_take_is_refused(digit_manifest, options, parameter):
+    data = load_data(digit_manifest)
+    if parameter is None:  # dropout is not a scan option: the recipe refuses it
+        with pytest.raises(NoisefindError) as error:
+            TrainConfig(backbone=options["backbone"], dropout="standard").validate()
+        assert error.value.parameter == ("dropout", "backbone")
+        return
+    with pytest.raises(NoisefindError) as error:
+        noisefind.scan(data, limit=5, **options)
+    assert error.value.parameter == parameter
