@@ -11,7 +11,8 @@ overlap), then runs ``noisefind bench MANIFEST --noise none`` on it. Results go 
 kept outside the repository (``--work``) so a rerun resumes from the trained models. Another
 shuffle (``--subset-seed``) draws fresh parts, named ``cifar10n-<labels>-shuffle<seed>-part<k>``:
 they are disjoint from each other but overlap the first shuffle's. Models trained for other
-than 20 epochs (the documented runs) add ``-e<epochs>`` to the name.
+than 20 epochs (the documented runs) add ``-e<epochs>`` to the name, and models fine-tuned
+from a backbone (``--backbone torchvision:resnet18 --backbone-weights FILE``) its name.
 
 CIFAR-10N: Wei et al., "Learning with Noisy Labels Revisited: A Study Using Real-World Human
 Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
@@ -113,6 +114,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=EPOCHS,
                         help=f"epochs of every model; other than {EPOCHS} names the results -eN")
     parser.add_argument("--width", type=float, default=0.25)
+    parser.add_argument("--backbone", default=None,
+                        help="fine-tune this architecture from --backbone-weights instead "
+                             "(benchmarks/pretrain_backbone.py makes them)")
+    parser.add_argument("--backbone-weights", default=None)
+    parser.add_argument("--lr", type=float, default=None,
+                        help="default 0.1 from scratch, 0.01 with a backbone")
     parser.add_argument("--limit", type=int, default=1000, help="rows every detector scores")
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--detectors", default=None)
@@ -146,19 +153,22 @@ def main() -> None:
     from noisefind.bench.report import bench_table, decisions_table
     from noisefind.bench.runner import bench
     from noisefind.data.load import load_data
-    from noisefind.training.config import TrainConfig
+    from noisefind.training.config import BACKBONE_LR, TrainConfig
 
     # A shuffle other than the first names its parts apart: they overlap the first's.
     shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""
     length = f"-e{args.epochs}" if args.epochs != EPOCHS else ""
-    name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}"
+    backbone = f"-{args.backbone.split(':')[-1]}" if args.backbone else ""
+    name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}{backbone}"
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,
                               args.subset_seed, args.work / f"{name}.csv")
     data = load_data(manifest, progress=True)
     out = args.out or REPO / "benchmarks" / "results" / name
     work_out = args.work / name  # results and the cache; results are copied into the repo
-    config = TrainConfig(width=args.width, epochs=args.epochs, device=args.device)
+    lr = args.lr or (BACKBONE_LR if args.backbone else TrainConfig.lr)
+    config = TrainConfig(width=args.width, epochs=args.epochs, device=args.device, lr=lr,
+                         backbone=args.backbone, backbone_weights=args.backbone_weights)
     runs = bench(data, ["none"], seeds=[args.seed],
                  detectors=parse_detector_list(args.detectors) if args.detectors else None,
                  train_config=config, folds=args.folds, limit=args.limit, out=work_out)

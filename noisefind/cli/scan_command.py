@@ -131,6 +131,10 @@ def scan(
     print_suspects(table, top, summary["rank_by"])
     console.print(f"{int(table['suspected'].sum())} of {len(table)} scanned examples flagged "
                   "as suspected", highlight=False)
+    if summary.get("estimated_mislabeled_interval"):
+        low, high = summary["estimated_mislabeled_interval"]
+        console.print(f"about {summary['estimated_mislabeled']} of {summary['examples']} labels "
+                      f"wrong ({low:.0f}-{high:.0f})", highlight=False)
     console.print(time_spent(summary["seconds"]), highlight=False)
     console.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}", highlight=False)
 

@@ -16,15 +16,16 @@ with n_c the examples labelled c, ``confident_c`` those of them confidently of s
 
 It counts every row that some other class confidently claims, so with a model that is often
 torn between two classes (hard pairs) it counts many clean rows too: on the synthetic arrays of
-benchmarks/rank_arrays.py it nearly doubles the truth (docs/benchmarks.md).
+benchmarks/rank_arrays.py it over-counts by two thirds (docs/own-models.md).
 
-**The canaries' count** (:func:`canary_count`) asks instead how wrong labels score in this very
-ranking. Canaries are rows given a wrong label on purpose, drawn the way the data's own errors
-seem to go (:func:`canary_labels`: from the confusions that confident learning sees); how they
-score under the order tells how a wrong label looks, and the mixture-proportion estimate of
-:func:`noisefind.decide.cutoff.estimate_count` turns that into a count. For evidence that does
-not move when a label changes (out-of-sample probabilities, the neighbours of a row) a canary is
-exact: its score is computed, not retrained for.
+**The canaries' count** (:func:`count_from_canaries`) asks instead how wrong labels score in
+this very ranking. Canaries are rows given a wrong label on purpose, drawn the way the data's
+own errors seem to go (:func:`canary_labels`: from the confusions that confident learning
+sees); how they score under the order tells how a wrong label looks, and the mixture-proportion
+estimate of :func:`estimate_count` turns that into a count. For evidence that does not move
+when a label changes (out-of-sample probabilities, the neighbours of a row) a canary is exact:
+its score is computed, not retrained for. The scan's cutoff counts the same way, with canaries
+trained into a replica (:mod:`noisefind.decide.cutoff`).
 
 Both intervals are a bootstrap over the rows (and the canaries): they say how much the count
 moves with the sample, not how far the canaries or the calibration are from the truth.
@@ -32,13 +33,13 @@ moves with the sample, not how far the canaries or the calibration are from the 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import BLOCK, class_thresholds
-from noisefind.decide.cutoff import estimate_count
 
 RESAMPLES = 200  # bootstrap resamples of the rows for the interval
 LEVEL = 0.9  # the interval's coverage of the resampled counts
@@ -153,12 +154,11 @@ def canary_labels(labels: np.ndarray, guesses: np.ndarray, rows: np.ndarray, cla
     return (cumulative <= draws[:, None]).sum(1)
 
 
-def canary_count(scores: np.ndarray, canary_scores: np.ndarray, *,
+def count_from_canaries(scores: np.ndarray, canary_scores: np.ndarray, *,
                  resamples: int = RESAMPLES, level: float = LEVEL,
                  seed: int = 0) -> CountEstimate:
     """The number of wrong labels among ``scores`` that the canaries' scores imply
-    (:func:`noisefind.decide.cutoff.estimate_count`), with a bootstrap interval over the rows
-    and the canaries."""
+    (:func:`estimate_count`), with a bootstrap interval over the rows and the canaries."""
     scores, canary_scores = np.asarray(scores), np.asarray(canary_scores)
     estimate = estimate_count(scores, canary_scores)[0]
     rng = np.random.default_rng(seed)
@@ -169,3 +169,31 @@ def canary_count(scores: np.ndarray, canary_scores: np.ndarray, *,
     low, high = np.quantile(counts, [(1 - level) / 2, (1 + level) / 2]) if counts else (
         estimate, estimate)
     return CountEstimate(float(estimate), float(low), float(high), len(scores), "canaries")
+
+
+ESTIMATE_RECALLS = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
+                   recalls: Sequence[float] = ESTIMATE_RECALLS) -> tuple[float, dict]:
+    """Estimated number of mislabeled rows among ``scores``: a mixture-proportion estimate.
+
+    If the canaries score like the mislabeled rows, then above any threshold t the scanned rows
+    hold ``pi * N * P(t)`` mislabeled ones plus some clean ones, P(t) the canaries' share above
+    t. So ``count(scores >= t) / P(t)`` over-counts by the clean rows above t and is an upper
+    bound for every t; the estimate is the tightest bound over the thresholds that keep
+    ``recalls`` of the canaries (not fewer than half of them, so that P(t) rests on enough
+    canaries).
+
+    Returns
+    -------
+    estimate : float
+    bounds : dict
+        The bound at each canary recall, for ``summary.json``.
+    """
+    bounds = {}
+    for recall in recalls:
+        threshold = np.quantile(canary_scores, 1.0 - recall)
+        kept = float((canary_scores >= threshold).mean())
+        bounds[f"{recall:g}"] = round(float((scores >= threshold).sum()) / kept, 2)
+    return min(bounds.values()), bounds

@@ -37,9 +37,10 @@ watch how a wrong label looks in this data, with this model and this recipe (doc
    the flag catches about ``canary_recall`` (0.9) of the canaries, hence of the mislabeled
    examples they stand for.
 6. The estimated number of mislabeled examples among the scanned ones is a mixture-proportion
-   estimate (:func:`estimate_count`): above a threshold that keeps a share r of the canaries,
-   ``count / r`` over-counts by the clean examples above it, so the smallest such bound over
-   r in 0.5 ... 0.9 is taken. With ``--limit`` it is scaled to the whole training set.
+   estimate (:func:`noisefind.decide.count.estimate_count`): above a threshold that keeps a
+   share r of the canaries, ``count / r`` over-counts by the clean examples above it, so the
+   smallest such bound over r in 0.5 ... 0.9 is taken, with a bootstrap interval. With
+   ``--limit`` it is scaled to the whole training set.
 
 Caveats: the flag and the estimate are as good as the canaries' likeness to the real errors;
 errors unlike any plausible or random relabelling (a systematic relabelling of a whole class)
@@ -144,6 +145,9 @@ class Cutoff:
         follows it: then ``suspected`` is its top ``estimated_scanned`` rows.
     signals : dict of str to numpy.ndarray, optional
         The default order's signals per row (higher = more suspicious), with ``order``.
+    interval : tuple of float, optional
+        A 90% bootstrap interval of ``estimated_scanned``
+        (:func:`noisefind.decide.count.count_from_canaries`).
     """
 
     method: str
@@ -154,6 +158,7 @@ class Cutoff:
     details: dict = field(default_factory=dict)
     order: np.ndarray | None = None
     signals: dict | None = None
+    interval: tuple[float, float] | None = None
 
     def estimated_total(self, examples: int) -> float | None:
         """The estimate scaled from the scanned rows to ``examples`` training examples."""
@@ -179,6 +184,8 @@ class Cutoff:
             "suspected": int(self.suspected.sum()),
             "estimated_mislabeled": None if total is None else int(round(total)),
             "estimated_noise_rate": None if total is None else round(total / examples, 4),
+            "estimated_mislabeled_interval": None if total is None or self.interval is None
+            else [round(bound * examples / len(self.rows), 1) for bound in self.interval],
             "cutoff": self.details,
         }
         if is_noisy is not None:
@@ -243,34 +250,6 @@ def fit_cutoff(scanned: np.ndarray, canaries: np.ndarray, canary_recall: float,
     threshold = float(np.quantile(canary_scores, 1.0 - canary_recall))
     measured = float((canary_scores >= threshold).mean())
     return score(scanned), threshold, measured, weights, canary_scores
-
-
-ESTIMATE_RECALLS = (0.5, 0.6, 0.7, 0.8, 0.9)
-
-
-def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
-                   recalls: Sequence[float] = ESTIMATE_RECALLS) -> tuple[float, dict]:
-    """Estimated number of mislabeled rows among ``scores``: a mixture-proportion estimate.
-
-    If the canaries score like the mislabeled rows, then above any threshold t the scanned rows
-    hold ``pi * N * P(t)`` mislabeled ones plus some clean ones, P(t) the canaries' share above
-    t. So ``count(scores >= t) / P(t)`` over-counts by the clean rows above t and is an upper
-    bound for every t; the estimate is the tightest bound over the thresholds that keep
-    ``recalls`` of the canaries (not fewer than half of them, so that P(t) rests on enough
-    canaries).
-
-    Returns
-    -------
-    estimate : float
-    bounds : dict
-        The bound at each canary recall, for ``summary.json``.
-    """
-    bounds = {}
-    for recall in recalls:
-        threshold = np.quantile(canary_scores, 1.0 - recall)
-        kept = float((canary_scores >= threshold).mean())
-        bounds[f"{recall:g}"] = round(float((scores >= threshold).sum()) / kept, 2)
-    return min(bounds.values()), bounds
 
 
 def _pu_classifier(unlabelled: np.ndarray, positives: np.ndarray, names: Sequence[str]):

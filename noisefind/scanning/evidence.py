@@ -25,7 +25,13 @@ import torch.nn.functional as F
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
 from noisefind.decide.consensus import SIGNALS, WITNESSES, consensus_score, flag_top
-from noisefind.decide.count import canary_count, canary_labels, confident_classes, confident_count
+from noisefind.decide.count import (
+    CountEstimate,
+    canary_labels,
+    confident_classes,
+    confident_count,
+    count_from_canaries,
+)
 from noisefind.scanning.export import TrainingSet, write_training_set
 from noisefind.scanning.outputs import write_summary, write_suspects
 from noisefind.scanning.review import write_review
@@ -58,38 +64,15 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
     labels = np.asarray(labels, dtype=np.int64)
     rows = np.arange(len(labels))
     names = np.array(classes, dtype=object)
-    signals, columns, seconds, judges = {}, {}, {}, {}
-    if pred_probs is not None:
-        thresholds = class_thresholds(pred_probs, labels)
-        judges["oos_margin"] = lambda at, given, t=thresholds: calibrated_margin(
-            pred_probs, at, given, t)
-        columns["oos_confidence"] = np.asarray(pred_probs[rows, labels], dtype=np.float64)
-        columns["oos_label"] = names[likeliest_other(pred_probs, labels)]
-    neighbour_vote = None
-    if features is not None:
-        began = time.perf_counter()
-        spaces = [F.normalize(torch.from_numpy(np.array(f, dtype=np.float32)), dim=1)
-                  for f in features]
-        neighbour_vote = neighbour_probabilities(spaces, labels, num_classes=len(classes),
-                                                 k=min(k, len(labels) - 1))
-        vote_thresholds = class_thresholds(neighbour_vote, labels)
-        judges["neighbours"] = lambda at, given, t=vote_thresholds: calibrated_margin(
-            neighbour_vote, at, given, t)
-        columns["neighbour_label"] = names[likeliest_other(neighbour_vote, labels)]
-        seconds["neighbours"] = time.perf_counter() - began
+    judges, columns, vote = witness_judges(labels, names, pred_probs=pred_probs,
+                                           features=features, k=k)
+    seconds = {"neighbours": time.perf_counter() - started} if features is not None else {}
     signals = {name: judge(rows, labels) for name, judge in judges.items()}
     score = consensus_score(signals, without=tuple(s for s in SIGNALS if s not in signals))
     began = time.perf_counter()
-    probabilities = pred_probs if pred_probs is not None else neighbour_vote
-    guesses = confident_classes(labels, probabilities)
-    canaries = np.random.default_rng(seed).choice(
-        len(labels), min(len(labels) // 5, max(MIN_CANARIES, round(CANARY_SHARE * len(labels)))),
-        replace=False)
-    wrong = canary_labels(labels, guesses, canaries, len(classes), seed=seed)
-    # A canary's evidence is its row's, only its label differs: scored on the rows' scale.
-    canary_scores = sum((judge(canaries, wrong) - signals[name].mean())
-                        / (signals[name].std() or 1.0) for name, judge in judges.items())
-    count = canary_count(score, canary_scores, seed=seed)
+    probabilities = pred_probs if pred_probs is not None else vote
+    count, canaries = count_with_canaries(labels, probabilities, signals, judges, score,
+                                          seed=seed)
     learning = confident_count(labels, probabilities, resamples=0)
     seconds["count"] = time.perf_counter() - began
     table = pd.DataFrame({"index": rows, "path": "" if paths is None else list(paths),
@@ -114,13 +97,57 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
                "neighbours_k": min(k, len(labels) - 1) if features is not None else None,
                "feature_spaces": 0 if features is None else len(features),
                "count_from": "pred_probs" if pred_probs is not None else "neighbours",
-               **count.as_dict(), "canaries": len(canaries),
+               **count.as_dict(), "canaries": canaries,
                "confident_joint_estimate": round(learning.estimate, 1),
                "flagged": int(table["suspected"].sum()),
                "seconds": {name: round(value, 3) for name, value in seconds.items()}}
     if "is_noisy" in table:
         summary.update(truth_figures(table))
     return table, summary
+
+
+def witness_judges(labels: np.ndarray, names: np.ndarray, *, pred_probs: np.ndarray | None,
+                   features: list[np.ndarray] | None, k: int):
+    """Per witness the evidence feeds, a function ``judge(rows, labels)`` giving its signal
+    for those rows under those labels; the table's columns of each; and the neighbours'
+    (N, C) vote (None without features)."""
+    judges, columns, vote = {}, {}, None
+    rows = np.arange(len(labels))
+    if pred_probs is not None:
+        thresholds = class_thresholds(pred_probs, labels)
+        judges["oos_margin"] = lambda at, given: calibrated_margin(pred_probs, at, given,
+                                                                   thresholds)
+        columns["oos_confidence"] = np.asarray(pred_probs[rows, labels], dtype=np.float64)
+        columns["oos_label"] = names[likeliest_other(pred_probs, labels)]
+    if features is not None:
+        spaces = [F.normalize(torch.from_numpy(np.array(f, dtype=np.float32)), dim=1)
+                  for f in features]
+        vote = neighbour_probabilities(spaces, labels, num_classes=len(names),
+                                       k=min(k, len(labels) - 1))
+        vote_thresholds = class_thresholds(vote, labels)
+        judges["neighbours"] = lambda at, given: calibrated_margin(vote, at, given,
+                                                                   vote_thresholds)
+        columns["neighbour_label"] = names[likeliest_other(vote, labels)]
+    return judges, columns, vote
+
+
+def count_with_canaries(labels: np.ndarray, probabilities: np.ndarray,
+                        signals: dict[str, np.ndarray], judges: dict, score: np.ndarray, *,
+                        seed: int) -> tuple[CountEstimate, int]:
+    """The canaries' count (:func:`noisefind.decide.count.count_from_canaries`) and how many
+    canaries: rows scored again under a wrong label drawn from the confusions that confident
+    learning sees in ``probabilities``. The evidence does not change with a row's own label,
+    so a canary's signals are exact; each witness here has one signal, so its vote is that
+    signal standardised over the real rows, and the canaries are put on the same scale."""
+    classes = probabilities.shape[1]
+    canaries = np.random.default_rng(seed).choice(
+        len(labels), min(len(labels) // 5, max(MIN_CANARIES, round(CANARY_SHARE * len(labels)))),
+        replace=False)
+    wrong = canary_labels(labels, confident_classes(labels, probabilities), canaries, classes,
+                          seed=seed)
+    canary_scores = sum((judge(canaries, wrong) - signals[name].mean())
+                        / (signals[name].std() or 1.0) for name, judge in judges.items())
+    return count_from_canaries(score, canary_scores, seed=seed), len(canaries)
 
 
 def checked_evidence(labels, *, pred_probs=None, features=None, classes=None, k: int = NEIGHBOURS

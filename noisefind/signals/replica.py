@@ -13,7 +13,8 @@ import torch
 from noisefind.base.console import console
 from noisefind.data.labeled import LabeledData
 from noisefind.decide.calibration import class_thresholds
-from noisefind.decide.cutoff import Cutoff, CutoffSettings, estimate_count, fit_cutoff, no_cutoff
+from noisefind.decide.count import count_from_canaries, estimate_count
+from noisefind.decide.cutoff import Cutoff, CutoffSettings, fit_cutoff, no_cutoff
 from noisefind.models.predict import predict_logits
 from noisefind.signals.dynamics import RowSignal, history_for, signals
 from noisefind.signals.flip import FlipSettings, flip_search
@@ -266,6 +267,7 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         settings.canary_recall, settings.seed, names)
     suspected = scores >= threshold
     estimate, bounds = estimate_count(scores, canary_scores)
+    count = count_from_canaries(scores, canary_scores, seed=settings.seed)
     details = {
         "method": "canaries",
         "canaries": len(canary),
@@ -283,4 +285,5 @@ def calibrate(data: LabeledData, run: Run, results: pd.DataFrame,
         "canary_median_units_to_flip": float(canary["units_to_flip"].median()),
         "seconds": round(replica_seconds + time.perf_counter() - started, 3),
     }
-    return Cutoff("canaries", rows, suspected, scores, estimate, details)
+    return Cutoff("canaries", rows, suspected, scores, estimate, details,
+                  interval=(count.low, count.high))

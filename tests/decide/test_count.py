@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from noisefind.base.errors import NoisefindError
-from noisefind.decide.count import confident_classes, confident_count
+from noisefind.decide.count import (
+    canary_labels,
+    confident_classes,
+    confident_count,
+    count_from_canaries,
+    estimate_count,
+)
 
 
 def noisy_probabilities(n=3000, classes=5, wrong=0.2, seed=0):
@@ -56,3 +62,25 @@ def test_bad_settings_name_their_parameter(options, parameter):
     with pytest.raises(NoisefindError) as error:
         confident_count(labels, probabilities, **options)
     assert error.value.parameter == parameter
+
+
+def test_canary_labels_follow_the_confusions_confident_learning_sees():
+    # Class 0 is often taken for 1 (rows labelled 1 that are confidently 0), never for 2.
+    labels = np.array([1] * 30 + [0] * 100 + [2] * 100)
+    guesses = np.array([0] * 30 + [0] * 100 + [2] * 100)
+    rows = np.arange(30, 130)  # rows labelled 0
+    drawn = canary_labels(labels, guesses, rows, 3, seed=0)
+    assert (drawn == 1).all()
+    # Class 2 has no confusion seen: any other class alike, never its own.
+    drawn = canary_labels(labels, guesses, np.arange(130, 230), 3, seed=0)
+    assert set(drawn) == {0, 1}
+    assert 30 < (drawn == 0).sum() < 70
+
+
+def test_the_canaries_count_and_its_interval():
+    rng = np.random.default_rng(0)
+    scores, canaries = np.r_[rng.normal(0, 1, 9000), rng.normal(3, 1, 1000)], rng.normal(3, 1, 1000)
+    count = count_from_canaries(scores, canaries, seed=0)
+    assert count.estimate == estimate_count(scores, canaries)[0]
+    assert count.estimate == pytest.approx(1000, rel=0.1)
+    assert count.low <= count.estimate <= count.high and count.method == "canaries"

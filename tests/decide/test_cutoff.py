@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
-from noisefind.decide.cutoff import CutoffSettings, estimate_count, fit_cutoff, flag_metrics
+from noisefind.decide.count import estimate_count
+from noisefind.decide.cutoff import CutoffSettings, fit_cutoff, flag_metrics
 from noisefind.signals.replica import (
     calibrate,
     canary_count,

@@ -47,6 +47,8 @@ def test_summary_reports_quality_against_the_truth(scanned):
     assert 0.5 < summary["auroc"] <= 1.0  # better than chance on real noisy digits
     assert summary["median_units_to_flip_mislabeled"] <= summary["median_units_to_flip_clean"]
     assert 0.0 <= summary["suggested_label_accuracy_mislabeled"] <= 1.0
+    low, high = summary["estimated_mislabeled_interval"]  # scaled to the whole set, as the count
+    assert low <= summary["estimated_mislabeled"] <= high and low < high
 
 
 def test_resume_with_other_settings_is_refused(scanned, noisy_digits, noisy_digits_run):
