@@ -281,3 +281,23 @@ def test_rank_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypat
     assert result.exit_code == 2, result.output
     assert message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+def test_results_go_to_stdout_and_progress_to_stderr(tmp_path):
+    """``noisefind scan ... > results.txt`` keeps the results; the progress stays on stderr."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "noisefind", "scan", "digits", "--noise", "symmetric:0.1",
+         "--epochs", "3", "--width", "0.25", "--limit", "60", "--folds", "0", "--max-units",
+         "5", "--canary-fraction", "0.05", "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    low, high = summary["estimated_mislabeled_interval"]
+    assert (f"about {summary['estimated_mislabeled']} of 1797 labels wrong "
+            f"({low:.0f}-{high:.0f})") in done.stdout
+    assert "against the true labels:" in done.stdout and "AUROC" in done.stdout
+    assert "wrote " in done.stdout and "top 10 of 60 scanned examples" in done.stdout
+    assert "[1/" in done.stderr and "[1/" not in done.stdout  # the stages: progress

@@ -22,8 +22,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-console = Console(stderr=True)
+console = Console(stderr=True)  # progress, messages and errors
 console.soft_wrap = not console.is_terminal  # a log keeps each message on one line
+# Results (tables, counts, files written) go to stdout, so `noisefind scan ... > results.txt`
+# keeps them apart from the progress.
+report = Console(soft_wrap=True)  # one result, one line, however narrow the terminal
 LOG_STEPS = 10  # lines per step in a log: one at every tenth
 
 

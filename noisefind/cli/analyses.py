@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from noisefind.base.console import console
+from noisefind.base.console import report
 from noisefind.base.errors import NoisefindError
 from noisefind.cli.app import (
     MARKUP,
@@ -57,14 +57,12 @@ def localize_gradients(run: RunFolder, out: LocalizeOut = None, quiet: Quiet = F
 
     The run must be trained with --noise and --track-gradients.
     """
-    from rich.console import Console
-
     from noisefind.analyses.localize import gradient_figures, save_analysis
     from noisefind.analyses.report import gradient_table
 
     result = gradient_figures(run)
     written = save_analysis("gradients", result, _localize_out(run, out))
-    Console().print(gradient_table(result["summary"]))
+    report.print(gradient_table(result["summary"]))
     print_written(written, quiet)
 
 
@@ -96,7 +94,6 @@ def localize_rewind(
 def _layer_analysis(name: str, run: Path, out: Path | None, data: str | None, device: str,
                     quiet: bool, table, analyse) -> None:
     """Load a run and its data, run one layer analysis, save it, print its table."""
-    from rich.console import Console
 
     from noisefind.analyses.evaluate import load_run_data
     from noisefind.analyses.localize import save_analysis
@@ -106,7 +103,7 @@ def _layer_analysis(name: str, run: Path, out: Path | None, data: str | None, de
     loaded = load_run_data(loaded_run, data, progress=not quiet)
     result = analyse(loaded_run, loaded)
     written = save_analysis(name, result, _localize_out(run, out))
-    Console().print(table(result))
+    report.print(table(result))
     print_written(written, quiet)
 
 
@@ -164,8 +161,6 @@ def memorization(
 
     Resumable: rerun the same command to continue; a larger --models extends the estimate.
     """
-    from rich.console import Console
-
     from noisefind.analyses.memorization import MemorizationSettings, summarize
     from noisefind.analyses.memorization import memorization as estimate
     from noisefind.analyses.report import memorization_table
@@ -183,15 +178,14 @@ def memorization(
     result = estimate(loaded, settings, config, out=out, with_influence=influence,
                       progress=not quiet)
     summary = summarize(result, settings)
-    # The table is the command's result, so stdout; messages stay on the stderr console.
-    Console().print(memorization_table(result.table, top))
+    report.print(memorization_table(result.table, top))
     if "auroc" in summary:
-        console.print(f"mean memorization: clean {summary['mean_memorization_clean']:.3f}, "
-                      f"mislabeled {summary['mean_memorization_mislabeled']:.3f}; AUROC as a "
-                      f"detector {summary['auroc']:.3f}", highlight=False)
+        report.print(f"mean memorization: clean {summary['mean_memorization_clean']:.3f}, "
+                     f"mislabeled {summary['mean_memorization_mislabeled']:.3f}; AUROC as a "
+                     f"detector {summary['auroc']:.3f}", highlight=False)
     if not quiet:
-        console.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
-                      highlight=False)
+        report.print(f"wrote {out / 'memorization.csv'} and {out / 'summary.json'}",
+                     highlight=False)
 
 
 @exits_cleanly
@@ -206,8 +200,6 @@ def evaluate(
     """Accuracy on clean and mislabeled training examples and on the test set."""
     import json
 
-    from rich.console import Console
-
     from noisefind.analyses.evaluate import evaluate as evaluate_run
     from noisefind.analyses.evaluate import evaluation_table, load_run_data
     from noisefind.training.runs import load_run
@@ -218,9 +210,8 @@ def evaluate(
     if json_output:
         typer.echo(json.dumps(result, indent=2))
         return
-    # The table is the command's result, so stdout; messages stay on the stderr console.
     kind = loaded_run.config["train"]["dropout"]
     title = f"{run} ({'no' if kind == 'none' else kind} dropout)"
-    Console().print(evaluation_table(result, title=title))
+    report.print(evaluation_table(result, title=title))
     if "test" not in result["before"] and not quiet:
-        console.print("no test set: train with --holdout 0.2 (or give data with a test split)")
+        report.print("no test set: train with --holdout 0.2 (or give data with a test split)")

@@ -15,7 +15,7 @@ import typer
 import typer.core
 from rich.markup import escape
 
-from noisefind.base.console import console
+from noisefind.base.console import console, report
 from noisefind.base.errors import NoisefindError
 
 # Commands in the order of the workflow, then the analyses (typer would list groups last).
@@ -226,7 +226,20 @@ def int_list(text: str, flag: str) -> list[int]:
         raise NoisefindError(f"{flag} {text!r}: give comma-separated integers") from None
 
 
+def print_truth(summary: dict, score: str) -> None:
+    """With the true labels known: how many are wrong, the order's AUROC (of ``score``), and
+    the flag's precision and recall."""
+    auroc = summary.get(f"auroc_{score}", summary.get("auroc"))
+    wrong = summary.get("mislabeled", summary.get("mislabeled_scanned"))
+    if auroc is None or wrong is None:
+        return
+    flag = (f", flag precision {summary['flag_precision']:.3f}, recall "
+            f"{summary['flag_recall']:.3f}" if summary.get("flag_precision") is not None else "")
+    report.print(f"against the true labels: {wrong} wrong; AUROC {auroc:.3f}{flag}",
+                 highlight=False)
+
+
 def print_written(paths, quiet: bool = False) -> None:
     if quiet:
         return
-    console.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)
+    report.print("wrote " + ", ".join(str(p) for p in paths), highlight=False, soft_wrap=True)

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from noisefind.base.console import console
-from noisefind.cli.app import Quiet, Seed, exits_cleanly, print_written
+from noisefind.base.console import report
+from noisefind.cli.app import Quiet, Seed, exits_cleanly, print_truth, print_written
 from noisefind.signals.neighbours import NEIGHBOURS
 
 
@@ -52,15 +52,11 @@ def rank(
         return
     summary = result.summary
     print_suspects(result.table, top, "consensus")
-    console.print(f"witnesses: {', '.join(summary['witnesses'])}; "
-                  f"{summary['count_method'].replace('_', ' ')} count: "
-                  f"about {summary['estimated_mislabeled']:.0f} of {summary['examples']} labels "
-                  f"wrong ({summary['estimated_mislabeled_interval'][0]:.0f}-"
-                  f"{summary['estimated_mislabeled_interval'][1]:.0f}); "
-                  f"{summary['flagged']} flagged", highlight=False)
-    if "auroc_consensus_score" in summary:
-        console.print(f"against the true labels: {summary['mislabeled']} wrong; AUROC "
-                      f"{summary['auroc_consensus_score']:.3f}, flag precision "
-                      f"{summary.get('flag_precision', 0):.3f}, recall "
-                      f"{summary.get('flag_recall', 0):.3f}", highlight=False)
+    report.print(f"witnesses: {', '.join(summary['witnesses'])}; "
+                 f"{summary['count_method'].replace('_', ' ')} count: "
+                 f"about {summary['estimated_mislabeled']:.0f} of {summary['examples']} labels "
+                 f"wrong ({summary['estimated_mislabeled_interval'][0]:.0f}-"
+                 f"{summary['estimated_mislabeled_interval'][1]:.0f}); "
+                 f"{summary['flagged']} flagged", highlight=False)
+    print_truth(summary, "consensus_score")
     print_written([out / name for name in ("suspects.csv", "summary.json", "report.html")])

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from noisefind.base.console import console
+from noisefind.base.console import report
 from noisefind.cli.app import (
     Arch,
     BatchSize,
@@ -33,6 +33,7 @@ from noisefind.cli.app import (
     given,
     join_torchrun,
     parse_floats,
+    print_truth,
 )
 
 ScanOutFolder = Annotated[Path, typer.Option(
@@ -109,7 +110,7 @@ def scan(
 ) -> None:
     """Rank every training example by how likely its label is wrong (flag, count, suggest)."""
     from noisefind.api import find_label_issues
-    from noisefind.scanning.outputs import print_suspects
+    from noisefind.scanning.outputs import ORDER_COLUMNS, print_suspects
 
     device, quiet = join_torchrun(device, quiet)
     # Only the training options the command line set reach the library, which refuses them
@@ -129,14 +130,15 @@ def scan(
         return  # also every torchrun rank but the first
     table, summary = result.table, result.summary
     print_suspects(table, top, summary["rank_by"])
-    console.print(f"{int(table['suspected'].sum())} of {len(table)} scanned examples flagged "
-                  "as suspected", highlight=False)
+    report.print(f"{int(table['suspected'].sum())} of {len(table)} scanned examples flagged "
+                 "as suspected", highlight=False)
     if summary.get("estimated_mislabeled_interval"):
         low, high = summary["estimated_mislabeled_interval"]
-        console.print(f"about {summary['estimated_mislabeled']} of {summary['examples']} labels "
-                      f"wrong ({low:.0f}-{high:.0f})", highlight=False)
-    console.print(time_spent(summary["seconds"]), highlight=False)
-    console.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}", highlight=False)
+        report.print(f"about {summary['estimated_mislabeled']} of {summary['examples']} labels "
+                     f"wrong ({low:.0f}-{high:.0f})", highlight=False)
+    print_truth(summary, ORDER_COLUMNS[summary["rank_by"]])
+    report.print(time_spent(summary["seconds"]), highlight=False)
+    report.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}", highlight=False)
 
 
 def time_spent(seconds: dict) -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from noisefind.base.console import console
+from noisefind.base.console import report
 from noisefind.base.errors import NoisefindError
 from noisefind.cli.app import (
     Arch,
@@ -97,8 +97,8 @@ def train(
     if quiet and run.path is None:
         return  # a torchrun rank other than 0
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in run.config["metrics"].items())
-    console.print(f"trained {run.config['arch']} on {run.config['data']['examples']} examples in "
-                  f"{run.config['seconds']:.1f}s: {metrics}; run saved to {out}", highlight=False)
+    report.print(f"trained {run.config['arch']} on {run.config['data']['examples']} examples in "
+                 f"{run.config['seconds']:.1f}s: {metrics}; run saved to {out}", highlight=False)
 
 
 @exits_cleanly
@@ -114,7 +114,7 @@ def review(
 
     path = write_review(out, top=top)
     if not quiet:
-        console.print(f"wrote {path}", highlight=False)
+        report.print(f"wrote {path}", highlight=False)
 
 
 # The library's export(out, file, ...) calls the scan folder `out` and the manifest `file`;
@@ -141,9 +141,9 @@ def export(
         raise NoisefindError("export: give exactly one of --drop or --relabel")
     result = export_manifest(out, manifest, "drop" if drop else "relabel", overwrite=overwrite)
     if not quiet:
-        console.print(f"wrote {result['file']}: {result['examples']} examples, "
-                      f"{result['dropped']} dropped, {result['relabelled']} relabelled",
-                      highlight=False)
+        report.print(f"wrote {result['file']}: {result['examples']} examples, "
+                     f"{result['dropped']} dropped, {result['relabelled']} relabelled",
+                     highlight=False)
 
 
 @exits_cleanly
@@ -181,7 +181,6 @@ def bench(
     quiet: Quiet = False,
 ) -> None:
     """Score every detector against known label noise: AUROC, AUPRC, TPR@5%FPR, P@k, cost."""
-    from rich.console import Console
 
     from noisefind.bench.detectors import parse_detector_list
     from noisefind.bench.report import bench_table
@@ -202,15 +201,14 @@ def bench(
     runs = run_bench(loaded, noises, range(seed, seed + seeds), detectors=chosen,
                      train_config=config, folds=folds, limit=limit, out=out,
                      flip_settings=settings, progress=not quiet, retrain=retrain)
-    # The table is the command's result, so stdout; messages stay on the stderr console.
-    Console().print(bench_table(runs))
+    report.print(bench_table(runs))
     if runs.attrs.get("decisions"):
         from noisefind.bench.report import decisions_table
 
-        Console().print(decisions_table(runs.attrs["decisions"]))
+        report.print(decisions_table(runs.attrs["decisions"]))
     if runs.attrs.get("retrain"):
         from noisefind.bench.report import cleaned_retrain_table
 
-        Console().print(cleaned_retrain_table(runs.attrs["retrain"]))
-    console.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
-                  highlight=False)
+        report.print(cleaned_retrain_table(runs.attrs["retrain"]))
+    report.print(f"wrote {out / 'results.json'}, {out / 'results.md'} and {out / 'roc.png'}",
+                 highlight=False)

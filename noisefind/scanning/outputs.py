@@ -15,7 +15,7 @@ import pandas as pd
 from rich import box
 from rich.table import Table
 
-from noisefind.base.console import console
+from noisefind.base.console import report
 from noisefind.base.figures import agg_figure, save_figure
 from noisefind.base.files import atomic_write, write_json
 
@@ -92,5 +92,5 @@ def suspects_table(table: pd.DataFrame, top: int = 10, rank_by: str = "flip") ->
 
 
 def print_suspects(table: pd.DataFrame, top: int = 10, rank_by: str = "flip") -> None:
-    """Print :func:`suspects_table` on the terminal console."""
-    console.print(suspects_table(table, top, rank_by))
+    """Print :func:`suspects_table` on stdout (the results console)."""
+    report.print(suspects_table(table, top, rank_by))
