@@ -12,7 +12,8 @@ kept outside the repository (``--work``) so a rerun resumes from the trained mod
 shuffle (``--subset-seed``) draws fresh parts, named ``cifar10n-<labels>-shuffle<seed>-part<k>``:
 they are disjoint from each other but overlap the first shuffle's. Models trained for other
 than 20 epochs (the documented runs) add ``-e<epochs>`` to the name, and models fine-tuned
-from a backbone (``--backbone torchvision:resnet18 --backbone-weights FILE``) its name.
+from a backbone (``--backbone torchvision:resnet18 --backbone-weights FILE``) its name (and
+``-scratch`` when that architecture trains from scratch, without weights).
 
 CIFAR-10N: Wei et al., "Learning with Noisy Labels Revisited: A Study Using Real-World Human
 Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
@@ -158,7 +159,8 @@ def main() -> None:
     # A shuffle other than the first names its parts apart: they overlap the first's.
     shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""
     length = f"-e{args.epochs}" if args.epochs != EPOCHS else ""
-    backbone = f"-{args.backbone.split(':')[-1]}" if args.backbone else ""
+    backbone = (f"-{args.backbone.split(':')[-1]}{'' if args.backbone_weights else '-scratch'}"
+                if args.backbone else "")
     name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}{backbone}"
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,

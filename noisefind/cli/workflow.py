@@ -129,17 +129,23 @@ def export(
     relabel: Annotated[bool, typer.Option(
         "--relabel", help="Give the flagged examples their suggested label.")
     ] = False,
+    decisions: Annotated[Path | None, typer.Option(
+        "--decisions", help="Apply the decisions saved from the review page (decisions.csv: "
+                            "index,decision,label with keep, relabel or drop) instead of the "
+                            "flag; examples without one keep their label.")] = None,
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace the --out file if it exists (else: an error, and the file "
                             "is left as it is).")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Write a cleaned manifest (flagged examples dropped or relabelled), ready to train on."""
+    """Write a cleaned manifest (flagged examples dropped or relabelled, or your decisions
+    applied), ready to train on."""
     from noisefind.scanning.export import export as export_manifest
 
-    if drop == relabel:
-        raise NoisefindError("export: give exactly one of --drop or --relabel")
-    result = export_manifest(out, manifest, "drop" if drop else "relabel", overwrite=overwrite)
+    if drop + relabel + (decisions is not None) != 1:
+        raise NoisefindError("export: give exactly one of --drop, --relabel or --decisions")
+    result = export_manifest(out, manifest, "drop" if drop else "relabel", decisions=decisions,
+                             overwrite=overwrite)
     if not quiet:
         report.print(f"wrote {result['file']}: {result['examples']} examples, "
                      f"{result['dropped']} dropped, {result['relabelled']} relabelled",

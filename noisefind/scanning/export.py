@@ -18,7 +18,9 @@ uses ``allow_pickle=False``.
 Labels are class names. ``--drop`` leaves out the suspected examples; ``--relabel`` gives each
 its ``suggested_label`` (:func:`noisefind.decide.suggest.suggest_labels`: the class the prediction
 flips to in the flip search, else the model's own prediction or its runner-up class), and drops
-it when there is none.
+it when there is none. ``--decisions FILE`` applies a person's decisions instead (the review
+page saves them): ``index,decision,label`` rows, ``decision`` one of ``keep``, ``relabel``
+(to ``label``, a class name) or ``drop``; examples without a decision keep their label.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from noisefind.decide.suggest import suggest_labels
 
 TRAINING_SET = "training_set.npz"
 MODES = ("drop", "relabel")
+DECISIONS = ("keep", "relabel", "drop")
 LABEL_COLUMNS = ("given_label", "suggested_label", "predicted_label", "flipped_to",
                  "runner_up_label", "oos_label", "true_label")
 
@@ -215,9 +218,49 @@ def feature_names(training: TrainingSet) -> list[str]:
     return [f"x{k}" for k in range(count)]
 
 
+def decided_labels(training: TrainingSet, file: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Which rows of ``training`` to keep, and their labels, after a decisions file
+    (``index,decision,label``, the review page's ``decisions.csv``); the rest are kept as
+    they are. A bad file is refused whole, naming its first bad row (as ``decisions``)."""
+    file = Path(file)
+    if not file.is_file():
+        raise NoisefindError(f"decisions {file}: no such file", parameter="decisions")
+    try:
+        table = pd.read_csv(file, dtype={"label": str}, keep_default_na=False)
+    except Exception as exc:
+        raise NoisefindError(f"decisions {file}: not a readable CSV ({exc})",
+                             parameter="decisions") from None
+    if not {"index", "decision", "label"} <= set(table.columns):
+        raise NoisefindError(f"decisions {file}: needs the columns index,decision,label",
+                             parameter="decisions")
+    code = {name: k for k, name in enumerate(training.classes)}
+    known = set(training.index.tolist())
+    for line, row in enumerate(table.itertuples(index=False), start=2):
+        problem = (f"decision {row.decision!r} is not one of {', '.join(DECISIONS)}"
+                   if row.decision not in DECISIONS else
+                   f"label {row.label!r} is not a class" if row.decision == "relabel"
+                   and row.label not in code else
+                   f"index {row.index} is not in the scan" if row.index not in known else None)
+        if problem:
+            raise NoisefindError(f"decisions {file}, line {line}: {problem}",
+                                 parameter="decisions")
+    twice = table["index"][table["index"].duplicated()]
+    if len(twice):
+        raise NoisefindError(f"decisions {file}: index {twice.iloc[0]} is decided twice",
+                             parameter="decisions")
+    keep = np.ones(len(training.y), dtype=bool)
+    labels = training.y.copy()
+    rows = training.positions(table["index"])
+    keep[rows[(table["decision"] == "drop").to_numpy()]] = False
+    relabel = (table["decision"] == "relabel").to_numpy()
+    labels[rows[relabel]] = [code[name] for name in table.loc[relabel, "label"]]
+    return keep, labels
+
+
 def export(out: str | Path, file: str | Path, mode: str = "drop", *,
-           overwrite: bool = False) -> dict:
-    """Write a cleaned manifest of the scan in ``out``: suspects dropped or relabelled.
+           decisions: str | Path | None = None, overwrite: bool = False) -> dict:
+    """Write a cleaned manifest of the scan in ``out``: suspects dropped or relabelled, or a
+    person's decisions applied.
 
     Parameters
     ----------
@@ -226,6 +269,9 @@ def export(out: str | Path, file: str | Path, mode: str = "drop", *,
     file : path
         The manifest CSV to write.
     mode : {"drop", "relabel"}
+        What to do with the flagged examples (ignored with ``decisions``).
+    decisions : path, optional
+        A decisions file (:func:`decided_labels`): applied instead of the flag.
     overwrite : bool
         Replace ``file`` if it exists; without it an existing ``file`` is an error
         (:class:`~noisefind.base.errors.NoisefindError`) and is left as it is.
@@ -239,8 +285,10 @@ def export(out: str | Path, file: str | Path, mode: str = "drop", *,
         raise NoisefindError(f"overwrite not given, and {file} already exists: it is left as it "
                              "is", parameter="overwrite")
     training = load_training_set(out)
-    suspects = read_suspects(out)
-    keep, labels = cleaned_labels(training, suspects, mode)
+    if decisions is not None:
+        keep, labels = decided_labels(training, decisions)
+    else:
+        keep, labels = cleaned_labels(training, read_suspects(out), mode)
     written = write_manifest(training, keep, labels, file)
     return {"file": str(written), "examples": int(keep.sum()), "dropped": int((~keep).sum()),
             "relabelled": int((keep & (labels != training.y)).sum())}

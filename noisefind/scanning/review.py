@@ -15,6 +15,7 @@ large scan still gives a page a browser opens quickly.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import math
@@ -31,82 +32,9 @@ from noisefind.scanning.outputs import ORDER_COLUMNS
 
 THUMBNAIL = 96  # largest side of an inline thumbnail, pixels
 
-STYLE = """
-:root { --flag: #c62828; --ink: #1d1d1f; --muted: #6e6e73; --card: #fff; --line: #d9d9de; }
-* { box-sizing: border-box; }
-body { margin: 0; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", sans-serif;
-       color: var(--ink); background: #f4f4f6; }
-header { padding: 18px 24px 8px; background: #fff; border-bottom: 1px solid var(--line); }
-h1 { margin: 0 0 6px; font-size: 20px; }
-.facts { display: flex; flex-wrap: wrap; gap: 6px 18px; margin: 0; padding: 0;
-         list-style: none; color: var(--muted); }
-.facts b { color: var(--ink); }
-#controls { position: sticky; top: 0; z-index: 1; display: flex; flex-wrap: wrap; gap: 16px;
-            align-items: center; padding: 10px 24px; background: #fff;
-            border-bottom: 1px solid var(--line); }
-#controls select { font: inherit; padding: 2px 6px; }
-#shown { color: var(--muted); }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr));
-        gap: 12px; padding: 16px 24px; }
-.suspect[hidden] { display: none !important; }
-article.suspect { background: var(--card); border: 1px solid var(--line); border-radius: 8px;
-                  padding: 10px; display: flex; gap: 10px; }
-article.suspect.flagged { border: 2px solid var(--flag); }
-article.suspect img { width: 72px; height: 72px; object-fit: contain; image-rendering: pixelated;
-                      background: #000; border-radius: 4px; flex: none; }
-.no-image { width: 72px; height: 72px; flex: none; display: grid; place-items: center;
-            background: #eee; color: var(--muted); font-size: 11px; border-radius: 4px; }
-.info { min-width: 0; font-size: 12.5px; display: flex; flex-direction: column; gap: 1px; }
-.info .rank { font-weight: 600; }
-.badges { min-height: 18px; }
-.badge { display: inline-block; padding: 0 6px; border-radius: 9px; font-size: 11px;
-         background: var(--flag); color: #fff; margin-right: 4px; }
-.badge.truth { background: #5b5b60; }
-.labels b { font-size: 14px; }
-.numbers { color: var(--muted); }
-.table-wrap { overflow-x: auto; padding: 16px 24px; }
-table { border-collapse: collapse; background: #fff; font-size: 12.5px; }
-th, td { border: 1px solid var(--line); padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #fafafa; position: sticky; top: 0; }
-td.text { text-align: left; }
-tr.suspect.flagged td:first-child { border-left: 4px solid var(--flag); }
-tr.suspect.flagged { background: #fff5f5; }
-footer { padding: 8px 24px 24px; color: var(--muted); font-size: 12px; }
-"""
-
-SCRIPT = """
-(function () {
-  const byClass = document.getElementById('class-filter');
-  const byFlag = document.getElementById('flag-filter');
-  const shown = document.getElementById('shown');
-  const items = Array.from(document.querySelectorAll('.suspect'));
-  function apply() {
-    let count = 0;
-    for (const item of items) {
-      const flagged = item.dataset.suspected === 'true';
-      const ok = (!byClass.value || item.dataset.label === byClass.value) &&
-        (byFlag.value === 'all' || (byFlag.value === 'flagged') === flagged);
-      item.hidden = !ok;
-      if (ok) count += 1;
-    }
-    shown.textContent = count + ' of ' + items.length + ' shown';
-  }
-  // report.html?show=flagged&class=3 opens with those filters, e.g. to share a view; a value
-  // the menu does not offer is ignored (setting it would blank the menu and misfilter).
-  const params = new URLSearchParams(window.location.search);
-  function pick(select, name) {
-    const value = params.get(name);
-    if (Array.from(select.options).some(function (o) { return o.value === value; })) {
-      select.value = value;
-    }
-  }
-  pick(byClass, 'class');
-  pick(byFlag, 'show');
-  byClass.addEventListener('change', apply);
-  byFlag.addEventListener('change', apply);
-  apply();
-})();
-"""
+# The page's style and script (filters, keyboard decisions) live beside this module.
+STYLE = (Path(__file__).parent / "review.css").read_text(encoding="utf-8")
+SCRIPT = (Path(__file__).parent / "review.js").read_text(encoding="utf-8")
 
 
 def write_review(out: str | Path, top: int = 1000) -> Path:
@@ -174,6 +102,9 @@ def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
             else _feature_table(shown, training, score))
     classes = "".join(f'<option value="{escape(c, True)}">{escape(c)}</option>'
                       for c in training.classes)
+    names = json.dumps(list(training.classes)).replace("</", "<\\/")
+    page_id = hashlib.sha256(json.dumps([training.name, total, shown["index"].tolist()])
+                             .encode()).hexdigest()[:16]
     return f"""<!doctype html>
 <html lang="en">
 <head>
@@ -182,7 +113,7 @@ def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
 <title>{escape(title)}</title>
 <style>{STYLE}</style>
 </head>
-<body>
+<body data-page="{page_id}">
 <header>
 <h1>{escape(title)}</h1>
 {_facts(summary, total, shown)}
@@ -194,7 +125,11 @@ def render_review(shown: pd.DataFrame, training: TrainingSet, summary: dict,
 <option value="flagged">flagged only</option><option value="unflagged">not flagged</option>\
 </select></label>
 <span id="shown"></span>
+<span id="decided"></span> <a id="save" download="decisions.csv" \
+href="data:text/csv;charset=utf-8,index%2Cdecision%2Clabel%0A">save decisions</a>
+<span id="keys">{_keys(training.classes)}</span>
 </nav>
+<script type="application/json" id="class-names">{names}</script>
 <main id="suspects">
 {body}
 </main>
@@ -205,6 +140,13 @@ calibrated cutoff marks as probably mislabeled. Showing every flagged example an
 </body>
 </html>
 """
+
+
+def _keys(classes: list[str]) -> str:
+    """The keyboard's help: moving, deciding, and the digit of each of the first ten classes."""
+    digits = " ".join(f"<kbd>{k}</kbd> {escape(c)}" for k, c in enumerate(classes[:10]))
+    return ("<kbd>j</kbd>/<kbd>k</kbd> next/previous · <kbd>a</kbd> accept the suggestion · "
+            "<kbd>c</kbd> keep · <kbd>x</kbd> drop · <kbd>u</kbd> undo · relabel to: " + digits)
 
 
 def _facts(summary: dict, total: int, shown: pd.DataFrame) -> str:
@@ -241,7 +183,8 @@ def _attributes(row: pd.Series) -> str:
     flagged = bool(row["suspected"])
     return (f'class="suspect{" flagged" if flagged else ""}" data-index="{int(row["index"])}" '
             f'data-rank="{int(row["rank"])}" data-label="{escape(row["given_label"], True)}" '
-            f'data-suspected="{"true" if flagged else "false"}"')
+            f'data-suspected="{"true" if flagged else "false"}" '
+            f'data-suggested="{escape(_suggested(row), True)}"')
 
 
 def _badges(row: pd.Series) -> str:
@@ -270,6 +213,7 @@ def _cards(shown: pd.DataFrame, training: TrainingSet, score: str) -> str:
             f'<div class="labels">given <b>{escape(row["given_label"])}</b>, likely '
             f'<b>{likely}</b></div>'
             f'<div class="numbers">{_flip(row)}score {float(row[score]):.3f}</div>'
+            '<div class="decision"></div>'
             f'{path}</div></article>')
     return '<div class="grid">' + "\n".join(cards) + "</div>"
 
@@ -295,6 +239,7 @@ def _feature_table(shown: pd.DataFrame, training: TrainingSet, score: str) -> st
     names = [] if features is None else feature_names(training)
     head = ("<tr><th>rank</th><th>index</th><th>flag</th><th>given</th><th>likely</th>"
             + ("<th>flips to</th><th>units</th>" if searched else "") + "<th>score</th>"
+            + "<th>decision</th>"
             + "".join(f"<th>{escape(str(n))}</th>" for n in names) + "</tr>")
     lines = []
     for k, (_, row) in enumerate(shown.iterrows()):
@@ -307,7 +252,8 @@ def _feature_table(shown: pd.DataFrame, training: TrainingSet, score: str) -> st
             f'<td class="text">{_badges(row)}</td>'
             f'<td class="text">{escape(row["given_label"])}</td>'
             f'<td class="text">{escape(_suggested(row)) or "&mdash;"}</td>'
-            f'{flip}<td>{float(row[score]):.3f}</td>{values}</tr>')
+            f'{flip}<td>{float(row[score]):.3f}</td><td class="decision text"></td>{values}'
+            "</tr>")
     return (f'<div class="table-wrap"><table><thead>{head}</thead><tbody>'
             + "\n".join(lines) + "</tbody></table></div>")
 

@@ -1,6 +1,8 @@
 """Export: cleaned manifests that load_data reads back, from real scans through the CLI; and the
 bench's retraining on the cleaned set."""
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -77,6 +79,42 @@ def test_relabel_gives_the_suggested_label(digits_out, tmp_path):
     assert len(manifest) == len(training.y) - len(flagged) + len(relabelled)
 
 
+def test_decisions_keep_relabel_and_drop_exactly_the_rows_decided(digits_out, tmp_path):
+    table = suspects(digits_out)
+    first, second, third = table["index"].iloc[:3].tolist()
+    other = next(str(k) for k in range(10) if str(k) != table["given_label"].iloc[1])
+    decisions = tmp_path / "decisions.csv"
+    pd.DataFrame({"index": [first, second, third], "decision": ["drop", "relabel", "keep"],
+                  "label": ["", other, ""]}).to_csv(decisions, index=False)
+    result = export(digits_out, tmp_path / "clean.csv", "--decisions", str(decisions))
+    assert result.exit_code == 0, result.output
+    assert "1 dropped, 1 relabelled" in result.output
+    training = load_training_set(digits_out)
+    manifest = pd.read_csv(tmp_path / "clean.csv", dtype={"label": str})
+    assert len(manifest) == len(training.y) - 1  # the flag is not applied: only the decisions
+    names = [Path(p).stem for p in manifest["path"]]
+    labels = dict(zip(names, manifest["label"], strict=True))
+    assert f"{first:06d}" not in labels and labels[f"{second:06d}"] == other
+    assert labels[f"{third:06d}"] == table["given_label"].iloc[2]
+
+
+@pytest.mark.parametrize("rows,message", [
+    ("index,decision,label\n0,burn,\n", "line 2: decision 'burn' is not one of"),
+    ("index,decision,label\n0,relabel,eleven\n", "label 'eleven' is not a class"),
+    ("index,decision,label\n999999,drop,\n", "index 999999 is not in the scan"),
+    ("index,decision,label\n{i},drop,\n{i},keep,\n", "is decided twice"),
+    ("index,verdict\n0,drop\n", "needs the columns index,decision,label"),
+])
+def test_bad_decisions_exit_2_naming_the_file_and_leave_no_manifest(digits_out, tmp_path, rows,
+                                                                    message):
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(rows.format(i=int(suspects(digits_out)["index"].iloc[0])))
+    result = export(digits_out, tmp_path / "clean.csv", "--decisions", str(decisions))
+    assert result.exit_code == 2 and message in result.output and "--decisions" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "clean.csv").exists()
+
+
 def test_tabular_export_keeps_the_features(tmp_path):
     out = scan(tmp_path / "wine", "wine", "--noise", "symmetric:0.1", "--epochs", "20")
     result = export(out, tmp_path / "wine.csv", "--drop")
@@ -102,8 +140,8 @@ def test_image_files_export_their_absolute_paths(image_folder, tmp_path):
 
 
 @pytest.mark.parametrize("modes,name,message", [
-    (["--drop", "--relabel"], "x.csv", "exactly one of --drop or --relabel"),
-    ([], "x.csv", "exactly one of --drop or --relabel"),
+    (["--drop", "--relabel"], "x.csv", "exactly one of --drop, --relabel or --decisions"),
+    ([], "x.csv", "exactly one of --drop, --relabel or --decisions"),
     (["--drop"], "x.txt", "ending in .csv"),
 ])
 def test_bad_export_flags_exit_2(digits_out, tmp_path, modes, name, message):

@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -67,7 +68,9 @@ def test_image_page_is_one_self_contained_file(digits_out):
     page = review(digits_out)
     html = (digits_out / "report.html").read_text(encoding="utf-8")
     assert html.startswith("<!doctype html>")
-    assert page.count("style") == 1 and page.count("script") == 1
+    scripts = [attrs for tag, attrs in page.tags if tag == "script"]
+    assert page.count("style") == 1 and len(scripts) == 2  # the class names (data) and the code
+    assert [attrs.get("type") for attrs in scripts] == ["application/json", None]
     assert page.count("link") == 0  # no stylesheet or font to fetch
     for _, attrs in page.tags:  # nothing loads from anywhere but the page itself
         for key in ("src", "href"):
@@ -150,7 +153,7 @@ def test_tabular_page_shows_the_feature_rows(wine_out):
     page = review(wine_out)
     suspects = pd.read_csv(wine_out / "suspects.csv")
     headers = [t for t, _ in page.tags if t == "th"]
-    assert len(headers) == 8 + 13  # the scan's columns and wine's 13 features
+    assert len(headers) == 8 + 1 + 13  # the scan's columns, the decision and wine's features
     assert all(item["tag"] == "tr" for item in page.items)
     assert set(suspects.loc[suspects["suspected"], "index"]) <= {
         int(item["data-index"]) for item in page.items}
@@ -172,3 +175,121 @@ def test_review_of_a_folder_without_a_scan_exits_2(tmp_path, make, message):
     result = runner.invoke(app, ["review", str(make(tmp_path))])
     assert result.exit_code == 2 and message in result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+class Browser:
+    """Headless Chromium driven over the DevTools protocol on a pipe (fds 3 and 4): enough to
+    open a page, press keys and read values back, with no library between."""
+
+    def __init__(self, profile):
+        import os
+
+        ours_read, chrome_write = os.pipe()
+        chrome_read, ours_write = os.pipe()
+
+        def child_fds():  # Chromium reads commands on fd 3 and answers on fd 4
+            read, write = os.dup(chrome_read), os.dup(chrome_write)  # out of 3 and 4's way
+            os.dup2(read, 3)
+            os.dup2(write, 4)
+
+        self.process = subprocess.Popen(
+            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--remote-debugging-pipe",
+             f"--user-data-dir={profile}", "about:blank"],
+            preexec_fn=child_fds, pass_fds=(3, 4),  # kept open once child_fds made them
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        os.close(chrome_read)
+        os.close(chrome_write)
+        self.send_file, self.receive_file = os.fdopen(ours_write, "wb"), os.fdopen(ours_read, "rb")
+        self.next_id, self.buffer, self.session = 0, b"", None
+
+    def call(self, method, session=True, **params):
+        self.next_id += 1
+        message = {"id": self.next_id, "method": method, "params": params}
+        if session and self.session:
+            message["sessionId"] = self.session
+        self.send_file.write(json.dumps(message).encode() + b"\0")
+        self.send_file.flush()
+        while True:
+            while b"\0" not in self.buffer:
+                chunk = self.receive_file.read1(65536)
+                assert chunk, "Chromium closed the pipe"
+                self.buffer += chunk
+            raw, self.buffer = self.buffer.split(b"\0", 1)
+            reply = json.loads(raw)
+            if reply.get("id") == self.next_id:
+                assert "error" not in reply, reply
+                return reply["result"]
+
+    def open(self, url):
+        target = self.call("Target.createTarget", session=False, url=url)["targetId"]
+        self.session = self.call("Target.attachToTarget", session=False, targetId=target,
+                                 flatten=True)["sessionId"]
+        self.wait_for("document.readyState === 'complete' && !!window.noisefindDecisions")
+
+    def evaluate(self, expression):
+        return self.call("Runtime.evaluate", expression=expression,
+                         returnByValue=True)["result"].get("value")
+
+    def wait_for(self, expression, seconds=30):
+        import time
+
+        deadline = time.monotonic() + seconds
+        while not self.evaluate(expression):
+            assert time.monotonic() < deadline, f"timed out waiting for {expression}"
+            time.sleep(0.05)
+
+    def press(self, *keys):
+        for key in keys:
+            for kind in ("keyDown", "keyUp"):
+                self.call("Input.dispatchKeyEvent", type=kind, key=key,
+                          **({"text": key} if kind == "keyDown" and len(key) == 1 else {}))
+
+    def close(self):
+        self.process.kill()
+        self.process.wait(timeout=30)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs a headless Chromium (Debian: apt-get "
+                                             "install chromium)")
+def test_decisions_made_by_key_presses_are_kept_saved_and_exported(digits_out, tmp_path):
+    review(digits_out)
+    suspects = pd.read_csv(digits_out / "suspects.csv", dtype={"given_label": str,
+                                                              "suggested_label": str})
+    first, second, third, fourth = suspects.head(4).itertuples()
+    relabel_to = next(str(k) for k in range(10) if str(k) != third.given_label)
+    browser = Browser(tmp_path / "profile")
+    try:
+        browser.open((digits_out / "report.html").as_uri())
+        # The first card has the focus: accept its suggestion, drop the second, relabel the
+        # third by its class's digit, keep the fourth; then go back and undo the second.
+        browser.press("a", "x", relabel_to, "c", "k", "k", "k", "u")
+        assert browser.evaluate("document.getElementById('decided').textContent") == \
+            "decided: 1 keep, 2 relabel, 0 drop"
+        browser.press("x")  # and drop it after all
+        saved = browser.evaluate("window.noisefindDecisions()")
+        link = browser.evaluate("document.getElementById('save').href")
+        # Kept in the page: a reload shows the same decisions.
+        browser.call("Page.reload")
+        browser.wait_for("document.readyState === 'complete' && !!window.noisefindDecisions")
+        assert browser.evaluate("window.noisefindDecisions()") == saved
+    finally:
+        browser.close()
+    from urllib.parse import unquote
+
+    assert unquote(link.split(",", 1)[1]) == saved  # the download link carries the same file
+    expected = "index,decision,label\n" + "".join(sorted(
+        [f"{first.index},relabel,{first.suggested_label}\n", f"{second.index},drop,\n",
+         f"{third.index},relabel,{relabel_to}\n", f"{fourth.index},keep,\n"],
+        key=lambda line: int(line.split(",")[0])))
+    assert saved == expected
+    decisions = tmp_path / "decisions.csv"
+    decisions.write_text(saved)
+    exported = runner.invoke(app, ["export", str(digits_out), "--decisions", str(decisions),
+                                   "--out", str(tmp_path / "clean.csv")])
+    assert exported.exit_code == 0, exported.output
+    manifest = pd.read_csv(tmp_path / "clean.csv", dtype={"label": str})
+    labels = {int(Path(p).stem): label for p, label in zip(manifest["path"], manifest["label"],
+                                                           strict=True)}
+    assert second.index not in labels and len(labels) == 1797 - 1
+    assert labels[first.index] == first.suggested_label and labels[third.index] == relabel_to
+    assert labels[fourth.index] == fourth.given_label
