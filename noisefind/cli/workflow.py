@@ -147,8 +147,10 @@ def export(
     result = export_manifest(out, manifest, "drop" if drop else "relabel", decisions=decisions,
                              overwrite=overwrite)
     if not quiet:
+        unsure = (f", {result['flagged_unchanged']} flagged left as they are (suggestion not "
+                  "confident)" if result.get("flagged_unchanged") else "")
         report.print(f"wrote {result['file']}: {result['examples']} examples, "
-                     f"{result['dropped']} dropped, {result['relabelled']} relabelled",
+                     f"{result['dropped']} dropped, {result['relabelled']} relabelled{unsure}",
                      highlight=False)
 
 

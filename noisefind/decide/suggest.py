@@ -17,6 +17,9 @@ import numpy as np
 import pandas as pd
 
 SUGGESTION_SOURCES = ("oos_label", "flipped_to", "predicted_label", "runner_up_label")
+# How sure the out-of-sample models must be of a suggested label before `export --relabel`
+# applies it: more likely than all the other classes together (docs/benchmarks.md, "Relabel").
+RELABEL_CONFIDENCE = 0.5
 
 
 def suggest_labels(table: pd.DataFrame) -> pd.Series:
@@ -45,3 +48,21 @@ def suggest_labels(table: pd.DataFrame) -> pd.Series:
         usable = (suggested == "") & (values != "") & (values != given)
         suggested[usable] = values[usable]
     return pd.Series(suggested, index=table.index, name="suggested_label")
+
+
+def confident_suggestions(table: pd.DataFrame,
+                          confidence: float = RELABEL_CONFIDENCE) -> np.ndarray:
+    """Bool per row: its ``suggested_label`` is backed by models that never saw the row.
+
+    The suggestion must be the out-of-sample models' likeliest class other than the given one
+    (``oos_label``) with a probability of at least ``confidence``
+    (``oos_label_probability``). A label changed on weaker evidence would as often make a
+    clean label wrong as fix a wrong one; a table without out-of-sample evidence (a model of
+    yours, ``--folds 0``, a scan from before the column) has no confident suggestion.
+    """
+    if "oos_label_probability" not in table or "oos_label" not in table:
+        return np.zeros(len(table), dtype=bool)
+    suggested = table["suggested_label"].fillna("").astype(str)
+    backed = suggested.eq(table["oos_label"].fillna("").astype(str)) & suggested.ne("")
+    sure = pd.to_numeric(table["oos_label_probability"], errors="coerce").fillna(0.0)
+    return (backed & (sure >= confidence)).to_numpy()

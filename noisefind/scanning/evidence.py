@@ -118,7 +118,10 @@ def witness_judges(labels: np.ndarray, names: np.ndarray, *, pred_probs: np.ndar
         judges["oos_margin"] = lambda at, given: calibrated_margin(pred_probs, at, given,
                                                                    thresholds)
         columns["oos_confidence"] = np.asarray(pred_probs[rows, labels], dtype=np.float64)
-        columns["oos_label"] = names[likeliest_other(pred_probs, labels)]
+        likeliest = likeliest_other(pred_probs, labels)
+        columns["oos_label"] = names[likeliest]
+        columns["oos_label_probability"] = np.asarray(pred_probs[rows, likeliest],
+                                                      dtype=np.float64)
     if features is not None:
         spaces = [F.normalize(torch.from_numpy(np.array(f, dtype=np.float32)), dim=1)
                   for f in features]

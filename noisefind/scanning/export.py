@@ -15,12 +15,12 @@ uses ``allow_pickle=False``.
 - tables: the numeric features and ``label``; the feature names are the source CSV's when it
   is still there, else ``x0, x1, ...``.
 
-Labels are class names. ``--drop`` leaves out the suspected examples; ``--relabel`` gives each
-its ``suggested_label`` (:func:`noisefind.decide.suggest.suggest_labels`: the class the prediction
-flips to in the flip search, else the model's own prediction or its runner-up class), and drops
-it when there is none. ``--decisions FILE`` applies a person's decisions instead (the review
-page saves them): ``index,decision,label`` rows, ``decision`` one of ``keep``, ``relabel``
-(to ``label``, a class name) or ``drop``; examples without a decision keep their label.
+Labels are class names. ``--drop`` leaves out the suspected examples; ``--relabel`` gives a
+suspected example its ``suggested_label`` only where the out-of-sample models back it
+(:func:`noisefind.decide.suggest.confident_suggestions`) and leaves the others as they are.
+``--decisions FILE`` applies a person's decisions instead (the review page saves them):
+``index,decision,label`` rows, ``decision`` one of ``keep``, ``relabel`` (to ``label``, a class
+name) or ``drop``; examples without a decision keep their label.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import pandas as pd
 from noisefind.base.errors import NoisefindError
 from noisefind.base.files import atomic_write
 from noisefind.data.labeled import LabeledData, to_float
-from noisefind.decide.suggest import suggest_labels
+from noisefind.decide.suggest import confident_suggestions, suggest_labels
 
 TRAINING_SET = "training_set.npz"
 MODES = ("drop", "relabel")
@@ -136,7 +136,9 @@ def read_suspects(out: str | Path) -> pd.DataFrame:
 
 def cleaned_labels(training: TrainingSet, suspects: pd.DataFrame,
                    mode: str) -> tuple[np.ndarray, np.ndarray]:
-    """Which rows of ``training`` to keep, and their labels, after dropping or relabelling.
+    """Which rows of ``training`` to keep, and their labels, after dropping the flagged rows
+    or relabelling those whose suggestion is confident
+    (:func:`noisefind.decide.suggest.confident_suggestions`).
 
     Returns
     -------
@@ -154,12 +156,12 @@ def cleaned_labels(training: TrainingSet, suspects: pd.DataFrame,
     if mode == "drop":
         keep[rows] = False
         return keep, labels
+    # Precision first: a flagged row changes label only where the models that never saw it
+    # back the suggestion; the others keep their label (dropping them would lose clean ones).
     code = {name: k for k, name in enumerate(training.classes)}
-    for row, new in zip(rows, flagged["suggested_label"], strict=True):
-        if new in code:
-            labels[row] = code[new]
-        else:
-            keep[row] = False  # no other label to offer: drop it rather than keep a suspect
+    sure = confident_suggestions(flagged)
+    for row, new in zip(rows[sure], flagged["suggested_label"][sure], strict=True):
+        labels[row] = code[new]
     return keep, labels
 
 
@@ -279,7 +281,8 @@ def export(out: str | Path, file: str | Path, mode: str = "drop", *,
     Returns
     -------
     dict
-        ``file``, ``examples`` (written), ``dropped`` and ``relabelled`` counts.
+        ``file``, ``examples`` (written), ``dropped`` and ``relabelled`` counts, and with
+        ``relabel`` ``flagged_unchanged``: flagged rows whose suggestion was not confident.
     """
     if Path(file).is_file() and not overwrite:
         raise NoisefindError(f"overwrite not given, and {file} already exists: it is left as it "
@@ -290,5 +293,10 @@ def export(out: str | Path, file: str | Path, mode: str = "drop", *,
     else:
         keep, labels = cleaned_labels(training, read_suspects(out), mode)
     written = write_manifest(training, keep, labels, file)
-    return {"file": str(written), "examples": int(keep.sum()), "dropped": int((~keep).sum()),
-            "relabelled": int((keep & (labels != training.y)).sum())}
+    result = {"file": str(written), "examples": int(keep.sum()),
+              "dropped": int((~keep).sum()),
+              "relabelled": int((keep & (labels != training.y)).sum())}
+    if decisions is None and mode == "relabel":
+        result["flagged_unchanged"] = int(read_suspects(out)["suspected"].sum()
+                                          - result["relabelled"])
+    return result

@@ -21,10 +21,10 @@ from noisefind.training.runs import Run
 
 def with_out_of_sample(table: pd.DataFrame, probabilities: np.ndarray,
                        data: LabeledData) -> pd.DataFrame:
-    """``table`` with ``oos_confidence`` (the out-of-sample probability of the given label) and
-    ``oos_label`` (the out-of-sample models' likeliest class other than the given label) after
-    ``loss``, and ``suggested_label`` redone with it
-    (:func:`noisefind.decide.suggest.suggest_labels`)."""
+    """``table`` with ``oos_confidence`` (the out-of-sample probability of the given label),
+    ``oos_label`` (the out-of-sample models' likeliest class other than the given label) and
+    ``oos_label_probability`` (its probability) after ``loss``, and ``suggested_label``
+    redone with it (:func:`noisefind.decide.suggest.suggest_labels`)."""
     rows = _positions(data, table["index"]).numpy()
     given = data.y.numpy()[rows]
     classes = np.array(data.classes, dtype=object)
@@ -32,8 +32,10 @@ def with_out_of_sample(table: pd.DataFrame, probabilities: np.ndarray,
     others[np.arange(len(rows)), given] = -np.inf
     table = table.copy()
     at = table.columns.get_loc("loss") + 1
+    likeliest = others.argmax(1)
     table.insert(at, "oos_confidence", probabilities[rows, given])
-    table.insert(at + 1, "oos_label", classes[others.argmax(1)])
+    table.insert(at + 1, "oos_label", classes[likeliest])
+    table.insert(at + 2, "oos_label_probability", others[np.arange(len(rows)), likeliest])
     table["suggested_label"] = suggest_labels(table)
     return table
 
