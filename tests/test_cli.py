@@ -301,3 +301,30 @@ def test_results_go_to_stdout_and_progress_to_stderr(tmp_path):
     assert "against the true labels:" in done.stdout and "AUROC" in done.stdout
     assert "wrote " in done.stdout and "top 10 of 60 scanned examples" in done.stdout
     assert "[1/" in done.stderr and "[1/" not in done.stdout  # the stages: progress
+
+
+def test_readme_rank_example_runs(tmp_path, monkeypatch):
+    """The README's ``noisefind rank`` line, as written, on files of those names made from
+    the digits (5-fold probabilities, the pixels as embeddings)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    import numpy as np
+    import pandas as pd
+    from sklearn.datasets import load_digits
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_predict
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    line = re.search(r"^noisefind rank .*$", readme, re.M).group(0)
+    x, labels = load_digits(return_X_y=True)
+    monkeypatch.chdir(tmp_path)
+    pd.DataFrame({"label": labels}).to_csv("labels.csv", index=False)
+    np.save("oof_probs.npy", cross_val_predict(LogisticRegression(max_iter=3000), x / 16.0,
+                                               labels, cv=5, method="predict_proba"))
+    np.save("embeddings.npy", x)
+    result = runner.invoke(app, shlex.split(line)[1:])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(Path("noisefind-rank/summary.json").read_text())
+    assert summary["witnesses"] == ["out_of_sample", "neighbours"]

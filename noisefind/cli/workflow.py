@@ -109,7 +109,7 @@ def review(
     ] = 1000,
     quiet: Quiet = False,
 ) -> None:
-    """Write OUT/report.html: one self-contained page of the suspects, filterable."""
+    """Write OUT/report.html: the suspects on one page, filterable, decided by key."""
     from noisefind.scanning.review import write_review
 
     path = write_review(out, top=top)
@@ -138,8 +138,7 @@ def export(
                             "is left as it is).")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Write a cleaned manifest (flagged examples dropped or relabelled, or your decisions
-    applied), ready to train on."""
+    """Write a cleaned manifest: flagged examples dropped or relabelled, or your decisions."""
     from noisefind.scanning.export import export as export_manifest
 
     if drop + relabel + (decisions is not None) != 1:
