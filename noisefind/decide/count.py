@@ -61,11 +61,6 @@ class CountEstimate:
                 "estimated_mislabeled_fraction": round(self.estimate / self.examples, 4),
                 "count_method": self.method}
 
-    def sentence(self) -> str:
-        """``about 47 of 450 labels wrong (35-60)``."""
-        return (f"about {self.estimate:.0f} of {self.examples} labels wrong "
-                f"({self.low:.0f}-{self.high:.0f})")
-
 
 def confident_classes(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """The class each row is confidently of (see the module docstring), or -1 for none."""

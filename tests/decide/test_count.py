@@ -44,7 +44,6 @@ def test_the_count_finds_the_number_flipped_and_its_interval_holds_the_estimate(
     # With clean labels it counts far fewer.
     clean = confident_count(np.argmax(probabilities, 1), probabilities, resamples=0).estimate
     assert clean < 0.25 * count.estimate
-    assert count.sentence().startswith(f"about {count.estimate:.0f} of 6000 labels wrong (")
 
 
 def test_a_row_is_confidently_of_the_likeliest_class_over_its_threshold_or_of_none():
