@@ -226,6 +226,16 @@ def int_list(text: str, flag: str) -> list[int]:
         raise NoisefindError(f"{flag} {text!r}: give comma-separated integers") from None
 
 
+def print_count(summary: dict) -> None:
+    """The estimated number of wrong labels and its interval: "about 47 of 450 labels wrong
+    (35-60)"; nothing without an estimate."""
+    if not summary.get("estimated_mislabeled_interval"):
+        return
+    low, high = summary["estimated_mislabeled_interval"]
+    report.print(f"about {summary['estimated_mislabeled']:.0f} of {summary['examples']} labels "
+                 f"wrong ({low:.0f}-{high:.0f})", highlight=False)
+
+
 def print_truth(summary: dict, score: str) -> None:
     """With the true labels known: how many are wrong, the order's AUROC (of ``score``), and
     the flag's precision and recall."""

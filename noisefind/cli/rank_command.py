@@ -9,7 +9,14 @@ from typing import Annotated
 import typer
 
 from noisefind.base.console import report
-from noisefind.cli.app import Quiet, Seed, exits_cleanly, print_truth, print_written
+from noisefind.cli.app import (
+    Quiet,
+    Seed,
+    exits_cleanly,
+    print_count,
+    print_truth,
+    print_written,
+)
 from noisefind.signals.neighbours import NEIGHBOURS
 
 
@@ -52,11 +59,8 @@ def rank(
         return
     summary = result.summary
     print_suspects(result.table, top, "consensus")
-    report.print(f"witnesses: {', '.join(summary['witnesses'])}; "
-                 f"{summary['count_method'].replace('_', ' ')} count: "
-                 f"about {summary['estimated_mislabeled']:.0f} of {summary['examples']} labels "
-                 f"wrong ({summary['estimated_mislabeled_interval'][0]:.0f}-"
-                 f"{summary['estimated_mislabeled_interval'][1]:.0f}); "
-                 f"{summary['flagged']} flagged", highlight=False)
+    report.print(f"witnesses: {', '.join(summary['witnesses'])}; {summary['flagged']} of "
+                 f"{summary['examples']} flagged", highlight=False)
+    print_count(summary)
     print_truth(summary, "consensus_score")
     print_written([out / name for name in ("suspects.csv", "summary.json", "report.html")])

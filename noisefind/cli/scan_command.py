@@ -33,6 +33,7 @@ from noisefind.cli.app import (
     given,
     join_torchrun,
     parse_floats,
+    print_count,
     print_truth,
 )
 
@@ -132,10 +133,7 @@ def scan(
     print_suspects(table, top, summary["rank_by"])
     report.print(f"{int(table['suspected'].sum())} of {len(table)} scanned examples flagged "
                  "as suspected", highlight=False)
-    if summary.get("estimated_mislabeled_interval"):
-        low, high = summary["estimated_mislabeled_interval"]
-        report.print(f"about {summary['estimated_mislabeled']} of {summary['examples']} labels "
-                     f"wrong ({low:.0f}-{high:.0f})", highlight=False)
+    print_count(summary)
     print_truth(summary, ORDER_COLUMNS[summary["rank_by"]])
     report.print(time_spent(summary["seconds"]), highlight=False)
     report.print(f"wrote {out / 'suspects.csv'} and {out / 'summary.json'}", highlight=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from noisefind.base.errors import NoisefindError
-from noisefind.data.load import TRUE_LABEL, class_names
+from noisefind.data.load import TRUE_LABEL, class_names, manifest_paths
 
 
 @dataclass(frozen=True)
@@ -60,10 +60,7 @@ def read_labels(path: str | Path, parameter: str = "labels") -> GivenLabels:
         classes, codes = None, both.astype(np.int64)
     else:
         classes, codes = class_names(both)
-    paths = None
-    if "path" in table:
-        paths = [str(p if Path(p).is_absolute() else (path.parent / p).resolve())
-                 for p in table["path"].astype(str)]
+    paths = manifest_paths(path, table["path"]) if "path" in table else None
     truth = codes[len(table):] if TRUE_LABEL in table else None
     return GivenLabels(codes[:len(table)], classes, paths, truth)
 

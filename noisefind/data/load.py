@@ -125,6 +125,13 @@ def class_names(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     return unique, np.array([position[s] for s in as_text], dtype=np.int64)
 
 
+def manifest_paths(manifest: Path, column) -> list[str]:
+    """A manifest's ``path`` column as file names: absolute as given, else relative to the
+    manifest's folder."""
+    return [str(p) if Path(p).is_absolute() else str((manifest.parent / p).resolve())
+            for p in column.astype(str)]
+
+
 TRUE_LABEL = "true_label"  # optional manifest column: the truth beside a (noisy) given label
 
 
@@ -154,8 +161,7 @@ def _load_csv(path: Path, image_size: int | None, workers: int | None,
     true_y = torch.from_numpy(codes[len(table):]) if truth else None
     table = table.drop(columns=[TRUE_LABEL]) if truth else table
     if "path" in table.columns:
-        files = [str((path.parent / p).resolve()) if not Path(p).is_absolute() else str(p)
-                 for p in table["path"].astype(str)]
+        files = manifest_paths(path, table["path"])
         missing = [f for f in files if not Path(f).is_file()]
         if missing:
             raise NoisefindError(f"{path}: {len(missing)} listed files do not exist, "

@@ -33,7 +33,7 @@ moves with the sample, not how far the canaries or the calibration are from the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -76,8 +76,8 @@ def confident_classes(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
 
 
 def confident_count(labels: np.ndarray, probabilities: np.ndarray, *,
-                    resamples: int = RESAMPLES, level: float = LEVEL,
-                    seed: int = 0) -> CountEstimate:
+                    guesses: np.ndarray | None = None, resamples: int = RESAMPLES,
+                    level: float = LEVEL, seed: int = 0) -> CountEstimate:
     """Confident learning's calibrated count of wrong labels, with a bootstrap interval.
 
     Parameters
@@ -86,6 +86,8 @@ def confident_count(labels: np.ndarray, probabilities: np.ndarray, *,
         Given label per row, integers in 0 .. C-1.
     probabilities : numpy.ndarray
         (N, C) out-of-sample probabilities (any float dtype; read in blocks).
+    guesses : numpy.ndarray, optional
+        :func:`confident_classes` of these labels and probabilities, when already at hand.
     resamples : int
         Bootstrap resamples for the interval (0: the interval is the estimate itself).
     level : float
@@ -98,12 +100,8 @@ def confident_count(labels: np.ndarray, probabilities: np.ndarray, *,
     CountEstimate
     """
     labels = np.asarray(labels, dtype=np.int64)
-    if resamples < 0:
-        raise NoisefindError(f"resamples must be 0 or more, got {resamples}",
-                             parameter="resamples")
-    if not 0 < level < 1:
-        raise NoisefindError(f"level must lie between 0 and 1, got {level}", parameter="level")
-    guesses = confident_classes(labels, probabilities)
+    if guesses is None:
+        guesses = confident_classes(labels, probabilities)
     classes = probabilities.shape[1]
     confident, diagonal = guesses >= 0, guesses == labels
 
@@ -115,13 +113,11 @@ def confident_count(labels: np.ndarray, probabilities: np.ndarray, *,
         sure = np.bincount(given, weights=confident[rows] & ~diagonal[rows], minlength=classes)
         return float(len(given) - (examples * on_diagonal / (sure + on_diagonal)).sum())
 
-    estimate = count(slice(None))
-    if not resamples:
-        return CountEstimate(estimate, estimate, estimate, len(labels))
     rng = np.random.default_rng(seed)
-    counts = [count(rng.integers(0, len(labels), len(labels))) for _ in range(resamples)]
-    low, high = np.quantile(counts, [(1 - level) / 2, (1 + level) / 2])
-    return CountEstimate(estimate, float(low), float(high), len(labels))
+    estimate = count(slice(None))
+    low, high = bootstrap_interval(lambda: count(rng.integers(0, len(labels), len(labels))),
+                                   resamples, level, estimate)
+    return CountEstimate(estimate, low, high, len(labels))
 
 
 def canary_labels(labels: np.ndarray, guesses: np.ndarray, rows: np.ndarray, classes: int, *,
@@ -150,20 +146,37 @@ def canary_labels(labels: np.ndarray, guesses: np.ndarray, rows: np.ndarray, cla
 
 
 def count_from_canaries(scores: np.ndarray, canary_scores: np.ndarray, *,
-                 resamples: int = RESAMPLES, level: float = LEVEL,
-                 seed: int = 0) -> CountEstimate:
+                        resamples: int = RESAMPLES, level: float = LEVEL,
+                        seed: int = 0) -> CountEstimate:
     """The number of wrong labels among ``scores`` that the canaries' scores imply
     (:func:`estimate_count`), with a bootstrap interval over the rows and the canaries."""
     scores, canary_scores = np.asarray(scores), np.asarray(canary_scores)
-    estimate = estimate_count(scores, canary_scores)[0]
     rng = np.random.default_rng(seed)
-    counts = [estimate_count(scores[rng.integers(0, len(scores), len(scores))],
-                             canary_scores[rng.integers(0, len(canary_scores),
-                                                        len(canary_scores))])[0]
-              for _ in range(resamples)]
-    low, high = np.quantile(counts, [(1 - level) / 2, (1 + level) / 2]) if counts else (
-        estimate, estimate)
-    return CountEstimate(float(estimate), float(low), float(high), len(scores), "canaries")
+
+    def resampled() -> float:
+        return estimate_count(scores[rng.integers(0, len(scores), len(scores))],
+                              canary_scores[rng.integers(0, len(canary_scores),
+                                                         len(canary_scores))])[0]
+
+    estimate = float(estimate_count(scores, canary_scores)[0])
+    low, high = bootstrap_interval(resampled, resamples, level, estimate)
+    return CountEstimate(estimate, low, high, len(scores), "canaries")
+
+
+def bootstrap_interval(resampled: Callable[[], float], resamples: int, level: float,
+                       estimate: float) -> tuple[float, float]:
+    """The central ``level`` of ``resamples`` draws of ``resampled()``; the estimate itself
+    for no resamples. Refuses settings that give no interval, naming them."""
+    if resamples < 0:
+        raise NoisefindError(f"resamples must be 0 or more, got {resamples}",
+                             parameter="resamples")
+    if not 0 < level < 1:
+        raise NoisefindError(f"level must lie between 0 and 1, got {level}", parameter="level")
+    if not resamples:
+        return estimate, estimate
+    low, high = np.quantile([resampled() for _ in range(resamples)],
+                            [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 ESTIMATE_RECALLS = (0.5, 0.6, 0.7, 0.8, 0.9)

@@ -8,8 +8,10 @@ search, the training dynamics) have no vote; the order is the same sum over the 
 that speak, so given a scan's own fold probabilities and features it reproduces that scan's
 ``oos_margin`` and ``neighbours`` columns.
 
-The count is confident learning's (:mod:`noisefind.decide.count`) on the probabilities, or on
-the neighbours' vote when only features are given; the flag takes that many from the top.
+The count comes from canaries (:func:`count_with_canaries`): rows scored again, exactly, under
+a wrong label drawn from the confusions that confident learning sees in the probabilities (or in
+the neighbours' vote when only features are given); the flag takes that many from the top.
+Confident learning's own count of the same probabilities is reported beside it.
 """
 
 from __future__ import annotations
@@ -71,9 +73,10 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
     score = consensus_score(signals, without=tuple(s for s in SIGNALS if s not in signals))
     began = time.perf_counter()
     probabilities = pred_probs if pred_probs is not None else vote
-    count, canaries = count_with_canaries(labels, probabilities, signals, judges, score,
-                                          seed=seed)
-    learning = confident_count(labels, probabilities, resamples=0)
+    guesses = confident_classes(labels, probabilities)
+    count, canaries = count_with_canaries(labels, guesses, probabilities.shape[1], signals,
+                                          judges, score, seed=seed)
+    learning = confident_count(labels, probabilities, guesses=guesses, resamples=0)
     seconds["count"] = time.perf_counter() - began
     table = pd.DataFrame({"index": rows, "path": "" if paths is None else list(paths),
                           "given_label": names[labels],
@@ -134,20 +137,19 @@ def witness_judges(labels: np.ndarray, names: np.ndarray, *, pred_probs: np.ndar
     return judges, columns, vote
 
 
-def count_with_canaries(labels: np.ndarray, probabilities: np.ndarray,
+def count_with_canaries(labels: np.ndarray, guesses: np.ndarray, classes: int,
                         signals: dict[str, np.ndarray], judges: dict, score: np.ndarray, *,
                         seed: int) -> tuple[CountEstimate, int]:
     """The canaries' count (:func:`noisefind.decide.count.count_from_canaries`) and how many
     canaries: rows scored again under a wrong label drawn from the confusions that confident
-    learning sees in ``probabilities``. The evidence does not change with a row's own label,
-    so a canary's signals are exact; each witness here has one signal, so its vote is that
-    signal standardised over the real rows, and the canaries are put on the same scale."""
-    classes = probabilities.shape[1]
+    learning sees (``guesses``: :func:`noisefind.decide.count.confident_classes`). The evidence
+    does not change with a row's own label, so a canary's signals are exact; each witness here
+    has one signal, so its vote is that signal standardised over the real rows, and the
+    canaries are put on the same scale."""
     canaries = np.random.default_rng(seed).choice(
         len(labels), min(len(labels) // 5, max(MIN_CANARIES, round(CANARY_SHARE * len(labels)))),
         replace=False)
-    wrong = canary_labels(labels, confident_classes(labels, probabilities), canaries, classes,
-                          seed=seed)
+    wrong = canary_labels(labels, guesses, canaries, classes, seed=seed)
     canary_scores = sum((judge(canaries, wrong) - signals[name].mean())
                         / (signals[name].std() or 1.0) for name, judge in judges.items())
     return count_from_canaries(score, canary_scores, seed=seed), len(canaries)

@@ -288,15 +288,15 @@ def export(out: str | Path, file: str | Path, mode: str = "drop", *,
         raise NoisefindError(f"overwrite not given, and {file} already exists: it is left as it "
                              "is", parameter="overwrite")
     training = load_training_set(out)
-    if decisions is not None:
+    suspects = None if decisions is not None else read_suspects(out)
+    if suspects is None:
         keep, labels = decided_labels(training, decisions)
     else:
-        keep, labels = cleaned_labels(training, read_suspects(out), mode)
+        keep, labels = cleaned_labels(training, suspects, mode)
     written = write_manifest(training, keep, labels, file)
     result = {"file": str(written), "examples": int(keep.sum()),
               "dropped": int((~keep).sum()),
               "relabelled": int((keep & (labels != training.y)).sum())}
-    if decisions is None and mode == "relabel":
-        result["flagged_unchanged"] = int(read_suspects(out)["suspected"].sum()
-                                          - result["relabelled"])
+    if suspects is not None and mode == "relabel":
+        result["flagged_unchanged"] = int(suspects["suspected"].sum() - result["relabelled"])
     return result
