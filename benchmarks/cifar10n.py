@@ -33,7 +33,8 @@ import pandas as pd
 
 REPO = Path(__file__).resolve().parents[1]
 # The CIFAR-10 archive and the CIFAR-10N labels: beside the repository by default; the GPU
-# runbook points NOISEFIND_DATASETS at a copy inside it (the device machine sees only the repo).
+# check (gpu_check.sh) points NOISEFIND_DATASETS at a copy inside it (the device machine
+# sees only the repository).
 SHARED = Path(os.environ.get("NOISEFIND_DATASETS", REPO.parent / "shared" / "datasets"))
 LABEL_SETS = ("aggre", "random1", "random2", "random3", "worst")
 EPOCHS = 20  # the documented runs; other lengths name their results -eN
@@ -76,17 +77,22 @@ TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "noisefind-no-neighbours",
                    "flip+dynamics", "flip_cost", "flip")
 
 
-def results_table(folder: Path) -> str:
-    """A markdown table of AUROC / AUPRC per detector over every ``cifar10n-*`` result.
+def results_table(folder: Path, fast: bool = False) -> str:
+    """A markdown table of AUROC / AUPRC per detector over every ``cifar10n-*`` result with
+    fold models of the paper's recipe, or (``fast``) of the fast recipe (``-fast``), where a
+    last row gives the fold models' accuracy against the clean labels.
 
     A run made before today's default order shows its ``noisefind`` under the order of its
     time: ``three witnesses`` (before the neighbours witness: no ``neighbours`` row) or ``two
     witnesses`` (before the augmented one: no ``fold_flip`` row); its ablations, of that
     order, are left out. A detector no run has is left out too.
     """
-    runs = {}
+    runs, accuracy = {}, {}
     for file in sorted(folder.glob("cifar10n-*/results.json")):
+        if file.parent.name.endswith("-fast") != fast:
+            continue
         records = json.loads(file.read_text())["runs"]
+        accuracy[file.parent.name] = records[0].get("fold_accuracy")
         scores = {r["detector"]: (r["auroc"], r["auprc"]) for r in records}
         if "neighbours" not in scores and "noisefind" in scores:
             earlier = "three witnesses" if "fold_flip" in scores else "two witnesses"
@@ -102,6 +108,9 @@ def results_table(folder: Path) -> str:
         cells = [f"{r[detector][0]:.3f} / {r[detector][1]:.3f}" if detector in r else "n/a"
                  for r in runs.values()]
         lines.append(f"| `{detector}` | " + " | ".join(cells) + " |")
+    if fast:
+        lines.append("| fold models' accuracy | " + " | ".join(
+            "n/a" if a is None else f"{a:.3f}" for a in accuracy.values()) + " |")
     return "\n".join(lines)
 
 
@@ -123,6 +132,8 @@ def main() -> None:
                         help="default 0.1 from scratch, 0.01 with a backbone")
     parser.add_argument("--limit", type=int, default=1000, help="rows every detector scores")
     parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--fold-recipe", default="paper", choices=("paper", "fast"),
+                        help="how the fold models train (fast: results named -fast)")
     parser.add_argument("--detectors", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--labels-csv", type=Path, default=SHARED / "cifar10n-labels.csv")
@@ -145,7 +156,7 @@ def main() -> None:
             if "cutoff+oos" not in settings["detectors"] or settings.get("rescored"):
                 rescore(folder)  # made before the consensus order, or rescored before
     if args.table or args.rescore:
-        print(results_table(REPO / "benchmarks" / "results"))
+        print(results_table(REPO / "benchmarks" / "results", fast=args.fold_recipe == "fast"))
         return
 
     from rich.console import Console
@@ -161,7 +172,8 @@ def main() -> None:
     length = f"-e{args.epochs}" if args.epochs != EPOCHS else ""
     backbone = (f"-{args.backbone.split(':')[-1]}{'' if args.backbone_weights else '-scratch'}"
                 if args.backbone else "")
-    name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}{backbone}"
+    folds = "-fast" if args.fold_recipe == "fast" else ""
+    name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}{backbone}{folds}"
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,
                               args.subset_seed, args.work / f"{name}.csv")
@@ -170,7 +182,8 @@ def main() -> None:
     work_out = args.work / name  # results and the cache; results are copied into the repo
     lr = args.lr or (BACKBONE_LR if args.backbone else TrainConfig.lr)
     config = TrainConfig(width=args.width, epochs=args.epochs, device=args.device, lr=lr,
-                         backbone=args.backbone, backbone_weights=args.backbone_weights)
+                         backbone=args.backbone, backbone_weights=args.backbone_weights,
+                         fold_recipe=args.fold_recipe)
     runs = bench(data, ["none"], seeds=[args.seed],
                  detectors=parse_detector_list(args.detectors) if args.detectors else None,
                  train_config=config, folds=args.folds, limit=args.limit, out=work_out)
@@ -183,6 +196,9 @@ def main() -> None:
     Console().print(bench_table(runs))
     if runs.attrs.get("decisions"):
         Console().print(decisions_table(runs.attrs["decisions"]))
+    accuracy = runs["fold_accuracy"].iloc[0] if "fold_accuracy" in runs else None
+    if accuracy is not None:
+        print(f"fold models' accuracy against the clean labels: {accuracy:.3f}")
     print(f"wrote {out}")
 
 

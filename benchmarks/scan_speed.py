@@ -77,6 +77,7 @@ def main() -> None:
     parser.add_argument("--reference-examples", type=int, default=0,
                         help="also check the default search against the one-at-a-time one")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", type=Path, default=None, help="where the JSON goes")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -154,8 +155,8 @@ def main() -> None:
         print(f"batched against one at a time on {check['examples']} rows: agreement "
               f"{check['units_to_flip_agreement']:.3f}, "
               f"{check['batched_over_one_at_a_time_speed']}x")
-    out = (Path(__file__).parent / "results"
-           / f"scan_speed_{Path(args.data).stem}_{device.type}.json")
+    out = args.out or (Path(__file__).parent / "results"
+                       / f"scan_speed_{Path(args.data).stem}_{device.type}.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out}")
 

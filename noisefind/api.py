@@ -157,8 +157,8 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
          canary_fraction: float = CutoffSettings.canary_fraction,
          canary_recall: float = CutoffSettings.canary_recall,
          canary_labels: str = CutoffSettings.canary_labels, rank_by: str | None = None,
-         folds: int = DEFAULT_FOLDS, resume: bool = False, overwrite: bool = False,
-         progress: bool = False) -> ScanResult:
+         folds: int = DEFAULT_FOLDS, fold_recipe: str = TrainConfig.fold_recipe,
+         resume: bool = False, overwrite: bool = False, progress: bool = False) -> ScanResult:
     """Scan ``data``: train or load a model, gather the evidence, rank, flag, suggest labels.
 
     Parameters
@@ -205,6 +205,10 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         The order; default the best the scan has (the consensus, the default order).
     folds : int
         K of the K-fold models; 0 leaves them out.
+    fold_recipe : {"fast", "paper"}
+        How the K models train on colour images: the whitened CNN with the fast recipe, or the
+        scanned model's network and recipe (:func:`~noisefind.signals.out_of_sample.
+        out_of_sample_config`).
     resume, overwrite : bool
         Continue an interrupted scan in ``out``, or replace an earlier scan's results there.
     progress : bool
@@ -228,7 +232,7 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         raise NoisefindError(f"{', '.join(training)}: the training's, and a given model is "
                              "trained already; leave them out, or leave out model",
                              parameter=(*training, "model"))
-    recipe = TrainConfig(**training, seed=seed, device=device)
+    recipe = TrainConfig(**training, seed=seed, device=device, fold_recipe=fold_recipe)
     if backbone is not None:
         if model is not None or mean is not None or std is not None:
             given = "model" if model is not None else "mean" if mean is not None else "std"
@@ -236,7 +240,7 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
                                  "(standardised by the data's statistics); leave out one",
                                  parameter=(given, "backbone"))
         recipe = TrainConfig(**{"lr": BACKBONE_LR, **training}, seed=seed, device=device,
-                             backbone=backbone,
+                             fold_recipe=fold_recipe, backbone=backbone,
                              backbone_weights=None if weights is None else str(weights))
         weights = None
     run = resolve_model(model, data, weights=weights, mean=mean, std=std, device=device)

@@ -160,6 +160,11 @@ class DetectorContext:
             oos.probabilities(), oos.seconds["cross_validation"]))
 
     @property
+    def used_out_of_sample(self) -> bool:
+        """Whether a detector asked for the K-fold models."""
+        return "out_of_sample" in self._cache
+
+    @property
     def out_of_sample(self) -> OutOfSample:
         """The K-fold evidence (:class:`~noisefind.signals.out_of_sample.OutOfSample`); its costs
         are

@@ -162,12 +162,13 @@ def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
                   for name, detector in detectors.items()}
         decisions = bench_decisions(context, detectors)
         retrained = retrain_records(context, decisions, noise, seed) if retrain else []
+        folds_seen = fold_accuracy(context)
     is_noisy = noisy.is_noisy.numpy()[rows]
     records, roc = [], {}
     for name, (values, seconds) in scores.items():
         record = {"detector": name, "noise": str(noise), "seed": seed,
                   **detection_metrics(is_noisy, values), "seconds": round(seconds, 3),
-                  "examples": len(rows), "mislabeled": int(is_noisy.sum())}
+                  "examples": len(rows), "mislabeled": int(is_noisy.sum()), **folds_seen}
         records.append(record)
         if 0 < is_noisy.sum() < len(is_noisy):
             fpr, tpr, _ = roc_curve(is_noisy, finite_scores(values))
@@ -178,6 +179,19 @@ def bench_setting(data: LabeledData, noise: NoiseSpec, seed: int,
         **{name: values for name, (values, _) in scores.items()}})
     return SettingResult(records, table, roc, decision_records(decisions, is_noisy, noise, seed),
                          retrained)
+
+
+def fold_accuracy(context: DetectorContext) -> dict:
+    """How often the fold models' out-of-sample prediction is the true label and the given
+    one, over every example, when a detector used them (else nothing)."""
+    if not context.used_out_of_sample:
+        return {}
+    predicted = context.out_of_sample.probabilities().argmax(1)
+    data = context.data
+    seen = {"fold_given_accuracy": round(float((predicted == data.y.numpy()).mean()), 4)}
+    if data.true_y is not None:
+        seen["fold_accuracy"] = round(float((predicted == data.true_y.numpy()).mean()), 4)
+    return seen
 
 
 def _config_for(train_config: TrainConfig, seed: int,

@@ -59,6 +59,10 @@ Holdout = Annotated[float, typer.Option(
     help="Train without this seeded share of the data; evaluate tests on it.")]
 Folds = Annotated[int, typer.Option(
     help="K of the K-fold cross-validation: K models, each judging the examples it never saw.")]
+FoldRecipe = Annotated[str, typer.Option(
+    help="How the K models train on colour images: fast (a whitened CNN, airbench's recipe: "
+         "more accurate in the same time) or paper (the scanned model's network and recipe, "
+         "with augmentation).")]
 RunFolder = Annotated[Path, typer.Argument(help="A run folder written by noisefind train.")]
 RunData = Annotated[str | None, typer.Option(
     help="Load the run's data from here " + default_is("where the run recorded it") + ".")]
@@ -67,7 +71,9 @@ ScanOut = Annotated[Path, typer.Argument(help="A scan's output folder (noisefind
 # The training options, the same on every command that trains a model.
 Epochs = Annotated[int, typer.Option(help="Training epochs.")]
 Width = Annotated[float, typer.Option(help="Width multiplier of the network.")]
-Arch = Annotated[str, typer.Option(help="Network: auto, resnet9, cnn or mlp.")]
+Arch = Annotated[str, typer.Option(
+    help="Network: auto (mlp for tables, cnn under 32 px, else resnet9), resnet9, whitened "
+         "(the fast fold models' CNN), cnn or mlp.")]
 BatchSize = Annotated[int | None, typer.Option(
     help="Training batch size " + default_is("auto") + ".")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate.")]

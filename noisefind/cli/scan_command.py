@@ -17,6 +17,7 @@ from noisefind.cli.app import (
     Data,
     Device,
     Epochs,
+    FoldRecipe,
     Folds,
     ImageSize,
     Lr,
@@ -106,6 +107,7 @@ def scan(
              "paper's) " + default_is("consensus, else cutoff with --folds 0, else flip")
              + ".")] = None,
     folds: Folds = 5,
+    fold_recipe: FoldRecipe = "fast",
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
@@ -126,7 +128,7 @@ def scan(
         noise_copies=noise_copies, reference_size=reference_size, reference=reference,
         scan_batch_size=scan_batch_size, cutoff=cutoff, canary_fraction=canary_fraction,
         canary_recall=canary_recall, canary_labels=canary_labels, rank_by=rank_by, folds=folds,
-        progress=not quiet, **training)
+        fold_recipe=fold_recipe, progress=not quiet, **training)
     if quiet:
         return  # also every torchrun rank but the first
     table, summary = result.table, result.summary

@@ -18,10 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import to_float
-
-ARCHS = ("auto", "resnet9", "cnn", "mlp")
 
 # A factory for an optional layer after each block's activation: channels -> module whose
 # forward takes (x, index) -- e.g. example-tied dropout, which needs the example indices.
@@ -225,29 +222,3 @@ def mlp(in_features: int, num_classes: int, width: float = 1.0,
     h = _ch(256, width)
     layers = [DenseBlock(in_features, h, dropout=dropout), DenseBlock(h, h, dropout=dropout)]
     return Net(layers, nn.Linear(h, num_classes), in_features)
-
-
-def choose_arch(input_shape: tuple[int, ...]) -> str:
-    """``auto``: MLP for feature vectors, the small CNN below 32 pixels, else ResNet-9."""
-    if len(input_shape) == 1:
-        return "mlp"
-    return "cnn" if min(input_shape[1:]) < 32 else "resnet9"
-
-
-def build_model(arch: str, input_shape: tuple[int, ...], num_classes: int, width: float = 1.0,
-                dropout: DropoutFactory | None = None) -> Net:
-    """Build an untrained network for inputs of ``input_shape`` (without the batch dimension)."""
-    if arch not in ARCHS:
-        raise NoisefindError(f"arch {arch!r}: choose one of {', '.join(ARCHS)}", parameter="arch")
-    if width <= 0:
-        raise NoisefindError(f"width must be positive, got {width}", parameter="width")
-    arch = choose_arch(input_shape) if arch == "auto" else arch
-    if arch == "mlp":
-        if len(input_shape) != 1:
-            raise NoisefindError("arch mlp needs tabular data (feature vectors)", parameter="arch")
-        return mlp(input_shape[0], num_classes, width, dropout)
-    if len(input_shape) != 3:
-        raise NoisefindError(f"arch {arch} needs image data; this data is tabular",
-                             parameter="arch")
-    build = resnet9 if arch == "resnet9" else small_cnn
-    return build(input_shape[0], num_classes, width, dropout)

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from noisefind.base.errors import NoisefindError
 from noisefind.models.nets import Net
-from noisefind.models.predict import predict_logits
+from noisefind.models.predict import predict_logits, prediction_views
 
 NEIGHBOURS = 20  # k: each example's nearest neighbours whose labels vote
 QUERY_BLOCK, KEY_BLOCK = 1024, 8192  # similarities computed this many by this many at once
@@ -41,16 +41,23 @@ EXACT_UP_TO, EXACT_UP_TO_GPU = 50_000, 1_000_000
 PROBES = 24  # clusters searched per cluster of queries (docs/scaling.md: recall and time)
 
 
-def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None,
+               views: bool = False) -> torch.Tensor:
     """(N, D) unit-length penultimate features of ``x`` (the input of ``model.head``), in eval
-    mode, as float32 on the model's device."""
+    mode, as float32 on the model's device; with ``views``, the weighted mean over
+    :func:`~noisefind.models.predict.prediction_views` before the length is set to one."""
     captured: list[torch.Tensor] = []
     hook = model.head.register_forward_hook(
         lambda _module, inputs, _output: captured.append(inputs[0].float()))
     try:
-        predict_logits(model, x, index)
+        predict_logits(model, x, index, views=views)
     finally:
         hook.remove()
+    if views:  # one capture per view, batch after batch
+        weights = [weight for weight, _ in prediction_views(x[:1])]
+        captured = [sum(w * f for w, f in zip(weights, captured[start:start + len(weights)],
+                                              strict=True))
+                    for start in range(0, len(captured), len(weights))]
     return F.normalize(torch.cat(captured), dim=1)
 
 

@@ -15,8 +15,8 @@ much less each row's nearest neighbours share its label than its class's usually
 (:mod:`noisefind.signals.neighbours`).
 :class:`OutOfSample` hands everything over lazily, computing each once.
 
-The K models follow the scanned model's recipe with augmentation for images
-(:func:`out_of_sample_config`): they should generalise, not fit every label.
+The K models should generalise, not fit every label: they train on augmented views, and on
+colour images with a fast recipe of their own (:func:`out_of_sample_config`).
 """
 
 from __future__ import annotations
@@ -31,22 +31,39 @@ from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
 from noisefind.models.predict import predict_logits
+from noisefind.models.whitened import MIN_SIDE
 from noisefind.signals.flip import FlipSettings, flip_search
 from noisefind.signals.neighbours import NEIGHBOURS, embeddings, neighbour_probabilities
 from noisefind.training.cache import ResultCache, data_key, digest, model_key
 from noisefind.training.config import TrainConfig
+from noisefind.training.fast_recipe import FAST
 from noisefind.training.runs import Run
 
 DEFAULT_FOLDS = 5  # K of the K-fold models: each trains on 4/5 and judges the other 1/5
 
 
-def out_of_sample_config(config: TrainConfig) -> TrainConfig:
-    """The recipe of out-of-sample (cross-validation) models: ``config`` with augmentation.
+def out_of_sample_config(config: TrainConfig, data: LabeledData) -> TrainConfig:
+    """The recipe of out-of-sample (cross-validation) models, from the scanned model's.
 
     They predict examples they never saw, so they should generalise rather than fit every
-    label; augmentation applies to images only (:func:`noisefind.training.views.augment_for`).
+    label: they train on augmented views (images only,
+    :func:`noisefind.training.views.augment_for`). For colour images of 16 pixels a side or
+    more, ``config.fold_recipe="fast"`` trains the whitened CNN with the fast recipe
+    (:data:`noisefind.training.fast_recipe.FAST`, with ``config``'s epochs, seed and device);
+    ``"paper"``, and every other kind of data, keep ``config``'s network and recipe. A
+    backbone is always fine-tuned with its own recipe.
     """
-    return replace(config, augment=True, checkpoint_every=0, holdout=0.0)
+    config = replace(config, augment=True, checkpoint_every=0, holdout=0.0)
+    shape = data.input_shape
+    fast = (config.fold_recipe == "fast" and config.backbone is None
+            and config.arch in ("auto", "resnet9") and data.is_image and shape[0] == 3
+            and min(shape[1:]) >= MIN_SIDE)
+    return replace(config, **FAST) if fast else config
+
+
+def uses_views(run: Run) -> bool:
+    """Whether a model predicts through test-time views (the fast recipe's models do)."""
+    return run.config.get("train", {}).get("recipe") == "fast"
 
 
 
@@ -91,7 +108,8 @@ def held_out_probabilities(data: LabeledData,
     probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
     for run, held in fold_runs:
         held_rows = torch.from_numpy(held)
-        logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows])
+        logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows],
+                                views=uses_views(run))
         probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
     return probabilities
 
@@ -242,7 +260,7 @@ class OutOfSample:
         if folds < 2:
             raise NoisefindError(f"folds must be at least 2, got {folds}")
         self.data, self.folds, self.progress = data, folds, progress
-        self.config = out_of_sample_config(config)
+        self.config = out_of_sample_config(config, data)
         self.flip_settings = flip_settings or FlipSettings()
         self.cache = cache or ResultCache(None)
         self.seconds: dict[str, float] = {}
@@ -296,7 +314,8 @@ class OutOfSample:
                      self.folds, k)
         probabilities, self.seconds["neighbours"] = self.cache.array(
             key, lambda: neighbour_probabilities(
-                [embeddings(run.model, self.data.x, self.data.index) for run, _ in self.runs()],
+                [embeddings(run.model, self.data.x, self.data.index, views=uses_views(run))
+                 for run, _ in self.runs()],
                 labels, num_classes=self.data.num_classes, k=k))
         rows = np.asarray(rows, dtype=np.int64)
         return calibrated_margin(probabilities, rows, labels[rows],

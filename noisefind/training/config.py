@@ -5,8 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from noisefind.base.errors import NoisefindError
-from noisefind.models.nets import Net, build_model
+from noisefind.models.architectures import build_model
+from noisefind.models.nets import Net
 
+RECIPES = ("paper", "fast")  # how to train (noisefind.training.fast_recipe has the second)
 BACKBONE_LR = 0.01  # fine-tuning a pretrained backbone: a tenth of training from scratch
 
 
@@ -29,6 +31,12 @@ class TrainConfig:
     should be trained; it does nothing for tables. The scanned model trains without it, so
     that it fits every given label as the method requires (:func:`augment_for`).
 
+    ``recipe="fast"`` trains as the out-of-sample models do on images
+    (:mod:`noisefind.training.fast_recipe`): ``lr`` and ``weight_decay`` are then per 1,024
+    examples in the decoupled form, with a triangular schedule (``warmup`` unused) and a
+    lookahead average of the weights. ``label_smoothing`` applies to either recipe.
+    ``fold_recipe`` is how the out-of-sample models train
+    (:func:`noisefind.signals.out_of_sample.out_of_sample_config`).
     """
 
     arch: str = "auto"
@@ -50,6 +58,9 @@ class TrainConfig:
     backbone: str | None = None
     backbone_weights: str | None = None
     probe_epochs: int | None = None
+    recipe: str = "paper"
+    label_smoothing: float = 0.0
+    fold_recipe: str = "fast"
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -85,6 +96,13 @@ class TrainConfig:
         elif self.backbone_weights is not None:
             raise NoisefindError("backbone_weights: give the backbone they are for",
                                  parameter=("backbone_weights", "backbone"))
+        for name in ("recipe", "fold_recipe"):
+            if getattr(self, name) not in RECIPES:
+                raise NoisefindError(f"{name} {getattr(self, name)!r}: choose one of "
+                                     f"{', '.join(RECIPES)}", parameter=name)
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise NoisefindError(f"label_smoothing must be in [0, 1), got "
+                                 f"{self.label_smoothing}", parameter="label_smoothing")
         if self.checkpoint_every < 0:
             raise NoisefindError(f"checkpoint_every must be 0 or more, got "
                                  f"{self.checkpoint_every}", parameter="checkpoint_every")

@@ -29,7 +29,9 @@ from noisefind.data.labeled import LabeledData, split_holdout
 from noisefind.models.nets import Net
 from noisefind.models.own import load_backbone
 from noisefind.models.predict import label_margin
+from noisefind.models.whitened import Whitening
 from noisefind.training.config import TrainConfig, make_model
+from noisefind.training.fast_recipe import STEM_EPOCHS, Lookahead, fast_optimizer
 from noisefind.training.runs import (
     History,
     Run,
@@ -122,8 +124,18 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     batches_per_epoch = math.ceil(n / batch_size)
     total_steps = config.epochs * batches_per_epoch
 
-    optimizer, schedule = make_optimizer(list(model.parameters()), config.lr, config.momentum,
-                                         config.weight_decay, config.warmup, total_steps)
+    fast = config.recipe == "fast"
+    if fast:
+        optimizer, schedule = fast_optimizer(model, config.lr, config.momentum,
+                                             config.weight_decay, batch_size, total_steps)
+    else:
+        optimizer, schedule = make_optimizer(list(model.parameters()), config.lr,
+                                             config.momentum, config.weight_decay,
+                                             config.warmup, total_steps)
+    lookahead = Lookahead(model, total_steps) if fast else None
+    stem = model.layers[0] if isinstance(model, Net) and isinstance(model.layers[0], Whitening) \
+        else None
+    step = 0
 
     loss_hist = torch.zeros(config.epochs, n, dtype=torch.float16, device=device)
     margin_hist = torch.zeros_like(loss_hist)
@@ -138,6 +150,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         for epoch in range(config.epochs):
             for parameter in body:  # a backbone's linear probe: the classifier alone learns
                 parameter.requires_grad_(epoch >= probing)
+            if stem is not None:  # the whitening stem's bias settles early, then stays
+                stem.bias.requires_grad_(epoch < STEM_EPOCHS * config.epochs)
             order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
             # Near-equal batches: a trailing batch of one would break BatchNorm.
             for batch in torch.tensor_split(order, batches_per_epoch):
@@ -146,17 +160,24 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                 with autocast(device):
                     logits = trained(inputs, index[rows]).float()
                 losses = F.cross_entropy(logits, y[rows], reduction="none")
+                learned = losses if not config.label_smoothing else F.cross_entropy(
+                    logits, y[rows], reduction="none", label_smoothing=config.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
                 if hook is None:
-                    losses.mean().backward()
+                    learned.mean().backward()
                 else:
-                    hook.backward(losses, rows, epoch)
+                    hook.backward(learned, rows, epoch)
                 optimizer.step()
                 schedule.step()
+                step += 1
+                if lookahead is not None:
+                    lookahead.step(step)
                 with torch.no_grad():
                     loss_hist[epoch, rows] = losses.detach().to(torch.float16)
                     margin_hist[epoch, rows] = label_margin(logits.detach(), y[rows]).half()
                     correct_hist[epoch, rows] = logits.argmax(1) == y[rows]
+            if lookahead is not None:
+                lookahead.finish()
             if world > 1:
                 distributed.sum_across_ranks(loss_hist[epoch], margin_hist[epoch],
                                              correct_hist[epoch])

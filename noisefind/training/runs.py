@@ -18,7 +18,8 @@ from noisefind.base.device import resolve_device
 from noisefind.base.errors import NoisefindError
 from noisefind.base.files import atomic_write, write_json
 from noisefind.data.labeled import LabeledData, to_float
-from noisefind.models.nets import Net, choose_arch
+from noisefind.models.architectures import choose_arch
+from noisefind.models.nets import Net
 from noisefind.models.own import (
     PREPROCESSING,
     TORCHVISION,

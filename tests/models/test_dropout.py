@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from noisefind.analyses.evaluate import etd_scores, evaluate, run_data
 from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
+from noisefind.models.architectures import build_model
 from noisefind.models.dropout import (
     ExampleTiedDropout,
     SparseNetwork,
@@ -21,7 +22,6 @@ from noisefind.models.dropout import (
     generalization_channels,
     memorization_dropped,
 )
-from noisefind.models.nets import build_model
 from noisefind.models.predict import label_margin, predict_logits
 from noisefind.training.config import TrainConfig
 from noisefind.training.fit import fit

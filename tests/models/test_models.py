@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from noisefind.base.errors import NoisefindError
-from noisefind.models.nets import build_model, choose_arch, resnet9, unit_masks
+from noisefind.models.architectures import build_model, choose_arch
+from noisefind.models.nets import resnet9, unit_masks
 
 
 def test_resnet9_matches_the_paper_layout():

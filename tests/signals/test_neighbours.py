@@ -6,7 +6,7 @@ from sklearn.metrics import roc_auc_score
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
-from noisefind.models.nets import build_model
+from noisefind.models.architectures import build_model
 from noisefind.models.predict import predict_logits
 from noisefind.signals.neighbours import (
     clustered_neighbours,

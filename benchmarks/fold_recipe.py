@@ -1,0 +1,177 @@
+"""The fold models' recipe: accuracy, detection and time of each variant, side by side.
+
+    python benchmarks/fold_recipe.py --labels random1 --part 0           # ablation, one fold
+    python benchmarks/fold_recipe.py --labels aggre --part 0 --variants fast,paper
+    python benchmarks/fold_recipe.py --cifar10 --epochs 10               # all 50,000 (GPU)
+
+On one CIFAR-10N part (``benchmarks/cifar10n.py``'s manifest), each variant trains the model
+of fold 0 of the scan's 5-fold split (4,000 images) and judges the 1,000 it held out: its
+accuracy against the clean labels and against the given ones, and how well its probability of
+the given label ranks the wrong labels among them (AUROC: confident learning's evidence on this
+fold), with the seconds it trained. Variants, all at ``--epochs``:
+
+- ``paper``: today's fold models before the fast recipe (the scanned model's ResNet-9 at
+  ``--width``, with augmentation);
+- ``fast``: the fast recipe (noisefind's default for colour images);
+- ``fast-no-X``: the fast recipe without one ingredient: ``whitening`` (the stem learns from a
+  random start), ``views`` (no test-time views), ``lookahead``, ``smoothing`` (no label
+  smoothing), ``bias-scale`` (BatchNorm shifts at the base learning rate).
+
+``--cifar10`` trains the fast recipe on the 50,000 CIFAR-10 training images and tests it on
+the 10,000 test images (the GPU check). Writes ``benchmarks/results/fold_recipe-<name>.json``
+(``--out`` to move it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from noisefind.base.device import resolve_device
+from noisefind.data.load import load_data
+from noisefind.models import whitened
+from noisefind.models.predict import predict_logits
+from noisefind.signals.out_of_sample import cv_folds, out_of_sample_config
+from noisefind.training import fast_recipe
+from noisefind.training.config import TrainConfig
+from noisefind.training.fit import fit
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cifar10n import SHARED, unpack, write_manifest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("paper", "fast", "fast-no-whitening", "fast-no-views", "fast-no-lookahead",
+            "fast-no-smoothing", "fast-no-bias-scale")
+
+
+@contextmanager
+def without(ingredient: str):
+    """The fast recipe less one ingredient, for the duration of the block."""
+    saved = (whitened.Whitening.fit, fast_recipe.LOOKAHEAD_START, fast_recipe.BIAS_SCALE)
+
+    def learned_stem(stem, x):  # a stem that starts random and learns like any conv
+        torch.nn.init.kaiming_uniform_(stem.weight, a=5 ** 0.5)
+        stem.weight.requires_grad_(True)
+
+    if ingredient == "whitening":
+        whitened.Whitening.fit = learned_stem
+    elif ingredient == "lookahead":
+        fast_recipe.LOOKAHEAD_START = float("inf")
+    elif ingredient == "bias-scale":
+        fast_recipe.BIAS_SCALE = 1.0
+    try:
+        yield
+    finally:
+        whitened.Whitening.fit, fast_recipe.LOOKAHEAD_START, fast_recipe.BIAS_SCALE = saved
+
+
+def variant_config(variant: str, scanned: TrainConfig, data) -> tuple[TrainConfig, bool, str]:
+    """(fold config, predict through views, ingredient left out) of ``variant``."""
+    if variant == "paper":
+        return out_of_sample_config(replace(scanned, fold_recipe="paper"), data), False, ""
+    config = out_of_sample_config(scanned, data)
+    left_out = variant.removeprefix("fast-no-") if variant != "fast" else ""
+    if left_out == "smoothing":
+        config = replace(config, label_smoothing=0.0)
+    return config, left_out != "views", left_out
+
+
+def measure(data, kept: np.ndarray, held: np.ndarray, config: TrainConfig, views: bool,
+            left_out: str, test=None) -> dict:
+    """Train on ``kept``; accuracy (and AUROC) on ``held`` or on ``test`` (x, y)."""
+    with without(left_out):
+        start = time.perf_counter()
+        run = fit(data.subset(torch.from_numpy(kept)), config, progress=False)
+        seconds = time.perf_counter() - start
+    x, truth, given = (data.x[held], data.true_y.numpy()[held], data.y.numpy()[held]) \
+        if test is None else (test.x, test.y.numpy(), test.y.numpy())
+    probabilities = torch.softmax(predict_logits(run.model, x, views=views), 1).cpu().numpy()
+    predicted = probabilities.argmax(1)
+    record = {"train_seconds": round(seconds, 1), "examples": len(kept),
+              "accuracy": round(float((predicted == truth).mean()), 4),
+              "given_accuracy": round(float((predicted == given).mean()), 4)}
+    wrong = given != truth
+    if 0 < wrong.sum() < len(wrong):
+        given_probability = probabilities[np.arange(len(given)), given]
+        record["auroc"] = round(float(roc_auc_score(wrong, -given_probability)), 4)
+    return record
+
+
+def subset_manifest(folder: Path, size: int, work: Path) -> Path:
+    """A manifest of a seeded ``size`` of an image folder's files (smoke runs)."""
+    files = sorted(folder.glob("*/*.jpg"))
+    chosen = sorted(np.random.default_rng(0).permutation(len(files))[:size])
+    manifest = work / f"fold-recipe-{folder.name}-{size}.csv"
+    lines = ["path,label"] + [f"{files[i]},{files[i].parent.name}" for i in chosen]
+    manifest.write_text("\n".join(lines) + "\n")
+    return manifest
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--labels", default="random1")
+    parser.add_argument("--part", type=int, default=0)
+    parser.add_argument("--subset-seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=5000)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--width", type=float, default=0.25, help="the paper variant's width")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--cifar10", action="store_true",
+                        help="the fast recipe on all 50,000 CIFAR-10 training images")
+    parser.add_argument("--subset", type=int, default=None,
+                        help="with --cifar10: this many training and test images only")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/noisefind-cifar10n"))
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    scanned = TrainConfig(width=args.width, epochs=args.epochs, device=args.device, seed=1)
+    images = unpack(SHARED / "cifar10-jpg.tar.gz", args.work)
+    device = resolve_device(args.device)
+    meta = {"epochs": args.epochs, "device": str(device), "platform": platform.platform(),
+            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    if device.type == "cuda":
+        meta["gpu"] = torch.cuda.get_device_name()
+    if args.cifar10:
+        train, test = (load_data(images / split) if not args.subset else
+                       load_data(subset_manifest(images / split, args.subset, args.work))
+                       for split in ("train", "test"))
+        kept = np.arange(len(train))
+        config, views, _ = variant_config("fast", scanned, train)
+        results = {"fast": measure(train, kept, kept, config, views, "", test=test)}
+        name = "cifar10"
+    else:
+        shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""
+        name = f"cifar10n-{args.labels}{shuffle}-part{args.part}-e{args.epochs}"
+        manifest = write_manifest(SHARED / "cifar10n-labels.csv", images, args.labels,
+                                  args.size, args.part, args.subset_seed,
+                                  args.work / f"fold-recipe-{name}.csv")
+        data = load_data(manifest)
+        held = cv_folds(data.y.numpy(), 5, scanned.seed - 1)[0]  # the scan's fold 0 (seed 0)
+        kept = np.setdiff1d(np.arange(len(data)), held)
+        results = {}
+        for variant in args.variants.split(","):
+            config, views, left_out = variant_config(variant, scanned, data)
+            results[variant] = measure(data, kept, held, config, views, left_out)
+            print(variant, results[variant], flush=True)
+    print(f"{'variant':<22} {'seconds':>8} {'accuracy':>9} {'given':>6} {'auroc':>6}")
+    for variant, r in results.items():
+        print(f"{variant:<22} {r['train_seconds']:>8} {r['accuracy']:>9.3f} "
+              f"{r['given_accuracy']:>6.3f} {r.get('auroc', float('nan')):>6.3f}")
+    out = args.out or REPO / "benchmarks" / "results" / f"fold_recipe-{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"settings": meta, "results": results}, indent=1) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
