@@ -22,7 +22,7 @@ def test_out_of_sample_config_picks_the_fast_recipe_for_colour_images_only(digit
     scanned = TrainConfig(width=0.25, epochs=7, seed=3)
     fast = out_of_sample_config(scanned, colour)
     assert (fast.recipe, fast.arch, fast.augment) == ("fast", "whitened", True)
-    assert (fast.epochs, fast.seed, fast.label_smoothing) == (7, 3, FAST["label_smoothing"])
+    assert (fast.epochs, fast.seed, fast.width) == (7, 3, FAST["width"])
     paper = out_of_sample_config(replace(scanned, fold_recipe="paper"), colour)
     assert (paper.recipe, paper.arch, paper.width, paper.augment) == ("paper", "auto", 0.25, True)
     grey = out_of_sample_config(scanned, digits)  # 8 px grayscale: the paper's recipe
