@@ -17,13 +17,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from noisefind.models.whitened import Whitening
+
 # TrainConfig fields of the fast recipe (noisefind.signals.out_of_sample picks it for images).
 # No label smoothing: it blunts the confidence the detectors read, and did not help them.
 FAST = {"recipe": "fast", "arch": "whitened", "width": 0.5, "lr": 20.0, "momentum": 0.85,
         "weight_decay": 0.0153, "batch_size": 128, "label_smoothing": 0.0}
 BIAS_SCALE = 64.0  # BatchNorm shifts learn this much faster (their weight decay does not grow)
 SCHEDULE = (0.2, 0.23, 0.07)  # the learning rate's start, peak position, end (share of peak)
-STEM_EPOCHS = 0.3  # share of the epochs in which the whitening stem's bias learns
+STEM_SHARE = 0.3  # share of the steps in which the whitening stem's bias learns
 LOOKAHEAD_START = 0.3  # share of the steps before the weights are averaged
 LOOKAHEAD_EVERY = 5  # steps between two averagings
 
@@ -32,28 +34,37 @@ def fast_optimizer(model: nn.Module, lr: float, momentum: float, weight_decay: f
                    batch_size: int, total_steps: int):
     """Nesterov SGD for the mean loss of a batch, from the decoupled settings, and the
     triangular schedule: from ``SCHEDULE[0]`` of the peak up to it at ``SCHEDULE[1]`` of the
-    steps, then down to ``SCHEDULE[2]`` of it."""
+    steps, then down to ``SCHEDULE[2]`` of it. A whitening stem's bias learns for the first
+    ``STEM_SHARE`` of the steps only (its rate then drops to zero: the parameters that take
+    gradients never change, as DistributedDataParallel requires)."""
     steps_scale = 1024 * (1 + 1 / (1 - momentum))  # how much Nesterov momentum amplifies a step
     step_lr = lr / steps_scale * batch_size  # per example, times the batch for the mean loss
     decay = weight_decay * batch_size / steps_scale  # shrinkage of the weights per step
     shifts = [m.bias for m in model.modules()
               if isinstance(m, nn.BatchNorm2d) and m.bias is not None and m.bias.requires_grad]
-    shift_ids = {id(p) for p in shifts}
-    others = [p for p in model.parameters() if p.requires_grad and id(p) not in shift_ids]
+    stem = [m.bias for m in model.modules() if isinstance(m, Whitening)]
+    apart = {id(p) for p in shifts + stem}
+    others = [p for p in model.parameters() if p.requires_grad and id(p) not in apart]
     optimizer = torch.optim.SGD(
         [{"params": shifts, "lr": step_lr * BIAS_SCALE,
           "weight_decay": decay / (step_lr * BIAS_SCALE)},
+         {"params": stem, "lr": step_lr, "weight_decay": decay / step_lr},
          {"params": others, "lr": step_lr, "weight_decay": decay / step_lr}],
         momentum=momentum, nesterov=True)
     start, peak, end = SCHEDULE
     peak_step = max(1, int(peak * total_steps))
+
+    stem_steps = STEM_SHARE * total_steps
 
     def factor(step: int) -> float:
         if step < peak_step:
             return start + (1 - start) * step / peak_step
         return 1 + (end - 1) * (step - peak_step) / max(1, total_steps - peak_step)
 
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    def stem_factor(step: int) -> float:
+        return factor(step) if step < stem_steps else 0.0
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, [factor, stem_factor, factor])
 
 
 class Lookahead:

@@ -29,9 +29,8 @@ from noisefind.data.labeled import LabeledData, split_holdout
 from noisefind.models.nets import Net
 from noisefind.models.own import load_backbone
 from noisefind.models.predict import label_margin
-from noisefind.models.whitened import Whitening
 from noisefind.training.config import TrainConfig, make_model
-from noisefind.training.fast_recipe import STEM_EPOCHS, Lookahead, fast_optimizer
+from noisefind.training.fast_recipe import Lookahead, fast_optimizer
 from noisefind.training.runs import (
     History,
     Run,
@@ -133,8 +132,6 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                                              config.momentum, config.weight_decay,
                                              config.warmup, total_steps)
     lookahead = Lookahead(model, total_steps) if fast else None
-    stem = model.layers[0] if isinstance(model, Net) and isinstance(model.layers[0], Whitening) \
-        else None
     step = 0
 
     loss_hist = torch.zeros(config.epochs, n, dtype=torch.float16, device=device)
@@ -150,8 +147,6 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         for epoch in range(config.epochs):
             for parameter in body:  # a backbone's linear probe: the classifier alone learns
                 parameter.requires_grad_(epoch >= probing)
-            if stem is not None:  # the whitening stem's bias settles early, then stays
-                stem.bias.requires_grad_(epoch < STEM_EPOCHS * config.epochs)
             order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
             # Near-equal batches: a trailing batch of one would break BatchNorm.
             for batch in torch.tensor_split(order, batches_per_epoch):

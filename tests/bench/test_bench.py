@@ -107,6 +107,10 @@ def test_bench_records_every_detector_and_charges_shared_costs(digits):
     # Both training-history detectors pay for the same model; CL pays for its two models.
     assert seconds["aum"] > 0 and seconds["final_loss"] >= seconds["aum"] * 0.5
     assert seconds["confident_learning"] > 0
+    # Confident learning used the fold models: every record says how accurate they were.
+    assert runs["fold_accuracy"].nunique() == 1 and runs["fold_accuracy"].iloc[0] > 0.5
+    # They predict the true label more often than the given one (20% of those are wrong).
+    assert (runs["fold_accuracy"] > runs["fold_given_accuracy"]).all()
 
 
 def test_markdown_bolds_the_best_mean_per_column():

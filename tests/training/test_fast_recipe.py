@@ -47,13 +47,19 @@ def test_fast_recipe_learns_held_out_digits(digit_manifest):
 
 def test_batchnorm_shifts_learn_faster_without_more_weight_decay():
     model = build_model("whitened", (3, 16, 16), 4, width=0.25)
-    optimizer, _ = fast_optimizer(model, 20.0, 0.85, 0.0153, 128, 100)
-    shifts, others = optimizer.param_groups
+    optimizer, schedule = fast_optimizer(model, 20.0, 0.85, 0.0153, 128, 100)
+    shifts, stem, others = optimizer.param_groups
     assert shifts["lr"] == pytest.approx(BIAS_SCALE * others["lr"])
+    assert stem["params"] == [model.layers[0].bias]
     # Decay per step (lr * weight_decay) is the same in both groups.
     assert shifts["lr"] * shifts["weight_decay"] == pytest.approx(
         others["lr"] * others["weight_decay"])
     assert not any(p is model.layers[0].weight for p in others["params"])  # the fixed stem
+    # The stem's bias learns early, then stops; the rest keep their schedule to the end.
+    for _ in range(50):
+        optimizer.step()
+        schedule.step()
+    assert stem["lr"] == 0.0 and others["lr"] > 0
 
 
 def test_lookahead_sets_the_weights_to_their_running_average():
