@@ -61,7 +61,7 @@ Folds = Annotated[int, typer.Option(
     help="K of the K-fold cross-validation: K models, each judging the examples it never saw.")]
 FoldRecipe = Annotated[str, typer.Option(
     help="How the K models train on colour images: fast (a whitened CNN, airbench's recipe: "
-         "more accurate in the same time) or paper (the scanned model's network and recipe, "
+         "more accurate, in less time) or paper (the scanned model's network and recipe, "
          "with augmentation).")]
 RunFolder = Annotated[Path, typer.Argument(help="A run folder written by noisefind train.")]
 RunData = Annotated[str | None, typer.Option(
