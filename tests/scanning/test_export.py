@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from noisefind.cli import app
 from noisefind.data.labeled import to_float
 from noisefind.data.load import load_data
+from noisefind.decide.suggest import RELABEL_CONFIDENCE
 from noisefind.scanning.export import load_training_set
 
 runner = CliRunner()
@@ -71,7 +72,7 @@ def test_relabel_applies_only_the_suggestions_the_out_of_sample_models_back(digi
     training = load_training_set(digits_out)
     assert len(manifest) == len(training.y)  # relabelling drops nothing
     sure = (flagged["suggested_label"] == flagged["oos_label"]) & (
-        flagged["oos_label_probability"] >= 0.5)
+        flagged["oos_label_probability"] >= RELABEL_CONFIDENCE)
     assert sure.any()
     for _, row in flagged.iterrows():
         expected = row["suggested_label"] if sure[row.name] else row["given_label"]
