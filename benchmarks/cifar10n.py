@@ -13,7 +13,9 @@ shuffle (``--subset-seed``) draws fresh parts, named ``cifar10n-<labels>-shuffle
 they are disjoint from each other but overlap the first shuffle's. Models trained for other
 than 20 epochs (the documented runs) add ``-e<epochs>`` to the name, and models fine-tuned
 from a backbone (``--backbone torchvision:resnet18 --backbone-weights FILE``) its name (and
-``-scratch`` when that architecture trains from scratch, without weights).
+``-scratch`` when that architecture trains from scratch, without weights). Fold models of
+the fast recipe (``--fold-recipe fast``) add ``-fast`` and, when they train other than 20
+epochs (30 is the recipe's default now; ``--fold-epochs``), ``-fast<epochs>``.
 
 CIFAR-10N: Wei et al., "Learning with Noisy Labels Revisited: A Study Using Real-World Human
 Annotations", ICLR 2022 (labels released by UCSC-REAL under CC BY-NC 4.0).
@@ -70,8 +72,9 @@ def write_manifest(labels_csv: Path, images: Path, label_set: str, size: int, pa
     return out
 
 
-TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "noisefind-no-neighbours",
-                   "noisefind-no-augmented", "three witnesses", "two witnesses",
+TABLE_DETECTORS = ("noisefind", "noisefind-neighbours-x2", "noisefind-no-flip",
+                   "noisefind-no-neighbours", "noisefind-no-augmented", "three witnesses",
+                   "two witnesses",
                    "confident_learning", "oos_margin", "neighbours", "cutoff+oos",
                    "oos_confidence", "mean_loss", "aum", "aum_folds", "fold_aum", "fold_flip",
                    "flip+dynamics", "flip_cost", "flip")
@@ -79,8 +82,9 @@ TABLE_DETECTORS = ("noisefind", "noisefind-no-flip", "noisefind-no-neighbours",
 
 def results_table(folder: Path, fast: bool = False) -> str:
     """A markdown table of AUROC / AUPRC per detector over every ``cifar10n-*`` result with
-    fold models of the paper's recipe, or (``fast``) of the fast recipe (``-fast``), where a
-    last row gives the fold models' accuracy against the clean labels.
+    fold models of the paper's recipe, or (``fast``) of the fast recipe (``-fast``,
+    ``-fast<epochs>``), where a last row gives the fold models' accuracy against the clean
+    labels.
 
     A run made before today's default order shows its ``noisefind`` under the order of its
     time: ``three witnesses`` (before the neighbours witness: no ``neighbours`` row) or ``two
@@ -89,7 +93,7 @@ def results_table(folder: Path, fast: bool = False) -> str:
     """
     runs, accuracy = {}, {}
     for file in sorted(folder.glob("cifar10n-*/results.json")):
-        if file.parent.name.endswith("-fast") != fast:
+        if ("-fast" in file.parent.name) != fast:
             continue
         records = json.loads(file.read_text())["runs"]
         accuracy[file.parent.name] = records[0].get("fold_accuracy")
@@ -134,6 +138,8 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--fold-recipe", default="paper", choices=("paper", "fast"),
                         help="how the fold models train (fast: results named -fast)")
+    parser.add_argument("--fold-epochs", type=int, default=None,
+                        help="the fold models' epochs (default: the recipe's)")
     parser.add_argument("--detectors", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--labels-csv", type=Path, default=SHARED / "cifar10n-labels.csv")
@@ -172,7 +178,12 @@ def main() -> None:
     length = f"-e{args.epochs}" if args.epochs != EPOCHS else ""
     backbone = (f"-{args.backbone.split(':')[-1]}{'' if args.backbone_weights else '-scratch'}"
                 if args.backbone else "")
-    folds = "-fast" if args.fold_recipe == "fast" else ""
+    folds = ""
+    if args.fold_recipe == "fast":
+        from noisefind.training.fast_recipe import FAST
+
+        fold_epochs = args.fold_epochs or FAST["epochs"]
+        folds = "-fast" if fold_epochs == EPOCHS else f"-fast{fold_epochs}"
     name = f"cifar10n-{args.labels}{shuffle}-part{args.part}{length}{backbone}{folds}"
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,
@@ -183,7 +194,7 @@ def main() -> None:
     lr = args.lr or (BACKBONE_LR if args.backbone else TrainConfig.lr)
     config = TrainConfig(width=args.width, epochs=args.epochs, device=args.device, lr=lr,
                          backbone=args.backbone, backbone_weights=args.backbone_weights,
-                         fold_recipe=args.fold_recipe)
+                         fold_recipe=args.fold_recipe, fold_epochs=args.fold_epochs)
     runs = bench(data, ["none"], seeds=[args.seed],
                  detectors=parse_detector_list(args.detectors) if args.detectors else None,
                  train_config=config, folds=args.folds, limit=args.limit, out=work_out)

@@ -2,21 +2,23 @@
 
     python benchmarks/fold_recipe.py --labels random1 --part 0           # ablation, one fold
     python benchmarks/fold_recipe.py --labels aggre --part 0 --variants fast,paper
-    python benchmarks/fold_recipe.py --cifar10 --epochs 10               # all 50,000 (GPU)
+    python benchmarks/fold_recipe.py --cifar10 --fold-epochs 10          # all 50,000 (GPU)
 
 On one CIFAR-10N part (``benchmarks/cifar10n.py``'s manifest), each variant trains the model
 of fold 0 of the scan's 5-fold split (4,000 images) and judges the 1,000 it held out: its
 accuracy against the clean labels and against the given ones, and how well its probability of
 the given label ranks the wrong labels among them (AUROC: confident learning's evidence on this
-fold), with the seconds it trained. Variants, all at ``--epochs``:
+fold), with the seconds it trained. Variants (``--fold-epochs`` sets every variant's epochs):
 
-- ``paper``: today's fold models before the fast recipe (the scanned model's ResNet-9 at
-  ``--width``, with augmentation);
-- ``fast``: the fast recipe (noisefind's default for colour images);
+- ``paper``: the fold models before the fast recipe (the scanned model's ResNet-9 at
+  ``--width``, with augmentation), trained for the scanned model's ``--epochs``;
+- ``fast``: the fast recipe (noisefind's default for colour images), its own 30 epochs;
 - ``fast-no-X``: the fast recipe without one ingredient: ``whitening`` (the stem learns from a
   random start), ``views`` (no test-time views), ``lookahead``, ``bias-scale`` (BatchNorm
   shifts at the base learning rate);
-- ``fast-smoothing``: the fast recipe with airbench's label smoothing (0.2).
+- ``fast-smoothing``: the fast recipe with airbench's label smoothing (0.2);
+- ``fast:e30``, ``fast:w0.75``, ``fast:e30:w0.75``: the fast recipe at another epoch count or
+  width (the other variants train the recipe's epochs at its width).
 
 ``--cifar10`` trains the fast recipe on the 50,000 CIFAR-10 training images and tests it on
 the 10,000 test images (the GPU check). Writes ``benchmarks/results/fold_recipe-<name>.json``
@@ -78,6 +80,13 @@ def without(ingredient: str):
 
 def variant_config(variant: str, scanned: TrainConfig, data) -> tuple[TrainConfig, bool, str]:
     """(fold config, predict through views, ingredient left out) of ``variant``."""
+    variant, *sizes = variant.split(":")
+    if sizes:
+        config, views, left_out = variant_config(variant, scanned, data)
+        for size in sizes:
+            field = {"e": "epochs", "w": "width"}[size[0]]
+            config = replace(config, **{field: type(getattr(config, field))(size[1:])})
+        return config, views, left_out
     if variant == "paper":
         return out_of_sample_config(replace(scanned, fold_recipe="paper"), data), False, ""
     config = out_of_sample_config(scanned, data)
@@ -98,7 +107,7 @@ def measure(data, kept: np.ndarray, held: np.ndarray, config: TrainConfig, views
         if test is None else (test.x, test.y.numpy(), test.y.numpy())
     probabilities = torch.softmax(predict_logits(run.model, x, views=views), 1).cpu().numpy()
     predicted = probabilities.argmax(1)
-    record = {"train_seconds": round(seconds, 1), "examples": len(kept),
+    record = {"train_seconds": round(seconds, 1), "epochs": config.epochs, "examples": len(kept),
               "accuracy": round(float((predicted == truth).mean()), 4),
               "given_accuracy": round(float((predicted == given).mean()), 4)}
     wrong = given != truth
@@ -126,6 +135,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--width", type=float, default=0.25, help="the paper variant's width")
+    parser.add_argument("--fold-epochs", type=int, default=None,
+                        help="every variant's epochs (default: the fast recipe's own, and "
+                             "--epochs for paper)")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--cifar10", action="store_true",
                         help="the fast recipe on all 50,000 CIFAR-10 training images")
@@ -135,11 +147,13 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/noisefind-cifar10n"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    scanned = TrainConfig(width=args.width, epochs=args.epochs, device=args.device, seed=1)
+    scanned = TrainConfig(width=args.width, epochs=args.epochs, device=args.device, seed=1,
+                          fold_epochs=args.fold_epochs)
     images = unpack(SHARED / "cifar10-jpg.tar.gz", args.work)
     device = resolve_device(args.device)
-    meta = {"epochs": args.epochs, "device": str(device), "platform": platform.platform(),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}
+    meta = {"epochs": args.epochs, "fold_epochs": args.fold_epochs, "device": str(device),
+            "platform": platform.platform(), "torch": torch.__version__,
+            "threads": torch.get_num_threads()}
     if device.type == "cuda":
         meta["gpu"] = torch.cuda.get_device_name()
     if args.cifar10:

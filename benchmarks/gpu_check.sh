@@ -80,10 +80,10 @@ print(unpack(SHARED / 'cifar10-jpg.tar.gz', Path('$WORK')))"
 
 step_folds() {
     if [ "$SMOKE" = 1 ]; then
-        $PY benchmarks/fold_recipe.py --cifar10 --subset 200 --epochs 1 --work "$WORK" \
+        $PY benchmarks/fold_recipe.py --cifar10 --subset 200 --fold-epochs 1 --work "$WORK" \
             --out "$RESULTS/fold_recipe-cifar10-gpu.json"
     else
-        $PY benchmarks/fold_recipe.py --cifar10 --epochs 20 --work "$WORK" \
+        $PY benchmarks/fold_recipe.py --cifar10 --fold-epochs 20 --work "$WORK" \
             --out "$RESULTS/fold_recipe-cifar10-gpu.json"
     fi
 }
@@ -93,7 +93,7 @@ step_scan() {
     rm -rf "$out"
     if [ "$SMOKE" = 1 ]; then  # the 200 images of the folds step's smoke run
         $PY -m noisefind scan "$WORK/fold-recipe-train-200.csv" --noise symmetric:0.1 \
-            --epochs 1 --width 0.25 --folds 2 --limit 8 --out "$out" --quiet
+            --epochs 1 --width 0.25 --folds 2 --fold-epochs 1 --limit 8 --out "$out" --quiet
     else
         root=$(images) || return 1
         $PY -m noisefind scan "$root/train" --noise symmetric:0.1 --limit 10000 --out "$out" \
@@ -117,11 +117,12 @@ step_search() {
 step_cifar10n() {
     if [ "$SMOKE" = 1 ]; then
         $PY benchmarks/cifar10n.py --labels random1 --size 200 --epochs 2 --width 0.25 \
-            --limit 40 --folds 2 --fold-recipe fast --work "$WORK" \
+            --limit 40 --folds 2 --fold-recipe fast --fold-epochs 2 --work "$WORK" \
             --out "$RESULTS/cifar10n-random1-all-gpu"
     else
         $PY benchmarks/cifar10n.py --labels random1 --size 40000 --epochs 20 --width 1 \
-            --limit 5000 --fold-recipe fast --work "$WORK" --out "$RESULTS/cifar10n-random1-all-gpu"
+            --limit 5000 --fold-recipe fast --fold-epochs 20 --work "$WORK" \
+            --out "$RESULTS/cifar10n-random1-all-gpu"
     fi
 }
 

@@ -16,9 +16,10 @@ Results made before the fold-model signals hold no ``fold_flip`` or ``neighbours
 what it writes there as ``noisefind`` is the two-witness order (the out-of-sample and in-sample
 witnesses), as ``benchmarks/cifar10n.py --table`` shows it. A result that holds every signal of
 today's order (:data:`noisefind.decide.consensus.SIGNALS`) gets today's order and its three
-ablations
-(``noisefind-no-flip``, ``-no-augmented``, ``-no-neighbours``) instead, each keeping the
-seconds the bench charged it (the same inputs).
+ablations (``noisefind-no-flip``, ``-no-augmented``, ``-no-neighbours``) instead, each keeping
+the seconds the bench charged it (the same inputs), and ``noisefind-neighbours-x2`` (the
+order with the neighbours' vote counted twice), added with the order's seconds where the run
+did not have it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ RESCORED = ("noisefind and noisefind-no-flip recomputed from the stored oos_marg
 RESCORED_CURRENT = ("noisefind and its ablations recomputed from the stored scores of every "
                     "signal of the consensus order of the code that rescored them (seconds as "
                     "charged by the bench); the noisefind decision flags its top rows")
+
+
+# Variants of the order that weigh a witness otherwise (the bench's detectors of that name).
+WEIGHTS = {"noisefind-neighbours-x2": {"neighbours": 2.0}}
 
 
 def scores_file(folder: Path, noise: str, seed: int) -> Path:
@@ -78,7 +83,8 @@ def rescore(folder: Path) -> None:
         if current:
             signals = {name: scores[name] for name in SIGNALS}
             forms = {"noisefind": (), "noisefind-no-flip": FLIP_SIGNALS,
-                     "noisefind-no-augmented": AUGMENTED, "noisefind-no-neighbours": NEIGHBOURS}
+                     "noisefind-no-augmented": AUGMENTED, "noisefind-no-neighbours": NEIGHBOURS,
+                     "noisefind-neighbours-x2": ()}
         else:
             signals = {name: scores[name] for name in ("oos_margin", "aum", "flip_cost")}
             forms = {"noisefind": AUGMENTED + NEIGHBOURS,
@@ -87,8 +93,14 @@ def rescore(folder: Path) -> None:
                        "noisefind-no-flip": ("aum", "oos_margin")}
         template = by_key[("oos_margin", noise, seed)]
         for name, without in forms.items():
-            scores[name] = consensus_score(signals, without=without)
+            weights = WEIGHTS.get(name)
+            scores[name] = consensus_score(signals, without=without, weights=weights)
             if current:
+                if weights and (name, noise, seed) not in by_key:  # same inputs as the order
+                    by_key[(name, noise, seed)] = by_key[("noisefind", noise, seed)]
+                    if name not in settings["detectors"]:
+                        settings["detectors"].insert(
+                            settings["detectors"].index("noisefind") + 1, name)
                 if (name, noise, seed) not in by_key:
                     raise SystemExit(f"{folder}: no stored {name} row to take its seconds from; "
                                      "rerun the bench")

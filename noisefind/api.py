@@ -158,6 +158,7 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
          canary_recall: float = CutoffSettings.canary_recall,
          canary_labels: str = CutoffSettings.canary_labels, rank_by: str | None = None,
          folds: int = DEFAULT_FOLDS, fold_recipe: str = TrainConfig.fold_recipe,
+         fold_epochs: int | None = None,
          resume: bool = False, overwrite: bool = False, progress: bool = False) -> ScanResult:
     """Scan ``data``: train or load a model, gather the evidence, rank, flag, suggest labels.
 
@@ -209,6 +210,8 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         How the K models train on colour images: the whitened CNN with the fast recipe, or the
         scanned model's network and recipe (:func:`~noisefind.signals.out_of_sample.
         out_of_sample_config`).
+    fold_epochs : int, optional
+        Epochs of the K models (default: 30 with the fast recipe, ``epochs`` with the paper's).
     resume, overwrite : bool
         Continue an interrupted scan in ``out``, or replace an earlier scan's results there.
     progress : bool
@@ -232,7 +235,8 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         raise NoisefindError(f"{', '.join(training)}: the training's, and a given model is "
                              "trained already; leave them out, or leave out model",
                              parameter=(*training, "model"))
-    recipe = TrainConfig(**training, seed=seed, device=device, fold_recipe=fold_recipe)
+    recipe = TrainConfig(**training, seed=seed, device=device, fold_recipe=fold_recipe,
+                         fold_epochs=fold_epochs)
     if backbone is not None:
         if model is not None or mean is not None or std is not None:
             given = "model" if model is not None else "mean" if mean is not None else "std"
@@ -240,7 +244,8 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
                                  "(standardised by the data's statistics); leave out one",
                                  parameter=(given, "backbone"))
         recipe = TrainConfig(**{"lr": BACKBONE_LR, **training}, seed=seed, device=device,
-                             fold_recipe=fold_recipe, backbone=backbone,
+                             fold_recipe=fold_recipe, fold_epochs=fold_epochs,
+                             backbone=backbone,
                              backbone_weights=None if weights is None else str(weights))
         weights = None
     run = resolve_model(model, data, weights=weights, mean=mean, std=std, device=device)

@@ -27,6 +27,7 @@ def test_gpu_check_smoke_mode_runs_every_step(tmp_path):
     folds = json.loads((tmp_path / "fold_recipe-cifar10-gpu.json").read_text())
     assert 0.0 <= folds["results"]["fast"]["accuracy"] <= 1.0
     assert folds["results"]["fast"]["examples"] == 200
+    assert folds["results"]["fast"]["epochs"] == 1  # --fold-epochs, not the recipe's own
     scan = json.loads((tmp_path / "gpu_check-scan-cifar10.json").read_text())
     assert "flip_search" in scan["seconds"]
     speed = json.loads((tmp_path / "scan_speed_digits_gpu.json").read_text())

@@ -258,6 +258,13 @@ def noisefind_without_neighbours(context: DetectorContext) -> np.ndarray:
     return _consensus(context, without=NEIGHBOURS)
 
 
+@register("noisefind-neighbours-x2")
+def noisefind_neighbours_twice(context: DetectorContext) -> np.ndarray:
+    """Variant of ``noisefind`` whose neighbours witness counts twice: with strong fold models
+    the neighbours alone ranked level with the whole order (docs/benchmarks.md)."""
+    return _consensus(context, weights={"neighbours": 2.0})
+
+
 @register("aum_folds")
 def aum_folds(context: DetectorContext) -> np.ndarray:
     """AUM averaged over the scanned model and the K-1 fold models that trained on each row
@@ -319,7 +326,8 @@ def cutoff_with_oos_flip(context: DetectorContext) -> np.ndarray:
     return _cutoff_scores(context, out_of_sample=True, oos_flip=True)
 
 
-def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.ndarray:
+def _consensus(context: DetectorContext, without: tuple[str, ...] = (),
+               weights: dict[str, float] | None = None) -> np.ndarray:
     """The scan's default order on the context's rows (the same function the scan calls)."""
     from noisefind.decide.consensus import consensus_score, default_order_signals
 
@@ -329,7 +337,7 @@ def _consensus(context: DetectorContext, without: tuple[str, ...] = ()) -> np.nd
         margins=context.history.margin,
         flip_cost=context.flip_results()["flip_cost"].to_numpy(dtype=np.float64),
         fold_flip=context.fold_flip(), neighbours=context.neighbours())
-    return consensus_score(signals, without=without)
+    return consensus_score(signals, without=without, weights=weights)
 
 
 def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:

@@ -143,8 +143,9 @@ def bench_command(settings: dict) -> str:
              "--seeds", str(len(seeds))]
     flags = {"--seed": (seeds[0], 0), "--folds": (settings["folds"], 5),
              "--limit": (settings["limit"], None)}
-    flags.update({f"--{key.replace('_', '-')}": (train[key], train_default[key])
-                  for key in ("arch", "width", "epochs", "lr", "batch_size")})
+    flags.update({f"--{key.replace('_', '-')}": (train.get(key), train_default[key])
+                  for key in ("arch", "width", "epochs", "lr", "batch_size", "fold_recipe",
+                              "fold_epochs")})
     flags.update({f"--{key.replace('_', '-')}": (flip.get(key), flip_default[key])
                   for key in ("max_units", "noise_copies", "reference_size")})
     for flag, (value, default) in flags.items():

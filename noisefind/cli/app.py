@@ -63,6 +63,9 @@ FoldRecipe = Annotated[str, typer.Option(
     help="How the K models train on colour images: fast (a whitened CNN, airbench's recipe: "
          "more accurate, in less time) or paper (the scanned model's network and recipe, "
          "with augmentation).")]
+FoldEpochs = Annotated[int | None, typer.Option(
+    help="Epochs of the K models " + default_is("30 with the fast recipe, --epochs with paper")
+         + ".")]
 RunFolder = Annotated[Path, typer.Argument(help="A run folder written by noisefind train.")]
 RunData = Annotated[str | None, typer.Option(
     help="Load the run's data from here " + default_is("where the run recorded it") + ".")]

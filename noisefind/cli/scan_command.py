@@ -17,6 +17,7 @@ from noisefind.cli.app import (
     Data,
     Device,
     Epochs,
+    FoldEpochs,
     FoldRecipe,
     Folds,
     ImageSize,
@@ -108,6 +109,7 @@ def scan(
              + ".")] = None,
     folds: Folds = 5,
     fold_recipe: FoldRecipe = "fast",
+    fold_epochs: FoldEpochs = None,
     image_size: ImageSize = None,
     quiet: Quiet = False,
 ) -> None:
@@ -128,7 +130,7 @@ def scan(
         noise_copies=noise_copies, reference_size=reference_size, reference=reference,
         scan_batch_size=scan_batch_size, cutoff=cutoff, canary_fraction=canary_fraction,
         canary_recall=canary_recall, canary_labels=canary_labels, rank_by=rank_by, folds=folds,
-        fold_recipe=fold_recipe, progress=not quiet, **training)
+        fold_recipe=fold_recipe, fold_epochs=fold_epochs, progress=not quiet, **training)
     if quiet:
         return  # also every torchrun rank but the first
     table, summary = result.table, result.summary

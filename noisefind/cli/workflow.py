@@ -15,6 +15,7 @@ from noisefind.cli.app import (
     Data,
     Device,
     Epochs,
+    FoldEpochs,
     FoldRecipe,
     Folds,
     Holdout,
@@ -164,6 +165,7 @@ def bench(
         help="Seeds per noise setting: --seed, --seed+1, ...")] = 3,
     folds: Folds = 5,
     fold_recipe: FoldRecipe = "fast",
+    fold_epochs: FoldEpochs = None,
     limit: Annotated[int | None, typer.Option(
         help="Score a seeded random subset of N examples (every detector the same rows).")] = None,
     detectors: Annotated[str | None, typer.Option(
@@ -203,7 +205,8 @@ def bench(
         raise NoisefindError(f"--seeds must be at least 1, got {seeds}")
     loaded = load(data, None, seed, image_size, quiet)
     config = train_config(seed, device, epochs=epochs, width=width, arch=arch,
-                          batch_size=batch_size, lr=lr, fold_recipe=fold_recipe)
+                          batch_size=batch_size, lr=lr, fold_recipe=fold_recipe,
+                          fold_epochs=fold_epochs)
     settings = FlipSettings(max_units=max_units, noise_copies=noise_copies,
                             reference_size=reference_size, batch_size=scan_batch_size, seed=seed)
     settings.validate()

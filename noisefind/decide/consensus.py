@@ -49,8 +49,8 @@ AUGMENTED = WITNESSES["augmented"]
 NEIGHBOURS = WITNESSES["neighbours"]
 
 
-def consensus_score(signals: Mapping[str, np.ndarray], *,
-                    without: tuple[str, ...] = ()) -> np.ndarray:
+def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ...] = (),
+                    weights: Mapping[str, float] | None = None) -> np.ndarray:
     """Sum over :data:`WITNESSES` of each witness's standardised sum of standardised signals.
 
     Parameters
@@ -61,6 +61,9 @@ def consensus_score(signals: Mapping[str, np.ndarray], *,
     without : tuple of str
         Signals to leave out (ablations, e.g. :data:`FLIP_SIGNALS`); a witness left with
         none has no vote.
+    weights : mapping of str to float, optional
+        A weight per witness of :data:`WITNESSES` (default 1 each; a witness not named keeps
+        1), for ablations of how much each should count.
 
     Returns
     -------
@@ -86,11 +89,15 @@ def consensus_score(signals: Mapping[str, np.ndarray], *,
     for name, values in used.items():
         if not np.isfinite(values).all():
             raise NoisefindError(f"signals: {name!r} has a missing or infinite value")
+    weights = dict(weights or {})
+    if set(weights) - set(WITNESSES):
+        raise NoisefindError(f"weights: name witnesses of {', '.join(WITNESSES)}; got "
+                             f"{sorted(set(weights) - set(WITNESSES))}", parameter="weights")
     total = np.zeros(lengths.pop())
-    for names in WITNESSES.values():
+    for witness, names in WITNESSES.items():
         votes = [standardised(used[name]) for name in names if name in used]
         if votes:
-            total += standardised(np.sum(votes, axis=0))
+            total += weights.get(witness, 1.0) * standardised(np.sum(votes, axis=0))
     return total
 
 

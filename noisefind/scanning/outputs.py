@@ -39,6 +39,15 @@ def write_summary(summary: dict, out: Path) -> Path:
     return path
 
 
+def write_pred_probs(pred_probs: np.ndarray, out: Path) -> Path:
+    """``pred_probs.npy``: the fold models' (N, C) out-of-sample probabilities, float32, rows in
+    ``training_set.npz``'s order (atomic)."""
+    path = out / "pred_probs.npy"
+    atomic_write(path, lambda tmp: np.save(tmp, np.asarray(pred_probs, dtype=np.float32)),
+                 suffix=".npy")
+    return path
+
+
 def plot_top_suspects(table: pd.DataFrame, images: np.ndarray, out: Path, top: int = 32) -> Path:
     """``top_suspects.png``: a grid of the top suspects, each captioned "given X, likely Y".
 

@@ -37,6 +37,7 @@ from noisefind.scanning.log import STATE_FILE, MemoryLog, ScanLog, Stages, plan_
 from noisefind.scanning.outputs import (
     ORDER_COLUMNS,
     plot_top_suspects,
+    write_pred_probs,
     write_summary,
     write_suspects,
 )
@@ -65,7 +66,7 @@ NO_CUTOFF = ("the model was not trained by noisefind: the cutoff's replica has n
 # What a finished or interrupted scan leaves in its folder; a new scan there must not mix its
 # files with these (``overwrite`` removes them, ``resume`` continues them).
 SCAN_FILES = ("suspects.csv", "summary.json", "top_suspects.png", "report.html",
-              "training_set.npz", STATE_FILE)
+              "training_set.npz", "pred_probs.npy", STATE_FILE)
 SCAN_FOLDERS = ("run", CACHE_DIR)
 OWN_FIT_MINIMUM = 0.8  # an own model predicting fewer of its given labels gets a warning
 
@@ -223,7 +224,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
                            folds if oos is not None else 0)
         if out is not None:
             stages.start(WRITE_STAGE)
-            _write(table, summary, data, out)
+            _write(table, summary, data, out,
+                   oos.probabilities() if oos is not None else None)
     return ScanResult(table=table, summary=summary, run=run)
 
 
@@ -364,9 +366,12 @@ def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSet
     return summary
 
 
-def _write(table: pd.DataFrame, summary: dict, data: LabeledData, out: Path) -> None:
+def _write(table: pd.DataFrame, summary: dict, data: LabeledData, out: Path,
+           pred_probs: np.ndarray | None) -> None:
     write_suspects(table, out)
     save_training_set(data, out)
+    if pred_probs is not None:  # the fold models' evidence, for cleanlab or `noisefind rank`
+        write_pred_probs(pred_probs, out)
     if data.is_image and len(table):
         top = table.head(TOP_PICTURES)
         plot_top_suspects(top, to_float(data.x[_positions(data, top["index"])]).numpy(), out)

@@ -49,16 +49,19 @@ def out_of_sample_config(config: TrainConfig, data: LabeledData) -> TrainConfig:
     label: they train on augmented views (images only,
     :func:`noisefind.training.views.augment_for`). For colour images of 16 pixels a side or
     more, ``config.fold_recipe="fast"`` trains the whitened CNN with the fast recipe
-    (:data:`noisefind.training.fast_recipe.FAST`, with ``config``'s epochs, seed and device);
-    ``"paper"``, and every other kind of data, keep ``config``'s network and recipe. A
-    backbone is always fine-tuned with its own recipe.
+    (:data:`noisefind.training.fast_recipe.FAST`, its own epoch count, ``config``'s seed and
+    device); ``"paper"``, and every other kind of data, keep ``config``'s network, recipe and
+    epochs. A backbone is always fine-tuned with its own recipe. ``config.fold_epochs``, when
+    given, sets the epochs of either.
     """
     config = replace(config, augment=True, checkpoint_every=0, holdout=0.0)
     shape = data.input_shape
     fast = (config.fold_recipe == "fast" and config.backbone is None
             and config.arch in ("auto", "resnet9") and data.is_image and shape[0] == 3
             and min(shape[1:]) >= MIN_SIDE)
-    return replace(config, **FAST) if fast else config
+    if fast:
+        config = replace(config, **FAST)
+    return replace(config, epochs=config.fold_epochs) if config.fold_epochs else config
 
 
 def uses_views(run: Run) -> bool:

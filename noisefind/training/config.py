@@ -35,8 +35,9 @@ class TrainConfig:
     (:mod:`noisefind.training.fast_recipe`): ``lr`` and ``weight_decay`` are then per 1,024
     examples in the decoupled form, with a triangular schedule (``warmup`` unused) and a
     lookahead average of the weights. ``label_smoothing`` applies to either recipe.
-    ``fold_recipe`` is how the out-of-sample models train
-    (:func:`noisefind.signals.out_of_sample.out_of_sample_config`).
+    ``fold_recipe`` is how the out-of-sample models train and ``fold_epochs`` how long (None:
+    the fast recipe's own count, the paper recipe the scanned model's ``epochs``;
+    :func:`noisefind.signals.out_of_sample.out_of_sample_config`).
     """
 
     arch: str = "auto"
@@ -61,6 +62,7 @@ class TrainConfig:
     recipe: str = "paper"
     label_smoothing: float = 0.0
     fold_recipe: str = "fast"
+    fold_epochs: int | None = None
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -103,6 +105,9 @@ class TrainConfig:
         if not 0.0 <= self.label_smoothing < 1.0:
             raise NoisefindError(f"label_smoothing must be in [0, 1), got "
                                  f"{self.label_smoothing}", parameter="label_smoothing")
+        if self.fold_epochs is not None and self.fold_epochs < 1:
+            raise NoisefindError(f"fold_epochs must be at least 1, got {self.fold_epochs}",
+                                 parameter="fold_epochs")
         if self.checkpoint_every < 0:
             raise NoisefindError(f"checkpoint_every must be 0 or more, got "
                                  f"{self.checkpoint_every}", parameter="checkpoint_every")

@@ -131,8 +131,9 @@ def test_cli_bench_end_to_end(tmp_path):
     out = tmp_path / "bench"
     result = CliRunner().invoke(app, [
         "bench", "digits", "--noise", "symmetric:0.1", "--seeds", "1", "--width", "0.25",
-        "--epochs", "4", "--folds", "2", "--limit", "40", "--max-units", "20",
-        "--noise-copies", "1", "--reference-size", "3", "--out", str(out), "--quiet"])
+        "--epochs", "4", "--folds", "2", "--fold-epochs", "3", "--limit", "40",
+        "--max-units", "20", "--noise-copies", "1", "--reference-size", "3", "--out", str(out),
+        "--quiet"])
     assert result.exit_code == 0, result.output
     results = json.loads((out / "results.json").read_text())
     assert {r["detector"] for r in results["runs"]} == set(get_detectors())  # defaults
@@ -149,6 +150,7 @@ def test_cli_bench_end_to_end(tmp_path):
     flags = dict(zip(command[7::2], command[8::2], strict=True))
     assert flags["--width"] == "0.25" and flags["--epochs"] == "4" and flags["--limit"] == "40"
     assert flags["--folds"] == "2" and flags["--reference-size"] == "3"
+    assert flags["--fold-epochs"] == "3" and "--fold-recipe" not in flags  # the default
     assert flags["--noise-copies"] == "1" and flags["--max-units"] == "20"
     assert (out / "roc.png").stat().st_size > 10_000
     scores = pd.read_csv(out / "scores" / "symmetric-0.1_seed0.csv")

@@ -52,6 +52,15 @@ def test_a_witness_left_out_has_no_vote(signals):
     assert consensus_score(given, without=left_out) == pytest.approx(expected)
 
 
+def test_a_witness_weight_multiplies_its_vote_and_unknown_witnesses_are_refused(signals):
+    expected = (z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
+                + z(signals["fold_flip"]) + 2 * z(signals["neighbours"]))
+    assert consensus_score(signals, weights={"neighbours": 2.0}) == pytest.approx(expected)
+    with pytest.raises(NoisefindError) as error:
+        consensus_score(signals, weights={"flip_cost": 2.0})  # a signal, not a witness
+    assert error.value.parameter == "weights"
+
+
 def test_a_constant_signal_adds_nothing():
     signals = {"oos_margin": np.array([1.0, 3.0]), "aum": np.array([5.0, 5.0]),
                "flip_cost": np.array([2.0, 2.0])}

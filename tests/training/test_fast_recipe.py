@@ -22,14 +22,20 @@ def test_out_of_sample_config_picks_the_fast_recipe_for_colour_images_only(digit
     scanned = TrainConfig(width=0.25, epochs=7, seed=3)
     fast = out_of_sample_config(scanned, colour)
     assert (fast.recipe, fast.arch, fast.augment) == ("fast", "whitened", True)
-    assert (fast.epochs, fast.seed, fast.width) == (7, 3, FAST["width"])
+    # The fast recipe's own epochs, not the scanned model's (which must fit every label).
+    assert (fast.epochs, fast.seed, fast.width) == (FAST["epochs"], 3, FAST["width"])
     paper = out_of_sample_config(replace(scanned, fold_recipe="paper"), colour)
     assert (paper.recipe, paper.arch, paper.width, paper.augment) == ("paper", "auto", 0.25, True)
+    assert paper.epochs == 7
     grey = out_of_sample_config(scanned, digits)  # 8 px grayscale: the paper's recipe
-    assert (grey.recipe, grey.arch) == ("paper", "auto")
-    with pytest.raises(NoisefindError) as caught:
-        TrainConfig(fold_recipe="quick").validate()
-    assert caught.value.parameter == "fold_recipe"
+    assert (grey.recipe, grey.arch, grey.epochs) == ("paper", "auto", 7)
+    for given in (replace(scanned, fold_epochs=4), replace(scanned, fold_epochs=4,
+                                                           fold_recipe="paper")):
+        assert out_of_sample_config(given, colour).epochs == 4
+    for setting, value in (("fold_recipe", "quick"), ("fold_epochs", 0)):
+        with pytest.raises(NoisefindError) as caught:
+            TrainConfig(**{setting: value}).validate()
+        assert caught.value.parameter == setting
 
 
 def test_fast_recipe_learns_held_out_digits(digit_manifest):

@@ -1,0 +1,168 @@
+"""The decisions on finished scans whose true labels are known: the count, the flag against
+cleanlab's ``find_label_issues`` on the same fold models, and what ``export --relabel`` does.
+
+    python benchmarks/decisions.py folder /tmp/f450          # the 450-image CIFAR-10 folder
+    noisefind scan /tmp/f450/photos --width 0.25 --epochs 20 --out /tmp/f450/scan
+    python benchmarks/decisions.py evaluate /tmp/f450/scan --truth /tmp/f450/truth.csv
+    python benchmarks/decisions.py evaluate scan-digits scan-r1p3 --json /tmp/decisions.json
+
+``folder`` copies the first 150 CIFAR-10 training images of airplane, cat and ship into class
+folders and puts 45 of the 450 (drawn with a seeded generator) into another class's folder;
+``truth.csv`` beside it holds each file's true class. ``evaluate`` reads a scan folder: the true
+labels from ``training_set.npz`` (injected noise, or a manifest's ``true_label`` column such as
+``benchmarks/cifar10n.py`` writes) or from ``--truth``; cleanlab runs on the scan's own
+``pred_probs.npy``; the relabelled manifest comes from the real ``noisefind export --relabel``.
+Per scan it reports the estimate against the truth, the flag's precision, recall and F1 beside
+cleanlab's (over the scanned rows), and the wrong labels before and after the relabel, with
+the fixes and the new errors (clean labels changed). Prints a table and writes JSON (default
+benchmarks/results/decisions.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from cifar10n import SHARED, unpack  # noqa: E402
+
+RESULTS = Path(__file__).parent / "results"
+FOLDER_CLASSES = ("airplane", "cat", "ship")
+PER_CLASS, MOVED = 150, 45
+
+
+def make_folder(out: Path, seed: int = 0) -> Path:
+    """The 450-image folder (``out/photos``) and its ``out/truth.csv``; returns the folder."""
+    images = unpack(SHARED / "cifar10-jpg.tar.gz",
+                    Path(tempfile.gettempdir()) / "noisefind-cifar10n") / "train"
+    files = [(name, path) for name in FOLDER_CLASSES
+             for path in sorted((images / name).glob("*.jpg"))[:PER_CLASS]]
+    rng = np.random.default_rng(seed)
+    moved = set(rng.choice(len(files), MOVED, replace=False).tolist())
+    photos = out / "photos"
+    if photos.exists():
+        shutil.rmtree(photos)
+    truth = []
+    for i, (name, path) in enumerate(files):
+        folder = name
+        if i in moved:
+            others = [c for c in FOLDER_CLASSES if c != name]
+            folder = others[int(rng.integers(len(others)))]
+        target = photos / folder / f"{name}_{path.name}"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, target)
+        truth.append((str(target.resolve()), name))
+    pd.DataFrame(truth, columns=["path", "true_label"]).to_csv(out / "truth.csv", index=False)
+    return photos
+
+
+def true_labels(scan: Path, truth_csv: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Given and true labels (class codes, training-set order) and the class names."""
+    saved = np.load(scan / "training_set.npz", allow_pickle=False)
+    classes = saved["classes"].tolist()
+    if truth_csv is not None:
+        truth = dict(pd.read_csv(truth_csv, dtype=str).itertuples(index=False, name=None))
+        codes = {name: k for k, name in enumerate(classes)}
+        true_y = np.array([codes[truth[str(Path(p).resolve())]] for p in saved["paths"]])
+    elif "true_y" in saved.files:
+        true_y = saved["true_y"]
+    else:
+        raise SystemExit(f"{scan}: no true labels in training_set.npz; give --truth")
+    return saved["y"], true_y, classes
+
+
+def flag_scores(flagged: np.ndarray, wrong: np.ndarray) -> dict:
+    hits = int((flagged & wrong).sum())
+    precision = hits / max(int(flagged.sum()), 1)
+    recall = hits / max(int(wrong.sum()), 1)
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    return {"flagged": int(flagged.sum()), "precision": round(precision, 3),
+            "recall": round(recall, 3), "f1": round(f1, 3)}
+
+
+def relabel(scan: Path, true_y: np.ndarray, given: np.ndarray, classes: list[str]) -> dict:
+    """Run ``noisefind export SCAN --relabel`` and count the wrong labels in its manifest."""
+    with tempfile.TemporaryDirectory() as tmp:
+        manifest = Path(tmp) / "relabelled.csv"
+        subprocess.run([sys.executable, "-m", "noisefind", "export", str(scan), "--relabel",
+                        "--out", str(manifest)], check=True, capture_output=True)
+        labels = pd.read_csv(manifest, dtype=str)["label"].to_numpy()
+    names = np.array(classes)
+    after, truth, before = labels, names[true_y], names[given]
+    changed = after != before
+    return {"wrong_before": int((before != truth).sum()),
+            "wrong_after": int((after != truth).sum()),
+            "relabelled": int(changed.sum()), "fixed": int((changed & (after == truth)).sum()),
+            "new_errors": int((changed & (before == truth)).sum())}
+
+
+def evaluate(scan: Path, truth_csv: Path | None) -> dict:
+    from cleanlab.filter import find_label_issues
+
+    given, true_y, classes = true_labels(scan, truth_csv)
+    summary = json.loads((scan / "summary.json").read_text())
+    suspects = pd.read_csv(scan / "suspects.csv", usecols=["index", "suspected"])
+    saved = np.load(scan / "training_set.npz", allow_pickle=False)
+    at = {int(i): r for r, i in enumerate(saved["index"].tolist())}
+    rows = np.array([at[int(i)] for i in suspects["index"]])
+    wrong = given != true_y
+    estimate = summary["estimated_mislabeled"]
+    result = {"scan": str(scan), "examples": len(given), "scanned": len(rows),
+              "wrong": int(wrong.sum()), "estimated": estimate,
+              "interval": summary.get("estimated_mislabeled_interval"),
+              "count_error": round((estimate - wrong.sum()) / wrong.sum(), 3),
+              "noisefind": flag_scores(suspects["suspected"].to_numpy(bool), wrong[rows])}
+    if (scan / "pred_probs.npy").exists():
+        issues = find_label_issues(given, np.load(scan / "pred_probs.npy"))
+        result["cleanlab"] = flag_scores(issues[rows], wrong[rows])
+        result["cleanlab_count_error"] = round((issues.sum() - wrong.sum()) / wrong.sum(), 3)
+    result["relabel"] = relabel(scan, true_y, given, classes)
+    return result
+
+
+def table(results: list[dict]) -> str:
+    lines = ["| scan | wrong | estimated (error) | flag P / R / F1 | cleanlab P / R / F1 "
+             "(count error) | relabel: wrong before -> after | fixed | new errors |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        ours, lab, rel = r["noisefind"], r.get("cleanlab"), r["relabel"]
+        theirs = (f"{lab['precision']} / {lab['recall']} / {lab['f1']} "
+                  f"({r['cleanlab_count_error']:+.0%})" if lab else "no pred_probs.npy")
+        lines.append(f"| {Path(r['scan']).name} | {r['wrong']} | {r['estimated']} "
+                     f"({r['count_error']:+.0%}) | {ours['precision']} / {ours['recall']} / "
+                     f"{ours['f1']} | {theirs} | {rel['wrong_before']} -> {rel['wrong_after']} "
+                     f"| {rel['fixed']} | {rel['new_errors']} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    folder = commands.add_parser("folder", help="make the 450-image CIFAR-10 folder")
+    folder.add_argument("out", type=Path)
+    folder.add_argument("--seed", type=int, default=0)
+    scans = commands.add_parser("evaluate", help="evaluate finished scans")
+    scans.add_argument("scans", type=Path, nargs="+")
+    scans.add_argument("--truth", type=Path, help="path,true_label CSV for scans of files "
+                       "without true labels (the folder's truth.csv)")
+    scans.add_argument("--json", type=Path, default=RESULTS / "decisions.json")
+    args = parser.parse_args()
+    if args.command == "folder":
+        print(make_folder(args.out, args.seed))
+        return
+    results = [evaluate(scan, args.truth) for scan in args.scans]
+    print(table(results))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
