@@ -68,12 +68,12 @@ def true_labels(scan: Path, truth_csv: Path | None) -> tuple[np.ndarray, np.ndar
     """Given and true labels (class codes, training-set order) and the class names."""
     saved = np.load(scan / "training_set.npz", allow_pickle=False)
     classes = saved["classes"].tolist()
-    if truth_csv is not None:
+    if "true_y" in saved.files:
+        true_y = saved["true_y"]
+    elif truth_csv is not None and "paths" in saved.files:
         truth = dict(pd.read_csv(truth_csv, dtype=str).itertuples(index=False, name=None))
         codes = {name: k for k, name in enumerate(classes)}
         true_y = np.array([codes[truth[str(Path(p).resolve())]] for p in saved["paths"]])
-    elif "true_y" in saved.files:
-        true_y = saved["true_y"]
     else:
         raise SystemExit(f"{scan}: no true labels in training_set.npz; give --truth")
     return saved["y"], true_y, classes
@@ -151,8 +151,8 @@ def main() -> None:
     folder.add_argument("--seed", type=int, default=0)
     scans = commands.add_parser("evaluate", help="evaluate finished scans")
     scans.add_argument("scans", type=Path, nargs="+")
-    scans.add_argument("--truth", type=Path, help="path,true_label CSV for scans of files "
-                       "without true labels (the folder's truth.csv)")
+    scans.add_argument("--truth", type=Path, help="path,true_label CSV for the scans of "
+                       "files that hold no true labels (the folder's truth.csv)")
     scans.add_argument("--json", type=Path, default=RESULTS / "decisions.json")
     args = parser.parse_args()
     if args.command == "folder":
