@@ -31,6 +31,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from noisefind.decide.cutoff import flag_metrics
+from noisefind.scanning.export import TrainingSet, load_training_set
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10n import SHARED, unpack  # noqa: E402
 
@@ -64,28 +67,22 @@ def make_folder(out: Path, seed: int = 0) -> Path:
     return photos
 
 
-def true_labels(scan: Path, truth_csv: Path | None) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Given and true labels (class codes, training-set order) and the class names."""
-    saved = np.load(scan / "training_set.npz", allow_pickle=False)
-    classes = saved["classes"].tolist()
-    if "true_y" in saved.files:
-        true_y = saved["true_y"]
-    elif truth_csv is not None and "paths" in saved.files:
-        truth = dict(pd.read_csv(truth_csv, dtype=str).itertuples(index=False, name=None))
-        codes = {name: k for k, name in enumerate(classes)}
-        true_y = np.array([codes[truth[str(Path(p).resolve())]] for p in saved["paths"]])
-    else:
+def true_labels(training: TrainingSet, truth_csv: Path | None, scan: Path) -> np.ndarray:
+    """The true label (class code) of every example, in the training set's order."""
+    if training.true_y is not None:
+        return training.true_y
+    if truth_csv is None or training.paths is None:
         raise SystemExit(f"{scan}: no true labels in training_set.npz; give --truth")
-    return saved["y"], true_y, classes
+    truth = dict(pd.read_csv(truth_csv, dtype=str).itertuples(index=False, name=None))
+    codes = {name: k for k, name in enumerate(training.classes)}
+    return np.array([codes[truth[str(Path(p).resolve())]] for p in training.paths])
 
 
 def flag_scores(flagged: np.ndarray, wrong: np.ndarray) -> dict:
-    hits = int((flagged & wrong).sum())
-    precision = hits / max(int(flagged.sum()), 1)
-    recall = hits / max(int(wrong.sum()), 1)
-    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
-    return {"flagged": int(flagged.sum()), "precision": round(precision, 3),
-            "recall": round(recall, 3), "f1": round(f1, 3)}
+    """The flag's precision, recall and F1 (noisefind's own :func:`flag_metrics`)."""
+    metrics = flag_metrics(wrong, flagged, None)
+    return {"flagged": int(flagged.sum()), "precision": round(metrics["flag_precision"], 3),
+            "recall": round(metrics["flag_recall"], 3), "f1": round(metrics["flag_f1"], 3)}
 
 
 def relabel(scan: Path, true_y: np.ndarray, given: np.ndarray, classes: list[str]) -> dict:
@@ -107,12 +104,12 @@ def relabel(scan: Path, true_y: np.ndarray, given: np.ndarray, classes: list[str
 def evaluate(scan: Path, truth_csv: Path | None) -> dict:
     from cleanlab.filter import find_label_issues
 
-    given, true_y, classes = true_labels(scan, truth_csv)
+    training = load_training_set(scan)
+    given, classes = training.y, training.classes
+    true_y = true_labels(training, truth_csv, scan)
     summary = json.loads((scan / "summary.json").read_text())
     suspects = pd.read_csv(scan / "suspects.csv", usecols=["index", "suspected"])
-    saved = np.load(scan / "training_set.npz", allow_pickle=False)
-    at = {int(i): r for r, i in enumerate(saved["index"].tolist())}
-    rows = np.array([at[int(i)] for i in suspects["index"]])
+    rows = training.positions(suspects["index"])
     wrong = given != true_y
     estimate = summary["estimated_mislabeled"]
     result = {"scan": str(scan), "examples": len(given), "scanned": len(rows),

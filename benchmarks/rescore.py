@@ -38,10 +38,6 @@ RESCORED_CURRENT = ("noisefind and its ablations recomputed from the stored scor
                     "charged by the bench); the noisefind decision flags its top rows")
 
 
-# Variants of the order that weigh a witness otherwise (the bench's detectors of that name).
-WEIGHTS = {"noisefind-neighbours-x2": {"neighbours": 2.0}}
-
-
 def scores_file(folder: Path, noise: str, seed: int) -> Path:
     """The per-example scores of one setting, as the bench names them."""
     kind, _, rate = noise.partition(":")
@@ -50,6 +46,7 @@ def scores_file(folder: Path, noise: str, seed: int) -> Path:
 
 def rescore(folder: Path) -> None:
     """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
+    from noisefind.bench.detectors import WEIGHTED_ORDERS
     from noisefind.bench.runner import detection_metrics
     from noisefind.decide.consensus import (
         AUGMENTED,
@@ -84,7 +81,7 @@ def rescore(folder: Path) -> None:
             signals = {name: scores[name] for name in SIGNALS}
             forms = {"noisefind": (), "noisefind-no-flip": FLIP_SIGNALS,
                      "noisefind-no-augmented": AUGMENTED, "noisefind-no-neighbours": NEIGHBOURS,
-                     "noisefind-neighbours-x2": ()}
+                     **{name: () for name in WEIGHTED_ORDERS}}
         else:
             signals = {name: scores[name] for name in ("oos_margin", "aum", "flip_cost")}
             forms = {"noisefind": AUGMENTED + NEIGHBOURS,
@@ -93,7 +90,7 @@ def rescore(folder: Path) -> None:
                        "noisefind-no-flip": ("aum", "oos_margin")}
         template = by_key[("oos_margin", noise, seed)]
         for name, without in forms.items():
-            weights = WEIGHTS.get(name)
+            weights = WEIGHTED_ORDERS.get(name)
             scores[name] = consensus_score(signals, without=without, weights=weights)
             if current:
                 if weights and (name, noise, seed) not in by_key:  # same inputs as the order

@@ -258,11 +258,16 @@ def noisefind_without_neighbours(context: DetectorContext) -> np.ndarray:
     return _consensus(context, without=NEIGHBOURS)
 
 
+# Variants of the default order that weigh a witness otherwise, by detector name (also read by
+# benchmarks/rescore.py to recompute them from stored scores).
+WEIGHTED_ORDERS = {"noisefind-neighbours-x2": {"neighbours": 2.0}}
+
+
 @register("noisefind-neighbours-x2")
 def noisefind_neighbours_twice(context: DetectorContext) -> np.ndarray:
     """Variant of ``noisefind`` whose neighbours witness counts twice: with strong fold models
     the neighbours alone ranked level with the whole order (docs/benchmarks.md)."""
-    return _consensus(context, weights={"neighbours": 2.0})
+    return _consensus(context, weights=WEIGHTED_ORDERS["noisefind-neighbours-x2"])
 
 
 @register("aum_folds")
