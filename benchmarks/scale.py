@@ -4,6 +4,7 @@
     python benchmarks/scale.py stages --sizes 10000,50000     # decode, train, neighbours vs N
     python benchmarks/scale.py neighbours --sizes 5000,50000,200000
     python benchmarks/scale.py side --folder IMAGES --sides 32,64   # cost of the input size
+    python benchmarks/scale.py scan --sizes 10000,50000,200000 --memory-budget 16MB
 
 ``photos`` writes that many synthetic JPEG photos (2400 x 1800 and 1800 x 2400, three class
 folders) to a temporary folder and runs ``noisefind scan photos/ --epochs 3 --folds 2`` as a
@@ -12,8 +13,14 @@ user would, in a child process whose peak resident memory is read from the kerne
 fresh process, decoding them (``load_data``), one training epoch of a small model, and the
 neighbours witness over its features. ``neighbours`` times the blocked nearest-neighbour search
 alone on random unit-length 128-d features. ``side`` loads an image folder at each side
-length and times three epochs of ResNet-9 (width 1) and the flip search of 30 examples. The
-data sets are made here and never committed.
+length and times three epochs of ResNet-9 (width 1) and the flip search of 30 examples.
+``scan`` writes the largest N synthetic 32 x 32 PNG files once, then runs the whole
+``noisefind scan`` (the small CNN, one epoch, two fold models of the same, 500 rows
+flip-searched) on a manifest
+of the first N of them, in a child process, with the images streamed from the disk cache when
+they exceed ``--memory-budget`` (``--memory-budget none``: the default budget, half the
+available memory): each stage's seconds per example and the child's own peak RSS. The data
+sets are made here and never committed.
 Results: a table on the terminal and ``benchmarks/results/scale-<mode>.json``.
 """
 
@@ -199,9 +206,73 @@ def side(args) -> list[dict]:
     return rows
 
 
+SCANNED = 500  # rows flip-searched in ``scan`` (the search's cost is per scanned row)
+
+
+def run_child(command: list[str], log: Path) -> tuple[int, float, float]:
+    """Run ``command`` with stderr to ``log``; its exit status, seconds and own peak RSS (MB,
+    from the kernel's accounting of that one child)."""
+    import os
+
+    started = time.perf_counter()
+    with open(log, "w") as err:
+        child_process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(child_process.pid, 0)
+    return os.waitstatus_to_exitcode(status), time.perf_counter() - started, usage.ru_maxrss / 1024
+
+
+def scan(args) -> list[dict]:
+    import os
+
+    import pandas as pd
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="noisefind-scale-scan-") as folder:
+        root = Path(folder)
+        started = time.perf_counter()
+        write_small_images(root / "images", max(args.sizes))
+        written = time.perf_counter() - started
+        files = sorted((root / "images").rglob("*.png"), key=lambda f: f.name)
+        env_cache = root / "cache"
+        for n in args.sizes:
+            manifest = root / f"first{n}.csv"
+            pd.DataFrame({"path": [str(f) for f in files[:n]],
+                          "label": [f.parent.name for f in files[:n]]}).to_csv(manifest,
+                                                                               index=False)
+            out = root / f"scan{n}"
+            command = [sys.executable, "-m", "noisefind", "scan", str(manifest), "--epochs", "1",
+                       "--folds", "2", "--fold-recipe", "paper", "--arch", "cnn", "--limit",
+                       str(SCANNED), "--out", str(out)]
+            if args.memory_budget != "none":
+                command += ["--memory-budget", args.memory_budget]
+            os.environ["NOISEFIND_CACHE"] = str(env_cache)  # the child's cache: made here
+            code, seconds, peak = run_child(command, root / f"scan{n}.log")
+            log_lines = (root / f"scan{n}.log").read_text().splitlines()
+            if code:
+                raise SystemExit(f"scan of {n} failed ({code}): {log_lines[-3:]}")
+            summary = json.loads((out / "summary.json").read_text())
+            row = {"examples": n, "memory_budget": args.memory_budget,
+                   "streamed": summary["input"]["streamed_from_disk"],
+                   "uint8_mb": round(n * 3 * 32 * 32 / 2**20, 1), "peak_rss_mb": round(peak, 1),
+                   "seconds": round(seconds, 1), "log_lines": len(log_lines)}
+            for stage in ("train", "flip_search", "cross_validation", "fold_flip", "neighbours",
+                          "cutoff", "total"):
+                value = summary["seconds"].get(stage, 0.0)
+                per = SCANNED if stage in ("flip_search", "fold_flip") else n
+                row[f"{stage}_ms_per_{'scanned' if per == SCANNED else 'example'}"] = round(
+                    1000 * value / per, 3)
+            rows.append(row)
+            print(row, flush=True)
+    for row in rows:
+        row["write_files_s"] = round(written, 1)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("mode", choices=("photos", "stages", "neighbours", "side"))
+    parser.add_argument("mode", choices=("photos", "stages", "neighbours", "side", "scan"))
+    parser.add_argument("--memory-budget", default="16MB",
+                        help="scan: the scan's --memory-budget, or none for its default")
     parser.add_argument("--folder", type=Path, help="image folder (side)")
     parser.add_argument("--sides", default="32,64",
                         type=lambda text: [int(v) for v in text.split(",")])
@@ -209,7 +280,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="10000,50000",
                         type=lambda text: [int(v) for v in text.split(",")])
     args = parser.parse_args()
-    modes = {"photos": photos, "stages": stages, "neighbours": neighbours, "side": side}
+    modes = {"photos": photos, "stages": stages, "neighbours": neighbours, "side": side,
+             "scan": scan}
     rows = modes[args.mode](args)
     from rich.console import Console
     from rich.table import Table
@@ -222,7 +294,8 @@ def main() -> None:
         table.add_row(*(str(row[k]) for k in keys))
     Console(width=200).print(table)
     RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"scale-{args.mode}.json"
+    suffix = f"-{args.memory_budget}" if args.mode == "scan" else ""
+    out = RESULTS / f"scale-{args.mode}{suffix}.json"
     out.write_text(json.dumps({"command": " ".join(sys.argv), "rows": rows}, indent=2) + "\n")
     print(f"wrote {out}")
 

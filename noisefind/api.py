@@ -49,7 +49,8 @@ OWN_MODEL_OPTIONS = ("weights", "mean", "std")
 
 
 def find_label_issues(x, labels=None, *, classes=None, image_size: int | None = None,
-                      progress: bool = False, **options) -> ScanResult:
+                      memory_budget: int | str | None = None, progress: bool = False,
+                      **options) -> ScanResult:
     """Rank the examples of ``x`` by how likely their ``labels`` are wrong.
 
     Parameters
@@ -65,6 +66,10 @@ def find_label_issues(x, labels=None, *, classes=None, image_size: int | None = 
         number of classes: for a model with more outputs than the labels show.
     image_size : int, optional
         Resize images to this side (bilinear) before anything else.
+    memory_budget : int or str, optional
+        For image files: bytes (or ``"4GB"``) of decoded images to hold in memory; a larger set
+        streams from the disk cache. Default: ``$NOISEFIND_MEMORY_BUDGET``, else half of the
+        memory available.
     progress : bool
         Progress bars and messages on the terminal.
     **options
@@ -75,7 +80,8 @@ def find_label_issues(x, labels=None, *, classes=None, image_size: int | None = 
     ScanResult
         ``table`` (``index`` is the row of ``x``), ``summary`` and ``run``.
     """
-    data = as_labeled_data(x, labels, image_size=image_size, classes=classes, progress=progress)
+    data = as_labeled_data(x, labels, image_size=image_size, classes=classes, progress=progress,
+                           memory_budget=memory_budget)
     return scan(data, progress=progress, **options)
 
 

@@ -249,7 +249,7 @@ class DetectorContext:
         model.load_state_dict(load_weights(checkpoint, model))
         model.to(run.device).eval()
         rows = torch.from_numpy(self.rows)
-        logits = predict_logits(model, self.data.x[rows], self.data.index[rows])
+        logits = predict_logits(model, self.data.x_at(rows), self.data.index[rows])
         return torch.softmax(logits, 1).cpu().numpy()
 
     def _flip_search(self) -> tuple[pd.DataFrame, float]:

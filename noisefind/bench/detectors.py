@@ -124,7 +124,7 @@ def parse_detector_list(text: str) -> list[str]:
 def final_loss(context: DetectorContext) -> np.ndarray:
     """Cross-entropy of the trained model (eval mode) on the given label."""
     rows = torch.from_numpy(context.rows)
-    logits = predict_logits(context.run.model, context.data.x[rows], context.data.index[rows])
+    logits = predict_logits(context.run.model, context.data.x_at(rows), context.data.index[rows])
     labels = context.data.y[rows].to(logits.device)
     return F.cross_entropy(logits, labels, reduction="none").cpu().numpy().astype(np.float64)
 

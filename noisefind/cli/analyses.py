@@ -20,6 +20,7 @@ from noisefind.cli.app import (
     Holdout,
     ImageSize,
     Lr,
+    MemoryBudget,
     Noise,
     Quiet,
     RunData,
@@ -155,6 +156,7 @@ def memorization(
     lr: Lr = 0.1,
     top: Annotated[int, typer.Option(help="Most memorized examples to print.")] = 10,
     image_size: ImageSize = None,
+    memory_budget: MemoryBudget = None,
     quiet: Quiet = False,
 ) -> None:
     """Feldman-Zhang memorization of every training example from subset-trained models.
@@ -170,7 +172,7 @@ def memorization(
     settings.validate()
     if not 0.0 <= holdout < 1.0:
         raise NoisefindError(f"--holdout must be in [0, 1), got {holdout}")
-    loaded = load(data, noise, seed, image_size, quiet)
+    loaded = load(data, noise, seed, image_size, quiet, memory_budget)
     if holdout:
         loaded = split_holdout(loaded, holdout, seed)
     config = train_config(seed, device, epochs=epochs, width=width, arch=arch,

@@ -54,6 +54,10 @@ Device = Annotated[str, typer.Option(help="Where models run: auto, cpu, cuda or 
 Noise = Annotated[str | None, typer.Option(
     help="Corrupt labels for benchmarking: KIND:RATE, e.g. symmetric:0.1.")]
 ImageSize = Annotated[int | None, typer.Option(help="Resize images to this side length.")]
+MemoryBudget = Annotated[str | None, typer.Option(
+    help="Decoded images to hold in memory, e.g. 4GB; a larger set streams from the disk cache "
+         "a batch at a time [default: $NOISEFIND_MEMORY_BUDGET, else half the available "
+         "memory].")]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No progress bars and no messages.")]
 Holdout = Annotated[float, typer.Option(
     help="Train without this seeded share of the data; evaluate tests on it.")]
@@ -188,11 +192,13 @@ def join_torchrun(device: str, quiet: bool) -> tuple[str, bool]:
     return device, quiet or not distributed.is_main()
 
 
-def load(data: str, noise: str | None, seed: int, image_size: int | None, quiet: bool):
+def load(data: str, noise: str | None, seed: int, image_size: int | None, quiet: bool,
+         memory_budget: str | None = None):
     """Load DATA and corrupt its labels with ``noise``."""
     from noisefind.data.load import load_data
 
-    loaded = load_data(data, image_size=image_size, progress=not quiet)
+    loaded = load_data(data, image_size=image_size, progress=not quiet,
+                       memory_budget=memory_budget)
     return loaded.with_noise(noise, seed) if noise else loaded
 
 

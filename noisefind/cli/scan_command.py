@@ -23,6 +23,7 @@ from noisefind.cli.app import (
     ImageSize,
     Lr,
     MaxUnits,
+    MemoryBudget,
     Noise,
     NoiseCopies,
     Quiet,
@@ -111,6 +112,7 @@ def scan(
     fold_recipe: FoldRecipe = "fast",
     fold_epochs: FoldEpochs = None,
     image_size: ImageSize = None,
+    memory_budget: MemoryBudget = None,
     quiet: Quiet = False,
 ) -> None:
     """Rank every training example by how likely its label is wrong (flag, count, suggest)."""
@@ -125,7 +127,8 @@ def scan(
     training = {name: value for name, value in values.items() if given(ctx, [name])}
     result = find_label_issues(
         data, model=model, backbone=backbone, weights=weights, mean=parse_floats(mean, "mean"),
-        std=parse_floats(std, "std"), image_size=image_size, out=out, overwrite=overwrite,
+        std=parse_floats(std, "std"), image_size=image_size, memory_budget=memory_budget,
+        out=out, overwrite=overwrite,
         resume=resume, noise=noise, seed=seed, device=device, limit=limit, max_units=max_units,
         noise_copies=noise_copies, reference_size=reference_size, reference=reference,
         scan_batch_size=scan_batch_size, cutoff=cutoff, canary_fraction=canary_fraction,

@@ -22,6 +22,7 @@ from noisefind.cli.app import (
     ImageSize,
     Lr,
     MaxUnits,
+    MemoryBudget,
     Noise,
     NoiseCopies,
     Quiet,
@@ -75,6 +76,7 @@ def train(
         "--track-gradients", help="Record per-layer gradients of clean vs mislabeled examples "
                                   "(needs --noise; see noisefind localize gradients).")] = False,
     image_size: ImageSize = None,
+    memory_budget: MemoryBudget = None,
     quiet: Quiet = False,
 ) -> None:
     """Train a model; --out holds weights, config and the per-example training history."""
@@ -88,7 +90,7 @@ def train(
         raise NoisefindError(f"{', '.join(unused)}: options of a dropout layer, but --dropout is "
                              "none; add --dropout example-tied (or standard, sparse)")
     device, quiet = join_torchrun(device, quiet)
-    loaded = load(data, noise, seed, image_size, quiet)
+    loaded = load(data, noise, seed, image_size, quiet, memory_budget)
     config = train_config(seed, device, epochs=epochs, width=width, arch=arch,
                           batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                           dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout)
@@ -189,6 +191,7 @@ def bench(
                           "sets (a clean test split is held out when the data has none).")
     ] = False,
     image_size: ImageSize = None,
+    memory_budget: MemoryBudget = None,
     quiet: Quiet = False,
 ) -> None:
     """Score every detector against known label noise: AUROC, AUPRC, TPR@5%FPR, P@k, cost."""
@@ -203,7 +206,7 @@ def bench(
     chosen = parse_detector_list(detectors) if detectors is not None else None
     if seeds < 1:
         raise NoisefindError(f"--seeds must be at least 1, got {seeds}")
-    loaded = load(data, None, seed, image_size, quiet)
+    loaded = load(data, None, seed, image_size, quiet, memory_budget)
     config = train_config(seed, device, epochs=epochs, width=width, arch=arch,
                           batch_size=batch_size, lr=lr, fold_recipe=fold_recipe,
                           fold_epochs=fold_epochs)

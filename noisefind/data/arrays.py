@@ -14,9 +14,11 @@ from noisefind.data.load import _npz_inputs, class_names, load_data
 
 
 def as_labeled_data(x, labels=None, *, image_size: int | None = None, classes=None,
-                    progress: bool = False) -> LabeledData:
+                    progress: bool = False,
+                    memory_budget: int | str | None = None) -> LabeledData:
     """``x`` and ``labels`` in any form :func:`noisefind.find_label_issues` takes, as a
-    LabeledData (``progress``: a bar while image files are decoded)."""
+    LabeledData (``progress``: a bar while image files are decoded; ``memory_budget``: see
+    :func:`~noisefind.data.load.load_data`)."""
     if isinstance(x, LabeledData | str | Path):
         if labels is not None or classes is not None:
             name = "labels" if labels is not None else "classes"
@@ -24,7 +26,8 @@ def as_labeled_data(x, labels=None, *, image_size: int | None = None, classes=No
                                  parameter=name)
         if isinstance(x, LabeledData):
             return x
-        return load_data(x, image_size=image_size, progress=progress)
+        return load_data(x, image_size=image_size, progress=progress,
+                         memory_budget=memory_budget)
     name = type(x).__name__
     if isinstance(x, torch.utils.data.Dataset):
         try:

@@ -1,12 +1,15 @@
 """The decoded-image cache: a folder's images, decoded once, kept on disk as a uint8 array.
 
 A rerun on the same files (the same paths, sizes and modification times) at the same side
-length and colour mode memory-maps the array instead of decoding again, so the images are read
-from disk as batches need them rather than all held in memory (a process that maps an entry
-must not see it rewritten: entries are only ever replaced whole, by rename). The cache lives in
+length and colour mode reads the array instead of decoding again: memory-mapped when the set
+fits the memory budget, else a batch at a time (:class:`~noisefind.data.disk_images.DiskImages`),
+which is how a set larger than the RAM streams through the scan. The cache lives in
 ``~/.cache/noisefind/images`` or under the folder named by ``NOISEFIND_CACHE``;
-``NOISEFIND_CACHE=none`` turns it off. An entry is written under a temporary name and renamed
-when complete, so an interrupted decode never leaves an entry that looks whole.
+``NOISEFIND_CACHE=none`` turns it off. Images are written as they are decoded, under a
+temporary name renamed when complete, so an interrupted decode never leaves an entry that looks
+whole, and an entry is only ever replaced whole (a process reading one never sees it change).
+An entry's array has one row per file; the readable files' images come first, in order, and
+the ``rows`` recorded beside it say how many.
 """
 
 from __future__ import annotations
@@ -19,10 +22,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from noisefind.base.files import atomic_write, write_json
+from noisefind.base.errors import NoisefindError
+from noisefind.base.files import write_json
+from noisefind.data.disk_images import DiskImages
 
 CACHE_ENV = "NOISEFIND_CACHE"
-FORMAT = 2  # bump when the decoding changes what a cached array holds (2: readable files only)
+FORMAT = 3  # bump when what a cached array holds changes (3: a row per file, readable first)
 
 
 def cache_folder() -> Path | None:
@@ -43,26 +48,53 @@ def cache_key(files: list[str], side: int, mode: str) -> str:
     return digest.hexdigest()[:24]
 
 
-def load(folder: Path, key: str) -> tuple[torch.Tensor, list[bool], list[dict], dict] | None:
-    """The cached images (memory-mapped, copy on write), which files were read, the skipped
-    ones and the preparation; None when there is no complete entry."""
+def load(folder: Path, key: str, *, stream: bool) -> tuple[torch.Tensor | DiskImages, list[bool],
+                                                          list[dict], dict] | None:
+    """The cached images (memory-mapped copy-on-write, or read from disk by batches when
+    ``stream``), which files were read, the skipped ones and the preparation; None when there
+    is no complete entry."""
     array, meta = folder / f"{key}.npy", folder / f"{key}.json"
     if not (array.is_file() and meta.is_file()):
         return None
     try:
         info = json.loads(meta.read_text())
-        images = torch.from_numpy(np.load(array, mmap_mode="c"))
+        rows = info["rows"]
+        images = DiskImages(array, rows=rows) if stream else \
+            torch.from_numpy(np.load(array, mmap_mode="c")[:rows])
         return images, info["ok"], info["skipped"], info["preparation"]
-    except (OSError, ValueError, KeyError):  # damaged: decode again, and replace it
+    except (OSError, ValueError, KeyError, NoisefindError):  # damaged: decode again, replace it
         return None
 
 
-def save(folder: Path, key: str, images: np.ndarray, ok: list[bool], skipped: list[dict],
-         preparation: dict) -> None:
-    """Store freshly decoded images as an entry (atomically: the array is renamed into place
-    last, so an entry with its array is complete). The decoding process keeps its own copy in
-    memory; only later runs map the file."""
-    folder.mkdir(parents=True, exist_ok=True)
-    write_json(folder / f"{key}.json", {"ok": ok, "skipped": skipped,
-                                        "preparation": preparation})
-    atomic_write(folder / f"{key}.npy", lambda tmp: np.save(tmp, images), suffix=".npy")
+class Writer:
+    """Writes one entry as images are decoded: :meth:`add` appends a readable file's image,
+    :meth:`finish` completes the array and renames it into place with its description."""
+
+    def __init__(self, folder: Path, key: str, shape: tuple[int, ...]):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.key, self.shape = folder, key, shape
+        self.tmp = folder / f".{key}.npy.tmp{os.getpid()}"
+        self.file = open(self.tmp, "wb")
+        header = {"descr": "|u1", "fortran_order": False, "shape": shape}
+        np.lib.format.write_array_header_2_0(self.file, header)
+        self.rows = 0
+
+    def add(self, pixels: np.ndarray) -> None:
+        self.file.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
+        self.rows += 1
+
+    def finish(self, ok: list[bool], skipped: list[dict], preparation: dict) -> None:
+        # The unread files' rows stay zero: the array keeps the shape its header promises.
+        self.file.truncate(self.file.tell() + (self.shape[0] - self.rows)
+                           * int(np.prod(self.shape[1:])))
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        write_json(self.folder / f"{self.key}.json", {"ok": ok, "skipped": skipped,
+                                                      "preparation": preparation,
+                                                      "rows": self.rows})
+        os.replace(self.tmp, self.folder / f"{self.key}.npy")  # last: the entry is whole
+
+    def abandon(self) -> None:
+        self.file.close()
+        self.tmp.unlink(missing_ok=True)

@@ -21,7 +21,8 @@ from rich.markup import escape
 
 from noisefind.base.console import console, progress_bar
 from noisefind.base.errors import NoisefindError
-from noisefind.data import image_cache
+from noisefind.data import disk_images, image_cache
+from noisefind.data.disk_images import DiskImages, human_bytes
 
 DEFAULT_SIDE = 32  # the largest side a from-scratch model trains on unless told (docs/scaling.md)
 PROBED_FILES = 64  # files whose headers choose the side and the colour mode
@@ -82,26 +83,41 @@ def probe_images(files: list[str]) -> tuple[int, str]:
 
 
 def decode_images(files: list[str], size: int | None, workers: int | None, progress: bool,
-                  channels: int | None = None) -> tuple[torch.Tensor, torch.Tensor, list[dict],
-                                                        dict]:
+                  channels: int | None = None, memory_budget: int | str | None = None
+                  ) -> tuple[torch.Tensor | DiskImages, torch.Tensor, list[dict], dict]:
     """Decode ``files``: the uint8 images, the positions of the files that were read, the
-    skipped ones with their reasons, and how the images were prepared (side, rule, sizes)."""
+    skipped ones with their reasons, and how the images were prepared (side, rule, sizes).
+
+    Images that do not fit ``memory_budget`` (bytes or a size such as ``"4GB"``; see
+    :func:`~noisefind.data.disk_images.memory_budget`) stay in the disk cache and are read a
+    batch at a time (:class:`~noisefind.data.disk_images.DiskImages`).
+    """
     probed, mode = probe_images(files)
     side = size or min(probed, DEFAULT_SIDE)
     if channels is not None:
         mode = "RGB" if channels == 3 else "L"
     if workers is None:
         workers = min(8, torch.get_num_threads()) if len(files) >= PARALLEL_FROM else 0
+    shape = (len(files), 3 if mode == "RGB" else 1, side, side)
+    budget = disk_images.memory_budget(memory_budget)
+    needed = int(np.prod(shape))
+    stream = budget is not None and needed > budget
     folder = image_cache.cache_folder()
+    if stream and folder is None:
+        raise NoisefindError(
+            f"the decoded images take {human_bytes(needed)}, more than the memory budget "
+            f"({human_bytes(budget)}), and {image_cache.CACHE_ENV}=none leaves nowhere on disk "
+            f"to stream them from: set {image_cache.CACHE_ENV} to a folder with room, or give "
+            "a larger memory budget", parameter="memory_budget")
     key = image_cache.cache_key(files, side, mode) if folder is not None else None
-    cached = image_cache.load(folder, key) if folder is not None else None
+    cached = image_cache.load(folder, key, stream=stream) if folder is not None else None
     if cached is not None:
         images, ok, skipped, preparation = cached
         if progress:
             console.print(f"decoded images from the cache ({folder})", highlight=False)
     else:
-        images, ok, skipped, preparation = _decode(files, side, mode, workers, progress,
-                                                   folder, key)
+        images, ok, skipped, preparation = _decode(files, shape, mode, workers, progress,
+                                                   folder, key, stream)
     if skipped:  # lost input: said even without progress messages, from the cache too
         first = skipped[0]
         console.print(f"[yellow]warning:[/] skipped {len(skipped)} unreadable files, first: "
@@ -109,41 +125,54 @@ def decode_images(files: list[str], size: int | None, workers: int | None, progr
                       highlight=False, soft_wrap=True)
     preparation = {**preparation, "chosen": "given (image_size)" if size else
                    f"the files' median shorter side, at most {DEFAULT_SIDE} px",
-                   "from_cache": cached is not None}
+                   "from_cache": cached is not None, "streamed_from_disk": stream,
+                   "memory_budget_bytes": budget}
     # uint8, the readable files only: the model converts each batch to float (to_float)
     return images, torch.tensor(ok).nonzero().flatten(), skipped, preparation
 
 
-def _decode(files: list[str], side: int, mode: str, workers: int,
-            progress: bool, folder, key) -> tuple[torch.Tensor, list[bool], list[dict], dict]:
+def _decode(files: list[str], shape: tuple[int, ...], mode: str, workers: int, progress: bool,
+            folder, key, stream: bool) -> tuple[torch.Tensor | DiskImages, list[bool],
+                                                list[dict], dict]:
+    side = shape[-1]
     loader = torch.utils.data.DataLoader(
         ImageFiles(files, side, mode), batch_size=256, num_workers=workers,
         collate_fn=lambda batch: batch)
-    # Decoded straight into one uint8 array: no list of images and stacked copy side by side.
-    shape = (len(files), 3 if mode == "RGB" else 1, side, side)
-    images = torch.from_numpy(np.empty(shape, dtype=np.uint8))
+    # Decoded straight into one uint8 array (no list of images and stacked copy side by
+    # side), and written to the cache as decoded; a streamed set only to the cache.
+    images = None if stream else torch.from_numpy(np.empty(shape, dtype=np.uint8))
+    writer = image_cache.Writer(folder, key, shape) if folder is not None else None
     ok, skipped, shorter = [], [], []
-    with progress_bar(progress) as bar:
-        task = bar.add_task("decoding images", total=len(files), info="")
-        for batch in loader:
-            for pixels, original, reason in batch:
-                if reason:
-                    skipped.append({"path": files[len(ok)], "reason": reason})
-                else:  # the readable files side by side: no copy to drop the others
-                    images[len(shorter)] = torch.from_numpy(pixels)
-                    shorter.append(min(original))
-                ok.append(not reason)
-            bar.advance(task, len(batch))
-    if not shorter:
-        raise NoisefindError(f"no readable images among {len(files)} files")
-    images = images[:len(shorter)]
-    preparation = {
-        "side": side, "channels": shape[1],
-        "rule": RULE.format(side=side),
-        "shorter_side_px": {"min": int(min(shorter)), "median": int(np.median(shorter)),
-                            "max": int(max(shorter))},
-        "stored_as": "uint8",
-    }
-    if folder is not None:
-        image_cache.save(folder, key, images.numpy(), ok, skipped, preparation)
-    return images, ok, skipped, preparation
+    try:
+        with progress_bar(progress) as bar:
+            task = bar.add_task("decoding images", total=len(files), info="")
+            for batch in loader:
+                for pixels, original, reason in batch:
+                    if reason:
+                        skipped.append({"path": files[len(ok)], "reason": reason})
+                    else:  # the readable files side by side: no copy to drop the others
+                        if images is not None:
+                            images[len(shorter)] = torch.from_numpy(pixels)
+                        if writer is not None:
+                            writer.add(pixels)
+                        shorter.append(min(original))
+                    ok.append(not reason)
+                bar.advance(task, len(batch))
+        if not shorter:
+            raise NoisefindError(f"no readable images among {len(files)} files")
+        preparation = {
+            "side": side, "channels": shape[1],
+            "rule": RULE.format(side=side),
+            "shorter_side_px": {"min": int(min(shorter)), "median": int(np.median(shorter)),
+                                "max": int(max(shorter))},
+            "stored_as": "uint8",
+        }
+        if writer is not None:
+            writer.finish(ok, skipped, preparation)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    if stream:
+        return DiskImages(folder / f"{key}.npy", rows=len(shorter)), ok, skipped, preparation
+    return images[:len(shorter)], ok, skipped, preparation

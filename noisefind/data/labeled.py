@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from noisefind.base.errors import NoisefindError
+from noisefind.data.disk_images import DiskImages
 
 
 def to_float(x: torch.Tensor) -> torch.Tensor:
@@ -41,9 +42,11 @@ class LabeledData:
 
     Attributes
     ----------
-    x : torch.Tensor
+    x : torch.Tensor or DiskImages
         Inputs: images (N, C, H, W), uint8 (decoded files) or float32 in [0, 1]; or tabular
-        features (N, F), float32. :func:`to_float` gives the float view of a batch.
+        features (N, F), float32. :func:`to_float` gives the float view of a batch. Decoded
+        images larger than the memory budget stay on disk (:class:`DiskImages`), read a batch
+        at a time.
     y : torch.Tensor
         Given labels, int64 (N,). After :meth:`with_noise`, the corrupted labels.
     classes : list of str
@@ -65,7 +68,7 @@ class LabeledData:
         The noise specification that produced ``y``, e.g. ``"symmetric:0.1"``.
     """
 
-    x: torch.Tensor
+    x: torch.Tensor | DiskImages
     y: torch.Tensor
     classes: list[str]
     name: str
@@ -112,16 +115,23 @@ class LabeledData:
         return None if self.true_y is None else self.y != self.true_y
 
     def subset(self, rows: Sequence[int] | torch.Tensor) -> LabeledData:
-        """The examples at positions ``rows``; they keep their original ``index`` and path."""
+        """The examples at positions ``rows``; they keep their original ``index`` and path.
+        Images streamed from disk stay there (a lazy subset); tensors are copied."""
         rows = torch.as_tensor(rows, dtype=torch.int64)
         return replace(
             self,
-            x=self.x[rows],
+            x=self.x_at(rows),
             y=self.y[rows],
             index=self.index[rows],
             paths=None if self.paths is None else [self.paths[i] for i in rows.tolist()],
             true_y=None if self.true_y is None else self.true_y[rows],
         )
+
+    def x_at(self, rows: Sequence[int] | torch.Tensor) -> torch.Tensor | DiskImages:
+        """The inputs at positions ``rows``: still on disk when streamed (read as batches
+        need them), else a tensor."""
+        rows = torch.as_tensor(rows, dtype=torch.int64)
+        return self.x.rows(rows) if isinstance(self.x, DiskImages) else self.x[rows]
 
     def with_noise(self, spec: str | NoiseSpec, seed: int = 0) -> LabeledData:
         """A copy whose labels are corrupted by ``spec``; the clean labels go to ``true_y``.

@@ -20,7 +20,7 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 
 
 def load_data(source: str | Path, *, image_size: int | None = None, workers: int | None = None,
-              progress: bool = False) -> LabeledData:
+              progress: bool = False, memory_budget: int | str | None = None) -> LabeledData:
     """Load any DATA form the README lists.
 
     Parameters
@@ -31,11 +31,16 @@ def load_data(source: str | Path, *, image_size: int | None = None, workers: int
         manifest (``path`` + ``label`` columns, or numeric features + ``label``) or a ``.npz``
         with ``x``, ``y`` (and optionally ``x_test``, ``y_test``).
     image_size : int, optional
-        Side length images are resized to; default: the size of the first image.
+        Side length image files are resized to (shorter side, then a centre crop); default:
+        the files' median shorter side, at most 32 px (docs/scaling.md).
     workers : int, optional
         Decoding processes for image files; default: up to 8, one per core.
     progress : bool
         Show a progress bar while decoding images.
+    memory_budget : int or str, optional
+        Bytes (or a size such as ``"4GB"``) of decoded image files to hold in memory; a larger
+        set streams from the disk cache a batch at a time. Default:
+        ``$NOISEFIND_MEMORY_BUDGET``, else half of the memory available.
     """
     text = str(source)
     if text in BUILTINS:
@@ -45,9 +50,9 @@ def load_data(source: str | Path, *, image_size: int | None = None, workers: int
         hint = f"; built-in data sets are {', '.join(BUILTINS)}" if "/" not in text else ""
         raise NoisefindError(f"data not found: {text}{hint}")
     if path.is_dir():
-        return _load_image_folder(path, image_size, workers, progress)
+        return _load_image_folder(path, image_size, workers, progress, memory_budget)
     if path.suffix.lower() == ".csv":
-        return _load_csv(path, image_size, workers, progress)
+        return _load_csv(path, image_size, workers, progress, memory_budget)
     if path.suffix.lower() == ".npz":
         return _load_npz(path)
     raise NoisefindError(f"{text}: unsupported data; give a folder, a .csv, a .npz or a built-in")
@@ -78,10 +83,11 @@ def _load_builtin(name: str) -> LabeledData:
 
 
 def _load_image_folder(root: Path, image_size: int | None, workers: int | None,
-                       progress: bool) -> LabeledData:
+                       progress: bool, memory_budget: int | str | None = None) -> LabeledData:
     train_dir = root / "train" if (root / "train").is_dir() else root
     classes, files, labels = _list_image_folder(train_dir)
-    x, kept, skipped, preparation = decode_images(files, image_size, workers, progress)
+    x, kept, skipped, preparation = decode_images(files, image_size, workers, progress,
+                                                  memory_budget=memory_budget)
     data_kwargs = {}
     test_dir = root / "test"
     if train_dir != root and test_dir.is_dir():
@@ -90,7 +96,8 @@ def _load_image_folder(root: Path, image_size: int | None, workers: int | None,
             raise NoisefindError(f"{test_dir}: test classes differ from the training classes")
         size = x.shape[-1]
         x_test, test_kept, test_skipped, _ = decode_images(test_files, size, workers, progress,
-                                                           channels=x.shape[1])
+                                                           channels=x.shape[1],
+                                                           memory_budget=memory_budget)
         skipped += test_skipped
         data_kwargs = dict(x_test=x_test, y_test=torch.tensor(test_labels)[test_kept])
     y = torch.tensor(labels, dtype=torch.int64)[kept]
@@ -136,7 +143,7 @@ TRUE_LABEL = "true_label"  # optional manifest column: the truth beside a (noisy
 
 
 def _load_csv(path: Path, image_size: int | None, workers: int | None,
-              progress: bool) -> LabeledData:
+              progress: bool, memory_budget: int | str | None = None) -> LabeledData:
     import pandas as pd
 
     try:
@@ -166,7 +173,8 @@ def _load_csv(path: Path, image_size: int | None, workers: int | None,
         if missing:
             raise NoisefindError(f"{path}: {len(missing)} listed files do not exist, "
                                  f"first: {missing[0]}")
-        x, kept, skipped, preparation = decode_images(files, image_size, workers, progress)
+        x, kept, skipped, preparation = decode_images(files, image_size, workers, progress,
+                                                      memory_budget=memory_budget)
         return LabeledData(x, torch.from_numpy(y)[kept], classes, str(path),
                            paths=[files[i] for i in kept.tolist()], skipped=skipped,
                            true_y=None if true_y is None else true_y[kept],

@@ -137,7 +137,7 @@ class Net(nn.Module):
 
 
 STATISTICS_CHUNK = 4096  # uint8 images converted to float this many at a time ...
-WHOLE_FLOAT_COPY = 2**28  # ... when their float copy would exceed this many values (1 GiB)
+WHOLE_FLOAT_COPY = 2**24  # ... when their float copy would exceed this many values (64 MiB)
 
 
 def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -146,7 +146,7 @@ def channel_statistics(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     copy never has to fit in memory; smaller ones give exactly the float32 figures of old."""
     dims = [0, 2, 3] if x.dim() == 4 else [0]
     if x.dtype != torch.uint8 or x.numel() <= WHOLE_FLOAT_COPY:
-        x = to_float(x)
+        x = to_float(x[:])  # [:] reads images streamed from disk (a view of a tensor)
         return x.mean(dim=dims), x.std(dim=dims)
     total = torch.zeros(x.shape[1], dtype=torch.float64)
     squares = torch.zeros_like(total)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
 from noisefind.base import distributed
 from noisefind.base.console import console
@@ -94,11 +95,14 @@ class MemoryLog:
 def plan_line(x, scanned: int, stages: list[str], models: int) -> str:
     """One line that says, before the work, what a scan will do and hold in memory (``x``:
     the training inputs)."""
-    held = x.numel() * x.element_size() / 2**20
-    kind = "uint8, made float a batch at a time" if x.element_size() == 1 else str(x.dtype)
-    return (f"plan: {' -> '.join(stages)}; {len(x):,} examples ({held:,.1f} MB in memory as "
-            f"{kind.removeprefix('torch.')}), {scanned:,} flip-searched, {models} "
-            f"model{'s' if models != 1 else ''} to train")
+    if isinstance(x, torch.Tensor):
+        held = x.numel() * x.element_size() / 2**20
+        kind = "uint8, made float a batch at a time" if x.element_size() == 1 else str(x.dtype)
+        where = f"{held:,.1f} MB in memory as {kind.removeprefix('torch.')}"
+    else:  # streamed from the disk cache
+        where = f"{x.numel() / 2**20:,.1f} MB of uint8 on disk, read a batch at a time"
+    return (f"plan: {' -> '.join(stages)}; {len(x):,} examples ({where}), {scanned:,} "
+            f"flip-searched, {models} model{'s' if models != 1 else ''} to train")
 
 
 class Stages:

@@ -51,7 +51,7 @@ from noisefind.scanning.table import (
 )
 from noisefind.signals.dynamics import history_for
 from noisefind.signals.flip import FlipSettings, flip_search
-from noisefind.signals.out_of_sample import DEFAULT_FOLDS, OutOfSample
+from noisefind.signals.out_of_sample import DEFAULT_FOLDS, OutOfSample, out_of_sample_config
 from noisefind.signals.replica import calibrate
 from noisefind.training.cache import ResultCache, digest, model_key
 from noisefind.training.config import TrainConfig
@@ -182,16 +182,13 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
         raise NoisefindError("rank_by 'consensus' needs the model's training history (the area "
                              "under the margin); rank by 'flip'", parameter="rank_by")
     seconds = {"train": round(time.perf_counter() - started, 3)}
-    more = (FOLDS_STAGE in stages.names) * (folds - 1) + (CUTOFF_STAGE in stages.names)
-    if progress and model is None and more:
-        console.print(f"trained in {seconds['train']:.0f} s; the {more:g} trainings to come "
-                      f"(fold models, replica) take about {more * seconds['train']:.0f} s",
-                      highlight=False)
+    if progress and model is None:
+        _say_trainings_to_come(run, data, stages, folds, seconds["train"])
 
     stages.start(SEARCH_STAGE)
     results = _flip_search(data, run, rows, settings, out, resume, progress, seconds)
     scanned = torch.tensor(results["row"].to_numpy(), dtype=torch.int64)
-    runner_up = runner_up_classes(run.model, data.x[scanned], data.index[scanned],
+    runner_up = runner_up_classes(run.model, data.x_at(scanned), data.index[scanned],
                                   data.y[scanned])
     table = suspects_table(results, data, run.model.unit_layers(), runner_up)
     if is_own(run) and progress:
@@ -293,13 +290,51 @@ def _flip_search(data: LabeledData, run: Run, rows: np.ndarray, settings: FlipSe
     todo = mine[~np.isin(mine, done_rows)]
     started = time.perf_counter()
     if len(todo):
+        on_results = log.append if not progress else estimating(log.append, len(todo), started)
         flip_search(run.model, data, settings, rows=torch.from_numpy(todo), progress=progress,
-                    on_results=log.append)
+                    on_results=on_results)
     took = time.perf_counter() - started
     seconds["flip_search"] = round(took, 3)
     seconds["examples_per_second"] = round(len(todo) / max(took, 1e-9), 3)
     distributed.barrier()  # every shard is on disk before the merge
     return log.read_all()
+
+
+def _say_trainings_to_come(run: Run, data: LabeledData, stages: Stages, folds: int,
+                           took: float) -> None:
+    """After the scanned model, how long the other trainings will take, scaled from its time
+    by their examples and epochs (the fold models' recipe may differ: a rough figure)."""
+    config = TrainConfig.from_dict(run.config["train"])
+    fold_share = 0.0
+    if FOLDS_STAGE in stages.names:
+        fold_epochs = out_of_sample_config(config, data).epochs
+        fold_share = folds * (folds - 1) / folds * fold_epochs / config.epochs
+    replica_share = 1.0 if CUTOFF_STAGE in stages.names else 0.0
+    if fold_share + replica_share:
+        names = " and ".join(name for name, share in (("fold models", fold_share),
+                                                       ("replica", replica_share)) if share)
+        console.print(f"trained in {took:.0f} s; the {names} to come take about "
+                      f"{took * (fold_share + replica_share):.0f} s", highlight=False)
+
+
+ESTIMATE_AFTER = 0.05  # share of the searches finished before the time left is estimated
+
+
+def estimating(append, total: int, started: float):
+    """``append``, which also says once, when a twentieth of the ``total`` searches are done,
+    how long the rest will take at the rate so far (a search's cost varies too much with its
+    example to say it before any is done)."""
+    done = 0
+
+    def on_results(frame: pd.DataFrame) -> None:
+        nonlocal done
+        append(frame)
+        before, done = done, done + len(frame)
+        if before < ESTIMATE_AFTER * total <= done < total:
+            took = time.perf_counter() - started
+            console.print(f"flip search: {done:,} of {total:,} rows in {took:.0f} s; about "
+                          f"{took * (total - done) / done:.0f} s to go", highlight=False)
+    return on_results
 
 
 def _out_of_sample(data: LabeledData, run: Run, folds: int, settings: FlipSettings,

@@ -23,7 +23,7 @@ its feature space this evidence is close to useless (docs/benchmarks.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 
 import numpy as np
 import torch
@@ -42,26 +42,32 @@ PROBES = 24  # clusters searched per cluster of queries (docs/scaling.md: recall
 
 
 def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None,
-               views: bool = False) -> torch.Tensor:
+               views: bool = False, batch_size: int = 1024) -> torch.Tensor:
     """(N, D) unit-length penultimate features of ``x`` (the input of ``model.head``), in eval
     mode, as float32 on the model's device; with ``views``, the weighted mean over
-    :func:`~noisefind.models.predict.prediction_views` before the length is set to one."""
+    :func:`~noisefind.models.predict.prediction_views` before the length is set to one.
+    Views are combined a batch at a time, so only the (N, D) result grows with N."""
+    weights = [weight for weight, _ in prediction_views(x[:1])] if views else [1.0]
     captured: list[torch.Tensor] = []
     hook = model.head.register_forward_hook(
         lambda _module, inputs, _output: captured.append(inputs[0].float()))
+    features = []
     try:
-        predict_logits(model, x, index, views=views)
+        for start in range(0, len(x), batch_size):
+            stop = start + batch_size
+            predict_logits(model, x[start:stop], None if index is None else index[start:stop],
+                           batch_size=batch_size, views=views)
+            # one capture per view
+            features.append(F.normalize(sum(w * f for w, f in zip(weights, captured,
+                                                                    strict=True)), dim=1)
+                            if views else F.normalize(captured[0], dim=1))
+            captured.clear()
     finally:
         hook.remove()
-    if views:  # one capture per view, batch after batch
-        weights = [weight for weight, _ in prediction_views(x[:1])]
-        captured = [sum(w * f for w, f in zip(weights, captured[start:start + len(weights)],
-                                              strict=True))
-                    for start in range(0, len(captured), len(weights))]
-    return F.normalize(torch.cat(captured), dim=1)
+    return torch.cat(features)
 
 
-def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray, *,
+def neighbour_probabilities(features: Iterable[torch.Tensor], labels: np.ndarray, *,
                             num_classes: int | None = None, k: int = NEIGHBOURS,
                             pseudo_count: float = 1.0) -> np.ndarray:
     """(N, C) share of each example's ``k`` nearest other examples that carry each label,
@@ -73,9 +79,10 @@ def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray
 
     Parameters
     ----------
-    features : sequence of torch.Tensor
+    features : iterable of torch.Tensor
         One (N, D) tensor of unit-length features per model (:func:`embeddings`) for every
-        example; nearness is the cosine similarity.
+        example; nearness is the cosine similarity. A generator is read one space at a time,
+        so only one space need be in memory.
     labels : numpy.ndarray
         Given label of every example, length N.
     num_classes : int, optional
@@ -97,11 +104,6 @@ def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray
         non-positive ``pseudo_count`` or a label outside ``num_classes``.
     """
     labels = np.asarray(labels, dtype=np.int64)
-    if not features:
-        raise NoisefindError("features: give at least one (N, D) tensor")
-    if any(len(f) != len(labels) for f in features):
-        raise NoisefindError(f"features: every tensor needs one row per label ({len(labels)}), "
-                             f"got {[len(f) for f in features]}")
     if not 1 <= k < len(labels):
         raise NoisefindError(f"k must be between 1 and {len(labels) - 1} (the other examples), "
                              f"got {k}")
@@ -112,11 +114,18 @@ def neighbour_probabilities(features: Sequence[torch.Tensor], labels: np.ndarray
         raise NoisefindError(f"labels must lie in 0..{classes - 1} (num_classes {classes})")
     counts = np.zeros((len(labels), classes))
     rows = np.repeat(np.arange(len(labels)), k)
+    spaces = 0
     for space in features:
+        if len(space) != len(labels):
+            raise NoisefindError(f"features: every tensor needs one row per label "
+                                 f"({len(labels)}), got {len(space)}")
         # One count per (row, neighbour's label): never an (N, k, C) one-hot.
         found = labels[nearest_neighbours(space, k).cpu().numpy().ravel()]
         np.add.at(counts, (rows, found), 1.0)
-    counts /= len(features)
+        spaces += 1
+    if not spaces:
+        raise NoisefindError("features: give at least one (N, D) tensor")
+    counts /= spaces
     counts += pseudo_count
     counts /= k + pseudo_count * classes
     return counts

@@ -111,7 +111,7 @@ def held_out_probabilities(data: LabeledData,
     probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
     for run, held in fold_runs:
         held_rows = torch.from_numpy(held)
-        logits = predict_logits(run.model, data.x[held_rows], data.index[held_rows],
+        logits = predict_logits(run.model, data.x_at(held_rows), data.index[held_rows],
                                 views=uses_views(run))
         probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
     return probabilities
@@ -167,7 +167,7 @@ def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.nd
 
     def own_guesses(run: Run, at: np.ndarray) -> LabeledData:
         mine = torch.from_numpy(rows[at])
-        guess = predict_logits(run.model, data.x[mine], data.index[mine]).argmax(1).cpu()
+        guess = predict_logits(run.model, data.x_at(mine), data.index[mine]).argmax(1).cpu()
         predicted[at] = guess.numpy()
         y = data.y.clone()
         y[mine] = guess
@@ -317,8 +317,8 @@ class OutOfSample:
                      self.folds, k)
         probabilities, self.seconds["neighbours"] = self.cache.array(
             key, lambda: neighbour_probabilities(
-                [embeddings(run.model, self.data.x, self.data.index, views=uses_views(run))
-                 for run, _ in self.runs()],
+                (embeddings(run.model, self.data.x, self.data.index, views=uses_views(run))
+                 for run, _ in self.runs()),  # one feature space in memory at a time
                 labels, num_classes=self.data.num_classes, k=k))
         rows = np.asarray(rows, dtype=np.int64)
         return calibrated_margin(probabilities, rows, labels[rows],

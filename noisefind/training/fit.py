@@ -146,7 +146,9 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         task = bar.add_task("training", total=config.epochs, info="")
         for epoch in range(config.epochs):
             for parameter in body:  # a backbone's linear probe: the classifier alone learns
-                parameter.requires_grad_(epoch >= probing)
+                # DistributedDataParallel reduces every gradient it was built with, so across
+                # processes the body keeps computing them and they are dropped before the step.
+                parameter.requires_grad_(epoch >= probing or world > 1)
             order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
             # Near-equal batches: a trailing batch of one would break BatchNorm.
             for batch in torch.tensor_split(order, batches_per_epoch):
@@ -162,6 +164,9 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                     learned.mean().backward()
                 else:
                     hook.backward(learned, rows, epoch)
+                if epoch < probing and world > 1:
+                    for parameter in body:
+                        parameter.grad = None  # SGD leaves a parameter without one as it is
                 optimizer.step()
                 schedule.step()
                 step += 1

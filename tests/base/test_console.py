@@ -40,3 +40,7 @@ def test_a_scan_writing_to_a_file_shows_each_stage_and_its_progress(tmp_path):
     assert {total for _, total, _ in stages} == {"6"}
     assert re.search(r"^training: 50% \(1/2\), elapsed \d+:\d\d:\d\d, eta", text, re.M)
     assert re.search(r"^flip search: 100% \(60/60\)", text, re.M)
+    assert re.search(r"^plan: training -> .+; 1,797 examples \(.+ MB in memory as float32\), 60 "
+                     r"flip-searched, 4 models to train$", text, re.M)
+    assert re.search(r"^trained in \d+ s; the fold models and replica to come take about \d+ s$",
+                     text, re.M)

@@ -39,3 +39,13 @@ def test_data_parallel_training_records_every_example(tmp_path):
     history = np.load(tmp_path / "run" / "history.npz")
     assert history["loss"].shape == (4, 1797)
     assert (history["loss"] > 0).all()  # each example's loss came from one of the two ranks
+
+
+def test_a_backbone_is_probed_then_fine_tuned_data_parallel(digit_manifest, resnet_weights,
+                                                           tmp_path):
+    # 3 epochs: the first trains the new classifier alone (a third of them), on both ranks.
+    _torchrun("scan", str(digit_manifest), "--backbone", "torchvision:resnet18", "--weights",
+              str(resnet_weights), "--epochs", "3", "--folds", "0", "--cutoff", "none",
+              "--limit", "20", "--max-units", "3", "--out", str(tmp_path / "out"))
+    table = pd.read_csv(tmp_path / "out" / "suspects.csv")
+    assert len(table) == 20 and table["units_to_flip"].notna().all()
