@@ -143,7 +143,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
     start_time = time.perf_counter()
     model.train()
     with progress_bar(progress) as bar:
-        task = bar.add_task("training", total=config.epochs, info="")
+        # Counted in batches, so a log shows every tenth of even a one-epoch training.
+        task = bar.add_task("training", total=total_steps, info="")
         for epoch in range(config.epochs):
             for parameter in body:  # a backbone's linear probe: the classifier alone learns
                 # DistributedDataParallel reduces every gradient it was built with, so across
@@ -151,7 +152,7 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                 parameter.requires_grad_(epoch >= probing or world > 1)
             order = torch.randperm(n, generator=generator).to(device, non_blocking=True)
             # Near-equal batches: a trailing batch of one would break BatchNorm.
-            for batch in torch.tensor_split(order, batches_per_epoch):
+            for step_in_epoch, batch in enumerate(torch.tensor_split(order, batches_per_epoch)):
                 rows = batch[rank::world]  # each rank its share of the batch
                 inputs = x[rows] if views is None else views(x[rows])
                 with autocast(device):
@@ -176,6 +177,8 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
                     loss_hist[epoch, rows] = losses.detach().to(torch.float16)
                     margin_hist[epoch, rows] = label_margin(logits.detach(), y[rows]).half()
                     correct_hist[epoch, rows] = logits.argmax(1) == y[rows]
+                if step_in_epoch < batches_per_epoch - 1:  # the last one with the epoch's figures
+                    bar.advance(task)  # host-side only: no device synchronisation
             if lookahead is not None:
                 lookahead.finish()
             if world > 1:

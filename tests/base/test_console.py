@@ -38,7 +38,11 @@ def test_a_scan_writing_to_a_file_shows_each_stage_and_its_progress(tmp_path):
         "training", "flip search", "out-of-sample models", "cutoff (replica)",
         "default order", "writing"]
     assert {total for _, total, _ in stages} == {"6"}
-    assert re.search(r"^training: 50% \(1/2\), elapsed \d+:\d\d:\d\d, eta", text, re.M)
+    # training counts its batches: a tenth of them per line, the epoch's figures beside
+    trained = re.findall(r"^training: (\d+)% \((\d+)/(\d+)\), elapsed \d+:\d\d:\d\d, eta", text,
+                         re.M)
+    assert len(trained) >= 9 and trained[0][2] == "18"  # 2 epochs of 9 batches of 224
+    assert re.search(r"^training: 100% \(18/18\), .*epoch 2 loss", text, re.M)
     assert re.search(r"^flip search: 100% \(60/60\)", text, re.M)
     assert re.search(r"^plan: training -> .+; 1,797 examples \(.+ MB in memory as float32\), 60 "
                      r"flip-searched, 4 models to train$", text, re.M)
