@@ -25,7 +25,9 @@ def atomic_write(path: Path, write: Callable[[Path], object], suffix: str = "") 
     ``savez`` appends ``.npz`` otherwise).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{suffix}")
+    # One temporary name per process: two processes writing the same file (two scans filling
+    # the same cache entry) must not rename each other's half-written files.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{suffix}")
     write(tmp)
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
