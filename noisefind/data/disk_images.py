@@ -81,6 +81,15 @@ def human_bytes(count: float) -> str:
     raise AssertionError  # unreachable
 
 
+def require_room(needed: int, free: int, where: str) -> None:
+    """Refuse, in one line, images of ``needed`` bytes where only ``free`` bytes are left."""
+    if needed > free:
+        raise NoisefindError(
+            f"the images take {human_bytes(needed)} as uint8, more than {where}'s free memory "
+            f"({human_bytes(free)}): give a smaller image_size, or device cpu to read them "
+            "from disk a batch at a time", parameter=("image_size", "device"))
+
+
 class DiskImages:
     """The rows ``positions`` of a uint8 (N, C, H, W) ``.npy`` file, read on demand.
 
@@ -154,6 +163,8 @@ class DiskImages:
         device = torch.device(device) if device is not None else self.device
         if device.type == "cpu":
             return self
+        if device.type == "cuda":
+            require_room(self.numel(), torch.cuda.mem_get_info(device)[0], "the GPU")
         out = torch.empty(tuple(self.shape), dtype=torch.uint8, device=device)
         for start in range(0, len(self), TO_DEVICE_CHUNK):
             out[start:start + TO_DEVICE_CHUNK] = self[start:start + TO_DEVICE_CHUNK].to(

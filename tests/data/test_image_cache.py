@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
 from noisefind.data import image_cache
-from noisefind.data.disk_images import DiskImages, parse_bytes
+from noisefind.data.disk_images import DiskImages, parse_bytes, require_room
 from noisefind.data.load import load_data
 
 runner = CliRunner()
@@ -123,3 +123,11 @@ def test_memory_budget_sizes_are_read_in_binary_units_and_bad_ones_named():
     assert parse_bytes("1024") == 1024 and parse_bytes("1.5 KB") == 1536
     with pytest.raises(NoisefindError, match="memory_budget"):
         parse_bytes("lots")
+
+
+def test_images_that_do_not_fit_the_device_are_refused_in_one_line():
+    require_room(2**20, 2**21, "the GPU")  # room enough: nothing said
+    with pytest.raises(NoisefindError, match=r"2\.0 MB as uint8, more than the GPU's free "
+                                             r"memory \(1\.0 MB\)") as error:
+        require_room(2**21, 2**20, "the GPU")
+    assert error.value.parameter == ("image_size", "device")
