@@ -83,7 +83,8 @@ class Writer:
         self.file.write(np.ascontiguousarray(pixels, dtype=np.uint8).tobytes())
         self.rows += 1
 
-    def finish(self, ok: list[bool], skipped: list[dict], preparation: dict) -> None:
+    def finish(self, ok: list[bool], skipped: list[dict], preparation: dict) -> Path:
+        """Complete the entry; the path of its array."""
         # The unread files' rows stay zero: the array keeps the shape its header promises.
         self.file.truncate(self.file.tell() + (self.shape[0] - self.rows)
                            * int(np.prod(self.shape[1:])))
@@ -93,7 +94,9 @@ class Writer:
         write_json(self.folder / f"{self.key}.json", {"ok": ok, "skipped": skipped,
                                                       "preparation": preparation,
                                                       "rows": self.rows})
-        os.replace(self.tmp, self.folder / f"{self.key}.npy")  # last: the entry is whole
+        array = self.folder / f"{self.key}.npy"
+        os.replace(self.tmp, array)  # last: the entry is whole
+        return array
 
     def abandon(self) -> None:
         self.file.close()

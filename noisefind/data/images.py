@@ -167,12 +167,11 @@ def _decode(files: list[str], shape: tuple[int, ...], mode: str, workers: int, p
                                 "max": int(max(shorter))},
             "stored_as": "uint8",
         }
-        if writer is not None:
-            writer.finish(ok, skipped, preparation)
+        entry = writer.finish(ok, skipped, preparation) if writer is not None else None
     except BaseException:
         if writer is not None:
             writer.abandon()
         raise
     if stream:
-        return DiskImages(folder / f"{key}.npy", rows=len(shorter)), ok, skipped, preparation
+        return DiskImages(entry, rows=len(shorter)), ok, skipped, preparation
     return images[:len(shorter)], ok, skipped, preparation

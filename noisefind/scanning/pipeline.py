@@ -308,7 +308,8 @@ def _say_trainings_to_come(run: Run, data: LabeledData, stages: Stages, folds: i
     fold_share = 0.0
     if FOLDS_STAGE in stages.names:
         fold_epochs = out_of_sample_config(config, data).epochs
-        fold_share = folds * (folds - 1) / folds * fold_epochs / config.epochs
+        # K models, each on (K - 1) / K of the data
+        fold_share = (folds - 1) * fold_epochs / config.epochs
     replica_share = 1.0 if CUTOFF_STAGE in stages.names else 0.0
     if fold_share + replica_share:
         names = " and ".join(name for name, share in (("fold models", fold_share),

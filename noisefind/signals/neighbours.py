@@ -57,10 +57,9 @@ def embeddings(model: Net, x: torch.Tensor, index: torch.Tensor | None = None,
             stop = start + batch_size
             predict_logits(model, x[start:stop], None if index is None else index[start:stop],
                            batch_size=batch_size, views=views)
-            # one capture per view
+            # one capture per view (one without views)
             features.append(F.normalize(sum(w * f for w, f in zip(weights, captured,
-                                                                    strict=True)), dim=1)
-                            if views else F.normalize(captured[0], dim=1))
+                                                                    strict=True)), dim=1))
             captured.clear()
     finally:
         hook.remove()
