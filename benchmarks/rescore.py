@@ -13,13 +13,15 @@ the flip search (``flip_cost``'s seconds) plus the K-fold models (``oos_margin``
 ``settings.rescored`` says what was done; ``results.md`` and ``roc.png`` are redrawn.
 
 Results made before the fold-model signals hold no ``fold_flip`` or ``neighbours`` column, so
-what it writes there as ``noisefind`` is the two-witness order (the out-of-sample and in-sample
-witnesses), as ``benchmarks/cifar10n.py --table`` shows it. A result that holds every signal of
-today's order (:data:`noisefind.decide.consensus.SIGNALS`) gets today's order and its three
-ablations (``noisefind-no-flip``, ``-no-augmented``, ``-no-neighbours``) instead, each keeping
-the seconds the bench charged it (the same inputs), and ``noisefind-neighbours-x2`` (the
-order with the neighbours' vote counted twice), added with the order's seconds where the run
-did not have it.
+what it writes there as ``noisefind`` is the two-witness order (the out-of-sample witness and
+the scanned model's in-sample one), as ``benchmarks/cifar10n.py --table`` shows it. A result
+that holds every signal of today's order (:data:`noisefind.decide.consensus.SIGNALS`) gets
+today's order, its ablations (``noisefind-no-flip``, ``-no-neighbours``), the order with the
+neighbours' vote counted twice (``noisefind-neighbours-x2``) and the order before the in-sample
+witness moved to the fold models (``noisefind-scanned``, from the stored ``aum`` and
+``flip_cost``). Their seconds are what the bench charges each for its inputs: the K-fold models
+with the flip search on them (``fold_flip``'s seconds) and their features (``neighbours``'s,
+less the K-fold models counted twice); ``noisefind-scanned`` keeps the stored order's seconds.
 """
 
 from __future__ import annotations
@@ -33,9 +35,10 @@ import pandas as pd
 RESCORED = ("noisefind and noisefind-no-flip recomputed from the stored oos_margin, aum and "
             "flip_cost scores with the consensus order of the code that rescored them; the "
             "noisefind decision flags the consensus order's top rows")
-RESCORED_CURRENT = ("noisefind and its ablations recomputed from the stored scores of every "
-                    "signal of the consensus order of the code that rescored them (seconds as "
-                    "charged by the bench); the noisefind decision flags its top rows")
+RESCORED_CURRENT = ("noisefind, its ablations and noisefind-scanned recomputed from the stored "
+                    "scores of every signal of the consensus order of the code that rescored "
+                    "them (seconds: what the bench charges for their inputs); the noisefind "
+                    "decision flags its top rows")
 
 
 def scores_file(folder: Path, noise: str, seed: int) -> Path:
@@ -46,13 +49,13 @@ def scores_file(folder: Path, noise: str, seed: int) -> Path:
 
 def rescore(folder: Path) -> None:
     """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
-    from noisefind.bench.detectors import WEIGHTED_ORDERS
+    from noisefind.bench.detectors import SCANNED_MODEL_WITNESSES, WEIGHTED_ORDERS
     from noisefind.bench.runner import detection_metrics
     from noisefind.decide.consensus import (
-        AUGMENTED,
         FLIP_SIGNALS,
         NEIGHBOURS,
         SIGNALS,
+        WITNESSES,
         consensus_score,
         flag_top,
     )
@@ -78,34 +81,42 @@ def rescore(folder: Path) -> None:
         is_noisy = scores["is_noisy"].to_numpy(dtype=bool)
         current = all(name in scores for name in SIGNALS)
         if current:
-            signals = {name: scores[name] for name in SIGNALS}
-            forms = {"noisefind": (), "noisefind-no-flip": FLIP_SIGNALS,
-                     "noisefind-no-augmented": AUGMENTED, "noisefind-no-neighbours": NEIGHBOURS,
-                     **{name: () for name in WEIGHTED_ORDERS}}
+            signals = {name: scores[name] for name in (*SIGNALS, "aum", "flip_cost")}
+            forms = {"noisefind": {}, "noisefind-no-flip": {"without": FLIP_SIGNALS},
+                     "noisefind-no-neighbours": {"without": NEIGHBOURS},
+                     **{name: {"weights": w} for name, w in WEIGHTED_ORDERS.items()},
+                     "noisefind-scanned": {"witnesses": SCANNED_MODEL_WITNESSES}}
+            seconds_of = {d: by_key[(d, noise, seed)]["seconds"]
+                          for d in ("fold_flip", "neighbours", "oos_margin", "noisefind")}
+            order = seconds_of["fold_flip"] + seconds_of["neighbours"] - seconds_of["oos_margin"]
+            charged = {"noisefind": order, "noisefind-no-flip": seconds_of["neighbours"],
+                       "noisefind-no-neighbours": seconds_of["fold_flip"],
+                       **{name: order for name in WEIGHTED_ORDERS},
+                       "noisefind-scanned": by_key.get(("noisefind-scanned", noise, seed),
+                                                       {"seconds": seconds_of["noisefind"]}
+                                                       )["seconds"]}
+            by_key.pop(("noisefind-no-augmented", noise, seed), None)
+            settings["detectors"] = [d for d in settings["detectors"]
+                                     if d != "noisefind-no-augmented"]
+            for name in forms:
+                if name not in settings["detectors"]:
+                    settings["detectors"].insert(settings["detectors"].index("noisefind") + 1,
+                                                 name)
         else:
             signals = {name: scores[name] for name in ("oos_margin", "aum", "flip_cost")}
-            forms = {"noisefind": AUGMENTED + NEIGHBOURS,
-                     "noisefind-no-flip": AUGMENTED + NEIGHBOURS + ("flip_cost",)}
-            charged = {"noisefind": ("flip_cost", "oos_margin"),
-                       "noisefind-no-flip": ("aum", "oos_margin")}
+            two = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost")}
+            forms = {"noisefind": {"witnesses": two},
+                     "noisefind-no-flip": {"witnesses": two, "without": ("flip_cost",)}}
+            charged = {name: sum(by_key[(d, noise, seed)]["seconds"] for d in inputs)
+                       for name, inputs in (("noisefind", ("flip_cost", "oos_margin")),
+                                            ("noisefind-no-flip", ("aum", "oos_margin")))}
         template = by_key[("oos_margin", noise, seed)]
-        for name, without in forms.items():
-            weights = WEIGHTED_ORDERS.get(name)
-            scores[name] = consensus_score(signals, without=without, weights=weights)
-            if current:
-                if weights and (name, noise, seed) not in by_key:  # same inputs as the order
-                    by_key[(name, noise, seed)] = by_key[("noisefind", noise, seed)]
-                    if name not in settings["detectors"]:
-                        settings["detectors"].insert(
-                            settings["detectors"].index("noisefind") + 1, name)
-                if (name, noise, seed) not in by_key:
-                    raise SystemExit(f"{folder}: no stored {name} row to take its seconds from; "
-                                     "rerun the bench")
-                seconds = by_key[(name, noise, seed)]["seconds"]
-            else:
-                seconds = sum(by_key[(d, noise, seed)]["seconds"] for d in charged[name])
+        for name, form in forms.items():
+            names = [n for names in form.get("witnesses", WITNESSES).values() for n in names]
+            used = {name: signals[name] for name in names if name in signals}
+            scores[name] = consensus_score(used, **form)
             by_key[(name, noise, seed)] = {**template, "detector": name, **detection_metrics(
-                is_noisy, scores[name].to_numpy()), "seconds": round(seconds, 3)}
+                is_noisy, scores[name].to_numpy()), "seconds": round(charged[name], 3)}
         scores.to_csv(path, index=False)
         for i, decision in enumerate(decisions):
             if (decision["method"], decision["noise"], decision["seed"]) == (

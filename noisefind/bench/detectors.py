@@ -40,8 +40,9 @@ Choices the method leaves open, written down here:
   adds the K-fold models' ``oos_margin`` to its signals (the scan's ``--rank-by cutoff``).
 - ``noisefind`` is the scan's default order, ``consensus_score``
 (:mod:`noisefind.decide.consensus`);
-  ``noisefind-no-flip`` is its ablation without the flip search, ``noisefind-no-augmented``
-  and ``noisefind-no-neighbours`` without one witness each.
+  ``noisefind-no-flip`` is its ablation without the flip search, ``noisefind-no-neighbours``
+  without the neighbours witness, ``noisefind-scanned`` the order before this release (its
+  in-sample witness read the scanned model).
 - ``etd`` trains a second model with example-tied dropout (:mod:`noisefind.models.dropout`) and
 scores
   minus the label margin with the memorization channels dropped; opt-in, as it costs a training.
@@ -224,38 +225,46 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 @register("noisefind")
 def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order (:mod:`noisefind.decide.consensus`): the out-of-sample witness
-    (``oos_margin``), the in-sample one (``aum`` with ``flip_cost``), the augmented one
-    (``fold_flip``) and the neighbours (``neighbours``), one standardised
-    vote each. Costs the training, the flip search, the K-fold models, the flip search on
-    them and one forward pass of each over the data."""
+    (``oos_margin``), the in-sample one read on the fold models (``fold_aum`` with
+    ``fold_flip``) and the neighbours (``neighbours``), one standardised vote each. Costs the
+    K-fold models, a flip search on them and one forward pass of each over the data."""
     return _consensus(context)
 
 
 @register("noisefind-no-flip")
 def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind``: the same sum without the flip search's signals (``flip_cost``
-    and ``fold_flip``)."""
+    """Ablation of ``noisefind``: the same sum without the flip search's signal
+    (``fold_flip``)."""
     from noisefind.decide.consensus import FLIP_SIGNALS
 
     return _consensus(context, without=FLIP_SIGNALS)
 
 
-@register("noisefind-no-augmented")
-def noisefind_without_augmented(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind`` without the augmented witness: the out-of-sample and the
-    in-sample and the neighbours witnesses."""
-    from noisefind.decide.consensus import AUGMENTED
-
-    return _consensus(context, without=AUGMENTED)
-
-
 @register("noisefind-no-neighbours")
 def noisefind_without_neighbours(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind`` without the neighbours witness (the default order before it
-    had the fold models' AUM in the augmented witness too)."""
+    """Ablation of ``noisefind`` without the neighbours witness."""
     from noisefind.decide.consensus import NEIGHBOURS
 
     return _consensus(context, without=NEIGHBOURS)
+
+
+# The default order until the in-sample witness moved to the fold models: the scanned model's
+# AUM and flip cost in sample, the fold model's flip cost as a fourth ("augmented") witness.
+SCANNED_MODEL_WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
+                           "augmented": ("fold_flip",), "neighbours": ("neighbours",)}
+
+
+@register("noisefind-scanned")
+def noisefind_scanned_model(context: DetectorContext) -> np.ndarray:
+    """The default order before this release (:data:`SCANNED_MODEL_WITNESSES`): its in-sample
+    witness read the scanned model. Kept to compare the two on every run."""
+    from noisefind.decide.consensus import consensus_score
+
+    signals = {**_order_signals(context),
+               "aum": -context.history.margin.astype(np.float64).mean(axis=0),
+               "flip_cost": -context.flip_results()["flip_cost"].to_numpy(dtype=np.float64)}
+    signals.pop("fold_aum")
+    return consensus_score(signals, witnesses=SCANNED_MODEL_WITNESSES)
 
 
 # Variants of the default order that weigh a witness otherwise, by detector name (also read by
@@ -331,18 +340,23 @@ def cutoff_with_oos_flip(context: DetectorContext) -> np.ndarray:
     return _cutoff_scores(context, out_of_sample=True, oos_flip=True)
 
 
-def _consensus(context: DetectorContext, without: tuple[str, ...] = (),
-               weights: dict[str, float] | None = None) -> np.ndarray:
-    """The scan's default order on the context's rows (the same function the scan calls)."""
-    from noisefind.decide.consensus import consensus_score, default_order_signals
+def _order_signals(context: DetectorContext) -> dict[str, np.ndarray]:
+    """The default order's signals on the context's rows (the same function the scan calls)."""
+    from noisefind.decide.consensus import default_order_signals
 
-    signals = default_order_signals(
+    return default_order_signals(
         rows=context.rows, labels=context.data.y.numpy(),
         probabilities=context.out_of_sample_probabilities(),
-        margins=context.history.margin,
-        flip_cost=context.flip_results()["flip_cost"].to_numpy(dtype=np.float64),
+        fold_margin=context.out_of_sample.fold_aum(context.rows),
         fold_flip=context.fold_flip(), neighbours=context.neighbours())
-    return consensus_score(signals, without=without, weights=weights)
+
+
+def _consensus(context: DetectorContext, without: tuple[str, ...] = (),
+               weights: dict[str, float] | None = None) -> np.ndarray:
+    """The scan's default order on the context's rows."""
+    from noisefind.decide.consensus import consensus_score
+
+    return consensus_score(_order_signals(context), without=without, weights=weights)
 
 
 def _cutoff_scores(context: DetectorContext, **variant: Any) -> np.ndarray:

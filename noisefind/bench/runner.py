@@ -370,8 +370,8 @@ class Decision:
 
 def bench_decisions(context: DetectorContext, detectors: dict[str, Detector]) -> list[Decision]:
     """The flip cutoff (when a flip detector ran), the scan's default flag (when
-    ``noisefind`` ran: the canaries' estimated count with out-of-sample evidence, taken from
-    the top of the consensus order) and cleanlab's ``find_label_issues`` (when
+    ``noisefind`` ran: the canaries' count on the out-of-sample evidence, taken from the top of
+    the consensus order, as the scan decides) and cleanlab's ``find_label_issues`` (when
     ``confident_learning`` ran), on the same run and rows."""
     decisions = []
     if any("flip" in name for name in detectors):
@@ -402,10 +402,12 @@ def _flip_cutoff(context: DetectorContext,
 
 def _consensus_flag(context: DetectorContext,
                     noisefind: Detector) -> tuple[np.ndarray, float | None]:
-    from noisefind.decide.consensus import flag_top
+    from noisefind.decide.consensus import consensus_decision
 
-    cutoff = context.flip_cutoff(out_of_sample=True)
-    return flag_top(noisefind(context), cutoff.estimated_scanned), cutoff.estimated_scanned
+    decision = consensus_decision(context.data.y.numpy(), context.rows,
+                                  context.out_of_sample_probabilities(), noisefind(context), {},
+                                  seed=context.flip_settings.seed)
+    return decision.suspected, decision.estimated_scanned
 
 
 def _cleanlab_decision(context: DetectorContext) -> tuple[np.ndarray, float]:

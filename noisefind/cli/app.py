@@ -76,7 +76,9 @@ RunData = Annotated[str | None, typer.Option(
 ScanOut = Annotated[Path, typer.Argument(help="A scan's output folder (noisefind scan --out).")]
 
 # The training options, the same on every command that trains a model.
-Epochs = Annotated[int, typer.Option(help="Training epochs.")]
+Epochs = Annotated[int, typer.Option(
+    help="Training epochs (in a scan: of a scanned model, and of fold models that do not use "
+         "the fast recipe).")]
 Width = Annotated[float, typer.Option(help="Width multiplier of the network.")]
 Arch = Annotated[str, typer.Option(
     help="Network: auto (mlp for tables, cnn under 32 px, else resnet9), resnet9, whitened "

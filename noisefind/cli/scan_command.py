@@ -50,13 +50,14 @@ def scan(
     data: Data,
     model: Annotated[str | None, typer.Option(
         "--model", help="A run folder from `noisefind train`, torchvision:<name> or "
-                        "<module>:<function> (your own model, with --weights); trains one when "
-                        "omitted.")] = None,
+                        "<module>:<function> (your own model, with --weights) to flip-search; "
+                        "without it the default scan trains only the --folds models (and "
+                        "--rank-by flip or cutoff trains one more).")] = None,
     backbone: Annotated[str | None, typer.Option(
         "--backbone", help="Train this architecture (torchvision:<name> or <module>:<function>) "
                            "from its pretrained --weights instead of noisefind's own network: "
-                           "a new classifier, a linear probe, then fine-tuning, for the scanned "
-                           "model and the fold models alike (--lr 0.01 unless given).")
+                           "a new classifier, a linear probe, then fine-tuning, for the fold "
+                           "models and any scanned model alike (--lr 0.01 unless given).")
     ] = None,
     weights: Annotated[Path | None, typer.Option(
         help="Weights of your own --model, or the pretrained weights of --backbone: "
@@ -90,24 +91,29 @@ def scan(
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the suspects table to print.")] = 10,
     cutoff: Annotated[str, typer.Option(
-        help="Calibrate the 'suspected' flag with canaries in a replica model (canaries: one "
-             "more training), or none.")] = "canaries",
+        help="Count the wrong labels and flag that many with canaries (rows given a wrong "
+             "label on purpose: scored again on the fold models' held-out evidence for the "
+             "default order; trained into a replica model for --rank-by cutoff or flip), or "
+             "none.")] = "canaries",
     canary_fraction: Annotated[float, typer.Option(
-        help="Share of examples relabelled as canaries in the replica.")] = 0.05,
+        help="Share of examples relabelled as canaries in the replica (--rank-by cutoff or "
+             "flip).")] = 0.05,
     canary_recall: Annotated[float, typer.Option(
-        help="Share of the canaries the flag must catch (higher: more flagged).")] = 0.9,
+        help="Share of the replica's canaries the cutoff's flag must catch (higher: more "
+             "flagged; --rank-by cutoff or flip).")] = 0.9,
     canary_labels: Annotated[str, typer.Option(
-        help="How canaries are relabelled: copying the confusions among the likeliest "
+        help="How the replica's canaries are relabelled: copying the confusions among the "
+             "likeliest "
              "mislabeled examples (matched), to the model's most likely other class "
              "(runner-up), or to a random other class (uniform).")] = "matched",
     rank_by: Annotated[str | None, typer.Option(
         help="Order of suspects.csv and the pictures: consensus_score, one vote each for the "
-             "out-of-sample margin, for the area under the margin with the flip cost, for the "
-             "flip cost on a fold model that learned the example, and for the labels of its "
-             "nearest neighbours (consensus; the best measured), the cutoff_score, the "
-             "canary-weighed mix (cutoff), or the flip search's own score (flip; the "
-             "paper's) " + default_is("consensus, else cutoff with --folds 0, else flip")
-             + ".")] = None,
+             "fold models' out-of-sample margin, for their area under the margin with the "
+             "flip cost on one that learned the example, and for the labels of its nearest "
+             "neighbours (consensus; the best measured; trains only the fold models), the "
+             "cutoff_score, the canary-weighed mix (cutoff), or the flip search's own score on "
+             "one model trained on every label (flip; the paper's) "
+             + default_is("consensus, else cutoff with --folds 0, else flip") + ".")] = None,
     folds: Folds = 5,
     fold_recipe: FoldRecipe = "fast",
     fold_epochs: FoldEpochs = None,
@@ -151,7 +157,7 @@ def time_spent(seconds: dict) -> str:
     stages = {"train": "training", "flip_search": "flip search",
               "cross_validation": "out-of-sample models",
               "fold_flip": "flip search on the fold models",
-              "neighbours": "neighbours",
+              "neighbours": "neighbours", "count": "count",
               "cutoff": "cutoff (replica)"}
     parts = [f"{name} {seconds[key]:.0f} s" for key, name in stages.items() if seconds.get(key)]
     return f"time: {', '.join(parts)}; total {seconds['total']:.0f} s"

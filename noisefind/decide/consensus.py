@@ -1,35 +1,37 @@
-"""The consensus score: the scan's default order, four witnesses with a vote each.
+"""The consensus score: the scan's default order, three witnesses with a vote each.
 
-A wrong label is seen by four witnesses, one that never saw it, two that learned it and one
-that looks at its neighbours:
+A wrong label is seen by three witnesses: models that never saw it, models that learned it,
+and its neighbours. All three read the K fold models (:mod:`noisefind.signals.out_of_sample`):
 
-- **out of sample**: models that never saw the example (K-fold) find another class likelier
+- **out of sample**: the fold model that never saw the example finds another class likelier
   than the given one, judged against each class's typical confidence (``oos_margin``,
   :func:`noisefind.decide.calibration.calibrated_margin`; confident learning's evidence);
-- **in sample**: the scanned model, which fit every label. How hard the label was to learn
-  (``aum``: the area under the margin, Pleiss et al. 2020, negated) and how little holds it up
-  once learned (``flip_cost``: the flip search's continuous cost, negated; Maini et al. 2023);
-- **augmented**: the flip search on a K-fold model that trained on the example, with
-  augmentation for images (``fold_flip``, negated). A second model that learned the
-  label under a different seed and recipe; on real human noise its flip cost alone ranks as
-  well as confident learning, where the scanned model's ranks well below it. (Its AUM,
-  ``fold_aum``, was part of this witness until the neighbours came; beside them it lowered
-  the order, docs/benchmarks.md);
+- **in sample**: the K-1 fold models that trained on the example. How hard its label was to
+  learn (``fold_aum``: the area under the margin, Pleiss et al. 2020, averaged over them and
+  negated) and how little holds it up once learned (``fold_flip``: the flip search's
+  continuous cost on one of them, negated; Maini et al. 2023);
 - **neighbours**: how much less the example's nearest neighbours in the K-fold models' feature
   spaces carry its label than another, each against its class's usual share (``neighbours``,
   :mod:`noisefind.signals.neighbours`): the labels around it, not any model's verdict on it.
 
+Until this release the in-sample witness read the scanned model (its AUM and flip cost) and the
+fold model's flip cost was a fourth, "augmented", witness. With the fast fold recipe the
+scanned model's signals no longer added: the fold models' own in-sample evidence ranks higher
+on CIFAR-10N's real noise and level on injected noise (docs/benchmarks.md, "The in-sample
+witness from the fold models").
+
 Each signal is standardised over the scored rows (zero mean, unit variance); a witness's
 signals are added and the sum standardised again, and the witnesses' scores are added. So the
 witnesses weigh the same however many signals each has: AUM and the flip cost come from the
-same model and partly repeat each other. No weight is fitted: the canary-weighed mix
+same models and partly repeat each other. No weight is fitted: the canary-weighed mix
 (:mod:`noisefind.decide.cutoff`) learns from relabelled clear images, which on real human noise
 (ambiguous images) taught it to lean on the in-sample signals; this sum does not depend on how
-alike canaries and real errors are. The measurements behind the choice, on real and on
-injected noise, are in docs/benchmarks.md.
+alike canaries and real errors are.
 
-The flag for this order takes the cutoff's estimated count of mislabeled rows from the top
-(:func:`flag_top`), so flagged rows are always a prefix of the order.
+The count for this order comes from canaries scored exactly on the out-of-sample witness
+(:func:`noisefind.decide.count.out_of_sample_count`; no model is retrained), and the flag takes
+that many rows from the top (:func:`flag_top`, :func:`consensus_decision`), so flagged rows
+are always a prefix of the order.
 """
 
 from __future__ import annotations
@@ -40,30 +42,36 @@ import numpy as np
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
+from noisefind.decide.count import out_of_sample_count
+from noisefind.decide.cutoff import Cutoff, no_cutoff
 
-WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
-             "augmented": ("fold_flip",), "neighbours": ("neighbours",)}
+Witnesses = Mapping[str, tuple[str, ...]]  # witness name -> the names of its signals
+WITNESSES: Witnesses = {"out_of_sample": ("oos_margin",), "in_sample": ("fold_aum", "fold_flip"),
+                        "neighbours": ("neighbours",)}
 SIGNALS = tuple(name for names in WITNESSES.values() for name in names)  # higher = suspicious
-FLIP_SIGNALS = ("flip_cost", "fold_flip")
-AUGMENTED = WITNESSES["augmented"]
+FLIP_SIGNALS = ("fold_flip",)
 NEIGHBOURS = WITNESSES["neighbours"]
 
 
 def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ...] = (),
-                    weights: Mapping[str, float] | None = None) -> np.ndarray:
-    """Sum over :data:`WITNESSES` of each witness's standardised sum of standardised signals.
+                    weights: Mapping[str, float] | None = None,
+                    witnesses: Witnesses = WITNESSES) -> np.ndarray:
+    """Sum over ``witnesses`` of each witness's standardised sum of standardised signals.
 
     Parameters
     ----------
     signals : mapping of str to numpy.ndarray
-        :data:`SIGNALS` by name, one float per row each, all the same length, higher = more
-        suspicious.
+        The signals of ``witnesses`` (by default :data:`SIGNALS`) by name, one float per row
+        each, all the same length, higher = more suspicious.
     without : tuple of str
         Signals to leave out (ablations, e.g. :data:`FLIP_SIGNALS`); a witness left with
         none has no vote.
     weights : mapping of str to float, optional
-        A weight per witness of :data:`WITNESSES` (default 1 each; a witness not named keeps
-        1), for ablations of how much each should count.
+        A weight per witness (default 1 each; a witness not named keeps 1), for ablations of
+        how much each should count.
+    witnesses : mapping of str to tuple of str
+        The witnesses and their signals (default :data:`WITNESSES`, the default order; the
+        bench passes others to compare orders).
 
     Returns
     -------
@@ -75,10 +83,11 @@ def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ..
     NoisefindError
         For a missing or unknown signal, signals of different lengths, or a non-finite value.
     """
-    missing = [name for name in SIGNALS if name not in signals and name not in without]
-    unknown = [name for name in signals if name not in SIGNALS]
+    expected = [name for names in witnesses.values() for name in names]
+    missing = [name for name in expected if name not in signals and name not in without]
+    unknown = [name for name in signals if name not in expected]
     if missing or unknown:
-        raise NoisefindError(f"signals: give exactly {', '.join(SIGNALS)}; "
+        raise NoisefindError(f"signals: give exactly {', '.join(expected)}; "
                              f"missing {missing}, unknown {unknown}")
     used = {name: np.asarray(values, dtype=np.float64) for name, values in signals.items()
             if name not in without}
@@ -90,11 +99,11 @@ def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ..
         if not np.isfinite(values).all():
             raise NoisefindError(f"signals: {name!r} has a missing or infinite value")
     weights = dict(weights or {})
-    if set(weights) - set(WITNESSES):
-        raise NoisefindError(f"weights: name witnesses of {', '.join(WITNESSES)}; got "
-                             f"{sorted(set(weights) - set(WITNESSES))}", parameter="weights")
+    if set(weights) - set(witnesses):
+        raise NoisefindError(f"weights: name witnesses of {', '.join(witnesses)}; got "
+                             f"{sorted(set(weights) - set(witnesses))}", parameter="weights")
     total = np.zeros(lengths.pop())
-    for witness, names in WITNESSES.items():
+    for witness, names in witnesses.items():
         votes = [standardised(used[name]) for name in names if name in used]
         if votes:
             total += weights.get(witness, 1.0) * standardised(np.sum(votes, axis=0))
@@ -102,7 +111,7 @@ def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ..
 
 
 def default_order_signals(*, rows: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
-                          margins: np.ndarray, flip_cost: np.ndarray, fold_flip: np.ndarray,
+                          fold_margin: np.ndarray, fold_flip: np.ndarray,
                           neighbours: np.ndarray) -> dict[str, np.ndarray]:
     """The :data:`SIGNALS` of the default order for ``rows``, each higher = more suspicious.
 
@@ -118,19 +127,18 @@ def default_order_signals(*, rows: np.ndarray, labels: np.ndarray, probabilities
         whole set's, as confident learning sets them).
     probabilities : numpy.ndarray
         (N, C) out-of-sample probabilities of every example.
-    margins : numpy.ndarray
-        (epochs, rows) training history of the rows' label margins (the area under the margin).
-    flip_cost, fold_flip, neighbours : numpy.ndarray
-        Per row of ``rows``: the flip search's cost on the scanned model and on a fold model
-        that learned the row, and the neighbours' calibrated margin (already higher =
-        more suspicious).
+    fold_margin : numpy.ndarray
+        Per row of ``rows``: its area under the margin averaged over the fold models that
+        trained on it (:meth:`noisefind.signals.out_of_sample.OutOfSample.fold_aum`).
+    fold_flip, neighbours : numpy.ndarray
+        Per row of ``rows``: the flip search's cost on a fold model that learned the row, and
+        the neighbours' calibrated margin (already higher = more suspicious).
     """
     rows = np.asarray(rows, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
     return {"oos_margin": calibrated_margin(probabilities, rows, labels[rows],
                                             class_thresholds(probabilities, labels)),
-            "aum": -np.asarray(margins, dtype=np.float64).mean(axis=0),
-            "flip_cost": -np.asarray(flip_cost, dtype=np.float64),
+            "fold_aum": -np.asarray(fold_margin, dtype=np.float64),
             "fold_flip": -np.asarray(fold_flip, dtype=np.float64),
             "neighbours": np.asarray(neighbours, dtype=np.float64)}
 
@@ -153,3 +161,46 @@ def flag_top(scores: np.ndarray, count: float | None) -> np.ndarray:
     top = min(len(scores), max(0, int(round(count))))
     flagged[np.argsort(-scores, kind="stable")[:top]] = True
     return flagged
+
+
+COUNT_NOTE = ("canaries: rows scored again, exactly, on the fold models' out-of-sample "
+              "evidence under a wrong label drawn from the confusions confident learning sees")
+
+
+def consensus_decision(labels: np.ndarray, rows: np.ndarray, probabilities: np.ndarray,
+                       order: np.ndarray, signals: Mapping[str, np.ndarray], *, seed: int = 0,
+                       count: bool = True) -> Cutoff:
+    """The default order's decision for ``rows``: how many of them are wrong, and that many
+    flagged from the top of ``order``.
+
+    The count is the canaries' count of all ``labels`` on the out-of-sample evidence
+    (:func:`noisefind.decide.count.out_of_sample_count`), scaled to the share of the rows
+    scored. ``count`` False: no count and nothing flagged (``cutoff none``).
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        The given label of every example.
+    rows : numpy.ndarray
+        Positions of the scored rows, in the order of ``order``.
+    probabilities : numpy.ndarray
+        (N, C) out-of-sample probabilities of every example.
+    order, signals
+        :func:`consensus_score` of the rows, and its signals (kept for the table).
+    seed : int
+        Draws the canaries and the interval's resamples.
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if not count:
+        decision = no_cutoff(rows, "no count asked for (--cutoff none): nothing flagged")
+    else:
+        estimate, canaries = out_of_sample_count(labels, probabilities, seed=seed)
+        share = len(rows) / len(labels)
+        decision = Cutoff("out_of_sample_canaries", rows, np.zeros(len(rows), dtype=bool),
+                          np.full(len(rows), np.nan), estimate.estimate * share,
+                          {"method": "out_of_sample_canaries", "canaries": canaries,
+                           "note": COUNT_NOTE},
+                          interval=(estimate.low * share, estimate.high * share))
+    decision.suspected = flag_top(order, decision.estimated_scanned)
+    decision.order, decision.signals = order, dict(signals)
+    return decision

@@ -39,9 +39,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisefind.base.errors import NoisefindError
-from noisefind.decide.calibration import BLOCK, class_thresholds
+from noisefind.decide.calibration import BLOCK, calibrated_margin, class_thresholds
 
 RESAMPLES = 200  # bootstrap resamples of the rows for the interval
+CANARY_SHARE, MIN_CANARIES = 0.02, 500  # rows scored again under a wrong label, for the count
 LEVEL = 0.9  # the interval's coverage of the resampled counts
 
 
@@ -205,3 +206,33 @@ def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
         kept = float((canary_scores >= threshold).mean())
         bounds[f"{recall:g}"] = round(float((scores >= threshold).sum()) / kept, 2)
     return min(bounds.values()), bounds
+
+
+def count_with_canaries(labels: np.ndarray, guesses: np.ndarray, classes: int,
+                        signal: np.ndarray, judge, *, seed: int) -> tuple[CountEstimate, int]:
+    """The canaries' count (:func:`count_from_canaries`) of one
+    witness's ``signal`` (per row, under the given labels) and how many canaries: rows scored
+    again by ``judge(rows, labels)`` under a wrong label drawn from the confusions that
+    confident learning sees (``guesses``: :func:`confident_classes`).
+    The witness's evidence does not change with a row's own label, so a canary's score is
+    exact: no model is retrained."""
+    canaries = np.random.default_rng(seed).choice(
+        len(labels), min(len(labels) // 5, max(MIN_CANARIES, round(CANARY_SHARE * len(labels)))),
+        replace=False)
+    wrong = canary_labels(labels, guesses, canaries, classes, seed=seed)
+    return count_from_canaries(signal, judge(canaries, wrong), seed=seed), len(canaries)
+
+
+def out_of_sample_count(labels: np.ndarray, probabilities: np.ndarray, *,
+                        seed: int = 0) -> tuple[CountEstimate, int]:
+    """How many of ``labels`` are wrong, from out-of-sample ``probabilities`` alone
+    (:func:`count_with_canaries` on ``oos_margin``); and how many canaries."""
+    labels = np.asarray(labels, dtype=np.int64)
+    thresholds = class_thresholds(probabilities, labels)
+
+    def judge(at: np.ndarray, given: np.ndarray) -> np.ndarray:
+        return calibrated_margin(probabilities, at, given, thresholds)
+
+    return count_with_canaries(labels, confident_classes(labels, probabilities),
+                               probabilities.shape[1], judge(np.arange(len(labels)), labels),
+                               judge, seed=seed)

@@ -1,16 +1,27 @@
-"""``noisefind.scanning.pipeline``: train (or load) a model, run the flip search over the training
-set, rank.
+"""``noisefind.scanning.pipeline``: from a labelled data set to a ranked, flagged table.
 
-The search's finished results are appended to ``OUT/scan_progress.jsonl`` as they arrive
-(flushed and fsynced), next to ``OUT/scan_state.json`` which records what is being scanned
-(settings, rows, model). ``resume=True`` reads both, refuses a resume with other settings, and
-scans only the rows not yet done; because each example's search depends only on its own row and
-seed, the final table is the same as an uninterrupted run's. The final ``suspects.csv`` and
-``summary.json`` are written atomically at the end.
+Two paths. **The default scan** (no model given, K-fold models, the default order) trains only
+the K fold models: their held-out probabilities, their flip search and training dynamics on
+the rows they learned, and their feature spaces give the default order's three witnesses
+(:mod:`noisefind.decide.consensus`); canaries scored on the held-out evidence give the count,
+and the flag takes that many from the top. **The scanned-model scan** (a model given, or the
+paper's ``rank_by`` flip, or the canary-weighed cutoff) trains or loads one model, flip-searches
+its training set, and calibrates the cutoff in a replica.
+
+The scanned model's search appends its finished results to ``OUT/scan_progress.jsonl`` as they
+arrive (flushed and fsynced), next to ``OUT/scan_state.json`` which records what is being
+scanned (settings, rows, model). ``resume=True`` reads both, refuses a resume with other
+settings, and scans only the rows not yet done; because each example's search depends only on
+its own row and seed, the final table is the same as an uninterrupted run's. Models, fold
+searches and features are kept in ``OUT/cache`` until the scan ends, so a resumed scan of
+either path reuses them. The final ``suspects.csv`` and ``summary.json`` are written
+atomically at the end.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -26,9 +37,9 @@ from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, scan_rows, to_float
 from noisefind.decide.consensus import (
     WITNESSES,
+    consensus_decision,
     consensus_score,
     default_order_signals,
-    flag_top,
 )
 from noisefind.decide.cutoff import Cutoff, CutoffSettings, no_cutoff
 from noisefind.models.predict import runner_up_classes
@@ -47,9 +58,9 @@ from noisefind.scanning.table import (
     rank_table,
     scan_summary,
     suspects_table,
+    with_order,
     with_out_of_sample,
 )
-from noisefind.signals.dynamics import history_for
 from noisefind.signals.flip import FlipSettings, flip_search
 from noisefind.signals.out_of_sample import DEFAULT_FOLDS, OutOfSample, out_of_sample_config
 from noisefind.signals.replica import calibrate
@@ -82,13 +93,14 @@ class ScanResult:
     summary : dict
         The contents of ``summary.json``: counts, settings, timings, the estimate, and AUROC
         when the true labels are known (empty on a torchrun rank other than 0).
-    run : Run
-        The scanned model (trained by the scan when none was given).
+    run : Run or None
+        The scanned model (given, or trained for ``rank_by`` flip or cutoff); None for the
+        default scan, which trains only the K fold models.
     """
 
     table: pd.DataFrame
     summary: dict
-    run: Run
+    run: Run | None
 
     @property
     def suspected(self) -> pd.DataFrame:
@@ -104,37 +116,41 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
          device: str = "auto") -> ScanResult:
     """Rank the training examples of ``data`` by how likely their labels are wrong.
 
-    The pipeline: train (or load) the model, flip-search the rows, train the K fold models,
-    calibrate the cutoff, order and flag (:mod:`noisefind.decide`), write the files.
+    The default scan trains the K fold models, flip-searches each row on one that learned it,
+    orders, counts and flags (:mod:`noisefind.decide`), and writes the files. With a ``model``,
+    or ``rank_by`` flip or cutoff, that model is trained (or loaded) and flip-searched, and the
+    cutoff is calibrated in a replica of it (module docstring).
 
     Parameters
     ----------
     data : LabeledData
         The training set with its given labels (and the truth, if noise was injected).
     model : Run or path, optional
-        A trained run (or its folder). When None, a model is trained first with
-        ``train_config`` and saved to ``OUT/run``.
+        A trained run (or its folder) to flip-search. When None, the default scan trains only
+        the K fold models; with ``rank_by`` flip or cutoff (or ``folds`` 0) a model is trained
+        first with ``train_config`` and saved to ``OUT/run``.
     out : path or None
         Output folder for ``suspects.csv``, ``summary.json``, ``top_suspects.png``. None writes
         no files (no resume then).
     settings : FlipSettings, optional
         Flip-search settings.
     cutoff : CutoffSettings, optional
-        How the ``suspected`` flag and ``estimated_mislabeled`` are calibrated (default:
-        canaries in a replica model, seeded with the flip search's seed; see
-        :mod:`noisefind.decide.cutoff`).
+        How ``suspected`` and ``estimated_mislabeled`` are decided: the default order counts
+        with canaries scored on the fold models' held-out evidence (only ``seed`` and
+        ``method`` none apply); the other orders with canaries in a replica model
+        (:mod:`noisefind.decide.cutoff`). Seeded with the flip search's seed by default.
     train_config : TrainConfig, optional
-        Used only when ``model`` is None.
+        The recipe when ``model`` is None: of the scanned model, and of the fold models
+        (:func:`noisefind.signals.out_of_sample.out_of_sample_config`).
     limit : int, optional
         Scan a seeded random subset of this many examples instead of all.
     folds : int
-        K of the K-fold models (the scanned model's recipe, with augmentation for images)
-        behind the out-of-sample, augmented and neighbours witnesses; 0 leaves them out.
-        Costs K trainings.
+        K of the K-fold models behind the default order's three witnesses; 0 leaves them out
+        (and trains a scanned model). Costs K trainings.
     rank_by : {"consensus", "cutoff", "flip"}, optional
         Order of the table (and of ``top_suspects.png``): by ``consensus_score``, the default
-        order (:mod:`noisefind.decide.consensus`; needs ``folds``, a training history and one
-        more flip search); by ``cutoff_score``, the canary-weighed mix of the cutoff (needs
+        order (:mod:`noisefind.decide.consensus`; needs ``folds`` and a flip search on
+        them); by ``cutoff_score``, the canary-weighed mix of the cutoff (needs
         the cutoff); or by ``score``, the flip search's own ranking (the paper's). Default:
         the first of these the scan has.
     resume : bool
@@ -164,6 +180,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
         check_rank_by(rank_by, cutoff, folds)
     out = prepare_out(out, resume=resume, overwrite=overwrite)
     rows = scan_rows(len(data), limit, settings.seed)
+    if model is None and folds and rank_by in (None, "consensus"):
+        return _scan_fold_models(data, rows, out=out, settings=settings, cutoff=cutoff,
+                                 config=train_config or TrainConfig(), limit=limit, folds=folds,
+                                 resume=resume, progress=progress)
     own = isinstance(model, Run) and is_own(model)
     stages = Stages(plan_stages(trains=model is None, own=own, folds=folds, cutoff=cutoff,
                                 rank_by=rank_by, writes=out is not None), progress)
@@ -177,10 +197,11 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     run = _get_model(data, model, out, train_config, progress, device, resume)
     check_compatible(run, data)
     if rank_by is None:
-        rank_by = default_rank_by(run, data, cutoff, folds)
-    elif rank_by == "consensus" and history_for(run, data) is None:
-        raise NoisefindError("rank_by 'consensus' needs the model's training history (the area "
-                             "under the margin); rank by 'flip'", parameter="rank_by")
+        rank_by = default_rank_by(run, cutoff, folds)
+    elif rank_by == "consensus" and is_own(run):
+        raise NoisefindError("rank_by 'consensus' needs fold models trained with the model's "
+                             "recipe, which your own model lacks; rank by 'flip'",
+                             parameter="rank_by")
     seconds = {"train": round(time.perf_counter() - started, 3)}
     if progress and model is None:
         _say_trainings_to_come(run, data, stages, folds, seconds["train"])
@@ -204,12 +225,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     decision = _decide(data, run, results, cutoff, settings, cache, oos, rank_by, progress,
                        stages)
     if rank_by == "consensus":
-        scanned_index = data.index.numpy()[decision.rows].tolist()
-        for column, values in {"consensus_score": decision.order, **{
-                name: values for name, values in decision.signals.items()
-                if name not in table}}.items():  # flip_cost is there, the signal its negative
-            table[column] = table["index"].map(dict(zip(scanned_index, values.tolist(),
-                                                        strict=True)))
+        table = with_order(table, decision, data)
     table = rank_table(mark_suspected(table, decision, data), rank_by)
     summary = {}
     if distributed.is_main():
@@ -226,7 +242,76 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     return ScanResult(table=table, summary=summary, run=run)
 
 
+def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
+                      settings: FlipSettings, cutoff: CutoffSettings, config: TrainConfig,
+                      limit: int | None, folds: int, resume: bool,
+                      progress: bool) -> ScanResult:
+    """The default scan: the K fold models alone give all three witnesses of the default order
+    and the count (:mod:`noisefind.decide.consensus`); no single model is trained.
+
+    The flip search runs on the fold model that learned each row (the in-sample witness); the
+    count comes from canaries scored exactly on the out-of-sample witness
+    (:func:`noisefind.decide.consensus.consensus_decision`), and the flag takes that many
+    from the top of the order. Resuming reuses the fold models and searches kept in
+    ``OUT/cache``."""
+    stages = Stages([FOLDS_STAGE, FOLD_SEARCH_STAGE, ORDER_STAGE]
+                    + [WRITE_STAGE] * (out is not None), progress)
+    if progress:
+        console.print(plan_line(data.x, len(rows), stages.names, folds), highlight=False)
+    state = {"settings": settings.as_dict(), "rows": digest(rows), "labels": digest(data.y),
+             "fold_models": {"folds": folds, **dataclasses.asdict(config)}}
+    log = ScanLog(out) if out is not None and distributed.is_main() else MemoryLog()
+    if resume:
+        _check_same_fold_models(out, state["fold_models"])
+        log.resume(state)  # refuses other settings
+    else:
+        log.start(state)
+    started = time.perf_counter()
+    stages.start(FOLDS_STAGE)
+    cache = ResultCache(out / CACHE_DIR if out is not None and distributed.is_main() else None)
+    oos = OutOfSample(data, config, folds, flip_settings=settings, progress=progress,
+                      cache=cache)
+    probabilities = oos.probabilities()
+    stages.start(FOLD_SEARCH_STAGE)
+    results = oos.fold_flip_results(rows)
+    runs = oos.runs()
+    runner_up = np.empty(len(rows), dtype=np.int64)
+    for fold, (run, _) in enumerate(runs):  # each row's class after its label, on its learner
+        at = np.flatnonzero(results["fold"].to_numpy() == fold)
+        if len(at):
+            mine = torch.from_numpy(rows[at])
+            runner_up[at] = runner_up_classes(run.model, data.x_at(mine), data.index[mine],
+                                              data.y[mine])
+    table = suspects_table(results, data, runs[0][0].model.unit_layers(), runner_up)
+    table = with_out_of_sample(table, probabilities, data)
+    stages.start(ORDER_STAGE)
+    signals = default_order_signals(
+        rows=rows, labels=data.y.numpy(), probabilities=probabilities,
+        fold_margin=oos.fold_aum(rows), fold_flip=results["flip_cost"].to_numpy(),
+        neighbours=oos.neighbours(rows))
+    began = time.perf_counter()
+    decision = consensus_decision(data.y.numpy(), rows, probabilities, consensus_score(signals),
+                                  signals, seed=cutoff.seed, count=cutoff.method != "none")
+    table = rank_table(mark_suspected(with_order(table, decision, data), decision, data),
+                       "consensus")
+    summary = {}
+    if distributed.is_main():
+        seconds = {stage: round(took, 3) for stage, took in oos.seconds.items()}
+        seconds["count"] = round(time.perf_counter() - began, 3)
+        seconds["total"] = round(time.perf_counter() - started, 3)
+        summary = _summary(table, data, None, settings, limit, seconds, decision, "consensus",
+                           folds, device=runs[0][0].device)
+        summary["train"] = dataclasses.asdict(config)  # the fold models' recipe, as given
+        if out is not None:
+            stages.start(WRITE_STAGE)
+            _write(table, summary, data, out, probabilities)
+    return ScanResult(table=table, summary=summary, run=None)
+
+
+
+
 TRAIN_STAGE, SEARCH_STAGE, FOLDS_STAGE = "training", "flip search", "out-of-sample models"
+FOLD_SEARCH_STAGE = "flip search on the fold models"
 CUTOFF_STAGE, ORDER_STAGE, WRITE_STAGE = "cutoff (replica)", "default order", "writing"
 
 
@@ -235,7 +320,7 @@ def plan_stages(*, trains: bool, own: bool, folds: int, cutoff: CutoffSettings,
     """The stages a scan will go through, in order (what ``[k/n]`` counts)."""
     consensus = rank_by == "consensus" or (rank_by is None and folds and not own)
     planned = [(TRAIN_STAGE, trains), (SEARCH_STAGE, True), (FOLDS_STAGE, folds and not own),
-               (CUTOFF_STAGE, cutoff.method != "none" and not own),
+               (CUTOFF_STAGE, cutoff.method != "none" and not own and not consensus),
                (ORDER_STAGE, consensus), (WRITE_STAGE, writes)]
     return [name for name, happens in planned if happens]
 
@@ -354,39 +439,33 @@ def _out_of_sample(data: LabeledData, run: Run, folds: int, settings: FlipSettin
 def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSettings,
             settings: FlipSettings, cache: ResultCache, oos: OutOfSample | None, rank_by: str,
             progress: bool, stages: Stages) -> Cutoff:
-    """The cutoff (count and flag) and, for the default order, the order and its flag."""
-    # Every rank calibrates alone (the same replica, the same decision as a single process).
+    """The default order with its count and flag (the fold models' evidence, as the default
+    scan decides), or the cutoff's (the replica's canaries) for the other orders."""
+    rows = results["row"].to_numpy(dtype=np.int64)
+    if rank_by == "consensus":
+        stages.start(ORDER_STAGE)
+        signals = default_order_signals(
+            rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
+            fold_margin=oos.fold_aum(rows), fold_flip=oos.fold_flip(rows),
+            neighbours=oos.neighbours(rows))
+        return consensus_decision(data.y.numpy(), rows, oos.probabilities(),
+                                  consensus_score(signals), signals, seed=cutoff.seed,
+                                  count=cutoff.method != "none")
     if is_own(run) and cutoff.method != "none":
-        decision = no_cutoff(results["row"].to_numpy(dtype=np.int64), NO_CUTOFF)
-    else:
-        if cutoff.method != "none":
-            stages.start(CUTOFF_STAGE)
-        decision = calibrate(data, run, results, cutoff, settings, progress, cache=cache,
-                             out_of_sample=None if oos is None else oos.probabilities())
-    if rank_by != "consensus":
-        return decision
-    stages.start(ORDER_STAGE)
-    if progress:
-        console.print("the augmented witness: the flip search again, on the fold model "
-                      "that learned each example", highlight=False)
-    rows = results["row"].to_numpy()
-    signals = default_order_signals(
-        rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
-        margins=history_for(run, data).margin[:, rows], flip_cost=results["flip_cost"].to_numpy(),
-        fold_flip=oos.fold_flip(rows), neighbours=oos.neighbours(rows))
-    order = consensus_score(signals)
-    # The flag follows the order: the cutoff's estimated count, taken from the top
-    # (the decision's rows are the flip search's, in its order).
-    return replace(decision, suspected=flag_top(order, decision.estimated_scanned),
-                   order=order, signals=signals)
+        return no_cutoff(rows, NO_CUTOFF)
+    if cutoff.method != "none":
+        stages.start(CUTOFF_STAGE)
+    # Every rank calibrates alone (the same replica, the same decision as a single process).
+    return calibrate(data, run, results, cutoff, settings, progress, cache=cache,
+                     out_of_sample=None if oos is None else oos.probabilities())
 
 
-def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSettings,
+def _summary(table: pd.DataFrame, data: LabeledData, run: Run | None, settings: FlipSettings,
              limit: int | None, seconds: dict, decision: Cutoff, rank_by: str,
-             folds: int) -> dict:
+             folds: int, device: torch.device | None = None) -> dict:
     summary = scan_summary(table, data, run, settings, limit, seconds)
     summary["rank_by"] = rank_by
-    summary["peak_memory_mb"] = peak_memory_mb(run.device)
+    summary["peak_memory_mb"] = peak_memory_mb(run.device if run is not None else device)
     noisy = None if data.true_y is None else data.is_noisy.numpy()
     summary.update(decision.summary(len(data), None if noisy is None else noisy[decision.rows],
                                     None if noisy is None else int(noisy.sum())))
@@ -395,7 +474,7 @@ def _summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSet
         summary["witnesses"] = list(WITNESSES)
     if data.preparation is not None:
         summary["input"] = data.preparation
-    if is_own(run):
+    if run is not None and is_own(run):
         summary["own_model"] = run.config["own_model"]
         summary["own_model_fit"] = round(label_fit(table), 4)
         summary["witnesses"] = ["in_sample"]  # the flip search on the given model
@@ -433,12 +512,12 @@ def warn_if_unfitted(table: pd.DataFrame) -> None:
             "let noisefind train (leave out --model)", highlight=False, soft_wrap=True)
 
 
-def default_rank_by(run: Run, data: LabeledData, cutoff: CutoffSettings, folds: int) -> str:
-    """The best order the scan can give: ``consensus`` (needs the K-fold models and the run's
-    history, which own models lack), else ``cutoff`` (needs the cutoff), else ``flip``."""
+def default_rank_by(run: Run, cutoff: CutoffSettings, folds: int) -> str:
+    """The best order the scan can give: ``consensus`` (needs the K-fold models, which own
+    models, having no recipe, do not get), else ``cutoff`` (needs the cutoff), else ``flip``."""
     if is_own(run):
         return "flip"
-    if folds and history_for(run, data) is not None:
+    if folds:
         return "consensus"
     return "flip" if cutoff.method == "none" else "cutoff"
 
@@ -487,15 +566,31 @@ def _get_model(data, model, out: Path, train_config, progress, device, resume) -
 
 
 RESUMED_TRAINING = ("arch", "width", "epochs", "batch_size", "lr", "seed")
+RESUMED_FOLDS = ("folds", "fold_recipe", "fold_epochs", *RESUMED_TRAINING)
+
+
+def _check_same_fold_models(out: Path, fold_models: dict) -> None:
+    """A resumed default scan keeps its fold models: refuse training options that would have
+    made others (the state file records the earlier ones)."""
+    state_file = out / STATE_FILE
+    if state_file.is_file():  # else nothing to resume: the log says so
+        refuse_other_training(json.loads(state_file.read_text()).get("fold_models", {}),
+                              fold_models, RESUMED_FOLDS, f"the fold models in {out}")
 
 
 def _check_same_training(run: Run, config: TrainConfig) -> None:
     """A resumed scan keeps its model: refuse training options that would have made another."""
-    trained = run.config["train"]
-    changed = [k for k in RESUMED_TRAINING if trained.get(k) != getattr(config, k)]
+    refuse_other_training(run.config["train"], dataclasses.asdict(config), RESUMED_TRAINING,
+                          f"the model in {run.path}")
+
+
+def refuse_other_training(trained: dict, asked: dict, options: tuple[str, ...],
+                          what: str) -> None:
+    """Refuse a resume whose training ``options`` differ from those ``what`` was trained
+    with, naming each."""
+    changed = [k for k in options if trained.get(k) != asked.get(k)]
     if changed:
-        told = "; ".join(f"{k} {getattr(config, k)} (the model: {trained.get(k)})"
-                         for k in changed)
-        raise NoisefindError(f"cannot resume: the model in {run.path} was trained otherwise: "
-                             f"{told}; resume with the same options, or rerun without resume",
+        told = "; ".join(f"{k} {asked.get(k)} (trained with {trained.get(k)})" for k in changed)
+        raise NoisefindError(f"cannot resume: {what} was trained otherwise: {told}; resume "
+                             "with the same options, or rerun without resume",
                              parameter=(*changed, "resume"))

@@ -79,12 +79,11 @@ def _order_note(summary: dict) -> str:
                 f"({', '.join(summary['witnesses'])}; one vote each; higher = more "
                 "suspicious).")
     if rank_by == "consensus":
-        return ("Sorted by the consensus score (four witnesses, one vote each: the "
-                "out-of-sample margin; the area under the margin and the flip cost of the "
-                "scanned model; the flip cost on a fold model that learned the example; "
-                "how much less its nearest neighbours carry its label than its class's "
-                "usually do. Higher = more "
-                "suspicious).")
+        return ("Sorted by the consensus score (three witnesses, one vote each: the "
+                "out-of-sample margin of the fold model that never saw the example; the area "
+                "under the margin and the flip cost on the fold models that learned it; how "
+                "much less its nearest neighbours carry its label than its class's usually "
+                "do. Higher = more suspicious).")
     if rank_by == "cutoff":
         return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "
                 "training dynamics and the out-of-sample evidence; higher = more like the "

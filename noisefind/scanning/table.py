@@ -100,7 +100,7 @@ def rank_table(table: pd.DataFrame, rank_by: str = "flip") -> pd.DataFrame:
     return table.assign(rank=np.arange(1, len(table) + 1)).reset_index(drop=True)
 
 
-def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: FlipSettings,
+def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run | None, settings: FlipSettings,
                  limit: int | None, seconds: dict) -> dict:
     """Counts, settings, timings and, when the truth is known, AUROC/AUPRC of the score."""
     summary = {
@@ -110,7 +110,7 @@ def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run, settings: Fli
         "flipped": int(table["flipped"].sum()),
         "median_units_to_flip": float(table["units_to_flip"].median()) if len(table) else None,
         "settings": {**settings.as_dict(), "limit": limit},
-        "model": str(run.path) if run.path else None,
+        "model": str(run.path) if run is not None and run.path else None,
         "noise": data.noise,
         "seconds": seconds,
         "skipped_files": data.skipped,
@@ -143,4 +143,17 @@ def mark_suspected(table: pd.DataFrame, cutoff: Cutoff, data: LabeledData) -> pd
     table.insert(table.columns.get_loc("score") + 1, "suspected",
                  table["index"].map(flagged).fillna(False).astype(bool))
     table["cutoff_score"] = table["index"].map(scores).astype(np.float64)
+    return table
+
+
+def with_order(table: pd.DataFrame, decision: Cutoff, data: LabeledData) -> pd.DataFrame:
+    """``table`` with the default order's ``consensus_score`` and its signals' columns (those
+    the table lacks), matched by example index."""
+    scanned_index = data.index.numpy()[decision.rows].tolist()
+    table = table.copy()
+    for column, values in {"consensus_score": decision.order, **{
+            name: values for name, values in decision.signals.items()
+            if name not in table}}.items():
+        table[column] = table["index"].map(dict(zip(scanned_index, values.tolist(),
+                                                    strict=True)))
     return table

@@ -1,18 +1,18 @@
-"""Out-of-sample evidence: what models that never saw an example say about its label.
+"""The K fold models: what models that never saw an example, and models that learned it, say
+about its label.
 
 A model trained on every label, wrong ones included, memorises them; its loss and flip cost
 then tell a wrong label from a hard example only through how training went. K models, each
 trained without one fold of the data (:func:`cross_validated_runs`), judge every example as
 unseen: their probability of the given label (confident learning's evidence, Northcutt et al.
-2021) and the flip search run on them (:func:`out_of_sample_flip_costs`: how many units it takes
-to talk the unseen-example model out of its prediction). Both enter the cutoff's weighing as
-signals (:mod:`noisefind.decide.cutoff`). Each of the K models also learned the other K-1 folds, so
-it
-gives the consensus order (:mod:`noisefind.decide.consensus`) an augmented witness for those rows:
-the flip search on one of them (:func:`fold_flip_costs`); their area under the margin
-(:func:`fold_margins`) is a bench detector. Their feature spaces give a fourth witness: how
-much less each row's nearest neighbours share its label than its class's usually do
-(:mod:`noisefind.signals.neighbours`).
+2021). Each of them also learned the other K-1 folds, so together they give the default order
+(:mod:`noisefind.decide.consensus`) all three of its witnesses: the held-out probabilities
+(out of sample); the area under the margin over the K-1 models that learned each row
+(:func:`fold_margins`) and the flip search on one of them (:func:`fold_flip_results`; in
+sample); and their feature spaces, where each row's nearest neighbours vote with their labels
+(:mod:`noisefind.signals.neighbours`). The flip search on the model that held a row out
+(:func:`out_of_sample_flip_costs`) is a signal the cutoff can weigh
+(:mod:`noisefind.decide.cutoff`).
 :class:`OutOfSample` hands everything over lazily, computing each once.
 
 The K models should generalise, not fit every label: they train on augmented views, and on
@@ -21,12 +21,15 @@ colour images with a fast recipe of their own (:func:`out_of_sample_config`).
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
+import pandas as pd
 import torch
 
+from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
@@ -92,7 +95,8 @@ def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = DE
     """``folds`` models trained with :func:`fit`, each with the rows it held out.
 
     Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
-    checkpoints, no holdout of its own). ``cache`` keeps them.
+    checkpoints, no holdout of its own). ``cache`` keeps them. With ``progress``, the first
+    model's time says how long the others will take.
     """
     cache = cache or ResultCache(None)
     runs = []
@@ -100,8 +104,13 @@ def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = DE
         kept = np.setdiff1d(np.arange(len(data)), held)
         fold_config = replace(config, seed=config.seed + fold + 1, checkpoint_every=0,
                               holdout=0.0)
+        started = time.perf_counter()
         runs.append((cache.fit(data.subset(torch.from_numpy(kept)), fold_config,
                                progress=progress), held))
+        took = time.perf_counter() - started
+        if progress and fold == 0 and folds > 1 and took > 1:  # not read back from the cache
+            console.print(f"fold model 1 of {folds} trained in {took:.0f} s; the other "
+                          f"{folds - 1} take about {took * (folds - 1):.0f} s", highlight=False)
     return runs
 
 
@@ -173,44 +182,51 @@ def out_of_sample_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.nd
         y[mine] = guess
         return replace(data, y=y)
 
-    costs, seconds = _searches_per_fold("oos_flip", fold_runs, rows,
-                                        held_by(fold_runs, len(data))[rows], own_guesses,
-                                        settings, progress, cache)
-    return costs, predicted, seconds
+    results, seconds = _searches_per_fold("oos_flip", fold_runs, rows,
+                                          held_by(fold_runs, len(data))[rows], own_guesses,
+                                          settings, progress, cache)
+    return results["flip_cost"].to_numpy(dtype=np.float64), predicted, seconds
 
 
-def fold_flip_costs(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
-                    rows: np.ndarray, settings: FlipSettings, progress: bool = False,
-                    cache: ResultCache | None = None) -> tuple[np.ndarray, float]:
-    """The flip search run again where the example was learned: on one fold model that
-    trained on each row (the one after the fold that held it out), away from the given label.
+def learners(fold_runs: list[tuple[Run, np.ndarray]], rows: np.ndarray, n: int) -> np.ndarray:
+    """The fold model that learned each of ``rows`` for the in-sample evidence: the one after
+    the fold that held it out (every row is learned by K - 1 models; one flip search each)."""
+    return (held_by(fold_runs, n)[np.asarray(rows, dtype=np.int64)] + 1) % len(fold_runs)
 
-    The flip cost of one model is a noisy reading of how little holds a label up; a second
-    model that learned the same label, from a different seed and with augmentation, gives a
-    second reading at the cost of one more search.
+
+def fold_flip_results(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]],
+                      rows: np.ndarray, settings: FlipSettings, progress: bool = False,
+                      cache: ResultCache | None = None) -> tuple[pd.DataFrame, float]:
+    """The flip search run where the example was learned: on one fold model that trained on
+    each row (:func:`learners`), away from the given label.
+
+    The fold models learned each label from a different seed and with augmentation; what it
+    takes to talk one of them out of a label it learned is the in-sample half of the default
+    order (:mod:`noisefind.decide.consensus`).
 
     Returns
     -------
-    costs : numpy.ndarray
-        Flip cost per row of ``rows`` (:func:`noisefind.signals.flip.flip_search`'s ``flip_cost``).
+    results : pandas.DataFrame
+        :func:`noisefind.signals.flip.flip_search`'s columns, one row per row of ``rows`` in
+        that order, with ``fold``: the model searched.
     seconds : float
         What the searches cost (as first computed, when read back from ``cache``).
     """
     rows = np.asarray(rows, dtype=np.int64)
-    learner = (held_by(fold_runs, len(data))[rows] + 1) % len(fold_runs)
-    return _searches_per_fold("fold_flip", fold_runs, rows, learner, lambda run, at: data,
-                              settings, progress, cache)
+    return _searches_per_fold("fold_flip", fold_runs, rows, learners(fold_runs, rows, len(data)),
+                              lambda run, at: data, settings, progress, cache)
 
 
 def _searches_per_fold(kind: str, fold_runs: list[tuple[Run, np.ndarray]], rows: np.ndarray,
                        searched_on: np.ndarray,
                        labelled: Callable[[Run, np.ndarray], LabeledData],
                        settings: FlipSettings, progress: bool,
-                       cache: ResultCache | None) -> tuple[np.ndarray, float]:
-    """Flip cost of each of ``rows`` on fold model ``searched_on`` (one cached search per
-    model), away from the labels of ``labelled(run, positions in rows)``; and the seconds."""
+                       cache: ResultCache | None) -> tuple[pd.DataFrame, float]:
+    """The flip search of each of ``rows`` on fold model ``searched_on`` (one cached search per
+    model), away from the labels of ``labelled(run, positions in rows)``: its results in the
+    order of ``rows``, with the ``fold`` searched; and the seconds."""
     cache = cache or ResultCache(None)
-    costs, seconds = np.full(len(rows), np.nan), 0.0
+    parts, seconds = [], 0.0
     for fold, (run, _) in enumerate(fold_runs):
         at = np.flatnonzero(searched_on == fold)
         if not len(at):
@@ -220,8 +236,9 @@ def _searches_per_fold(kind: str, fold_runs: list[tuple[Run, np.ndarray]], rows:
         table, took = cache.table(key, lambda model=run.model, d=data, r=rows[at]: flip_search(
             model, d, settings, rows=torch.from_numpy(r), progress=progress))
         seconds += took
-        costs[at] = table.set_index("row").loc[rows[at], "flip_cost"].to_numpy()
-    return costs, seconds
+        parts.append(table.assign(fold=fold))
+    results = pd.concat(parts).set_index("row", drop=False).loc[rows].reset_index(drop=True)
+    return results, seconds
 
 
 def signed_flip(costs: np.ndarray, predicted: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -297,13 +314,16 @@ class OutOfSample:
         total, count = self._fold_margins[:, np.asarray(rows, dtype=np.int64)]
         return total / count
 
+    def fold_flip_results(self, rows: np.ndarray) -> pd.DataFrame:
+        """The flip search of ``rows`` on one fold model that trained on each
+        (:func:`fold_flip_results`), in the order of ``rows``."""
+        results, self.seconds["fold_flip"] = fold_flip_results(
+            self.data, self.runs(), rows, self.flip_settings, self.progress, self.cache)
+        return results
+
     def fold_flip(self, rows: np.ndarray) -> np.ndarray:
-        """Flip cost of ``rows`` on one fold model that trained on each
-        (:func:`fold_flip_costs`)."""
-        costs, seconds = fold_flip_costs(self.data, self.runs(), rows, self.flip_settings,
-                                         self.progress, self.cache)
-        self.seconds["fold_flip"] = seconds
-        return costs
+        """Flip cost of ``rows`` on one fold model that trained on each."""
+        return self.fold_flip_results(rows)["flip_cost"].to_numpy(dtype=np.float64)
 
     def neighbours(self, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
         """The ``neighbours`` signal of ``rows``: the calibrated margin

@@ -3,7 +3,6 @@ import pytest
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.consensus import (
-    AUGMENTED,
     FLIP_SIGNALS,
     NEIGHBOURS,
     SIGNALS,
@@ -24,54 +23,60 @@ def signals():
 
 
 def test_each_witness_has_one_standardised_vote(signals):
-    assert WITNESSES == {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
-                         "augmented": ("fold_flip",), "neighbours": ("neighbours",)}
-    expected = (z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
-                + z(signals["fold_flip"]) + z(signals["neighbours"]))
+    assert WITNESSES == {"out_of_sample": ("oos_margin",),
+                         "in_sample": ("fold_aum", "fold_flip"), "neighbours": ("neighbours",)}
+    expected = (z(signals["oos_margin"]) + z(z(signals["fold_aum"]) + z(signals["fold_flip"]))
+                + z(signals["neighbours"]))
     assert consensus_score(signals) == pytest.approx(expected)
     # Scale and offset of a signal do not matter; its order against the others does.
-    rescaled = {**signals, "aum": 1000 * signals["aum"] - 7}
+    rescaled = {**signals, "fold_aum": 1000 * signals["fold_aum"] - 7}
     assert consensus_score(rescaled) == pytest.approx(expected)
 
 
-def test_the_ablation_leaves_the_flip_signals_out(signals):
-    # The augmented witness is the fold flip cost alone, so it loses its vote too.
-    expected = z(signals["oos_margin"]) + z(signals["aum"]) + z(signals["neighbours"])
+def test_the_ablation_leaves_the_flip_signal_out(signals):
+    expected = z(signals["oos_margin"]) + z(signals["fold_aum"]) + z(signals["neighbours"])
     assert consensus_score(signals, without=FLIP_SIGNALS) == pytest.approx(expected)
-    three = {"oos_margin": np.array([0.0, 1, 2]), "aum": np.array([2.0, 1, 0]),
-             "flip_cost": np.array([0.0, 0, 9])}
-    fold_models = AUGMENTED + NEIGHBOURS
-    assert consensus_score(three, without=fold_models + ("flip_cost",)) == pytest.approx([0, 0, 0])
-    assert consensus_score(three, without=fold_models).argmax() == 2
+    three = {"oos_margin": np.array([0.0, 1, 2]), "fold_aum": np.array([2.0, 1, 0]),
+             "fold_flip": np.array([0.0, 0, 9])}
+    assert consensus_score(three, without=NEIGHBOURS + FLIP_SIGNALS) == pytest.approx([0, 0, 0])
+    assert consensus_score(three, without=NEIGHBOURS).argmax() == 2
 
 
 def test_a_witness_left_out_has_no_vote(signals):
-    expected = z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
-    left_out = AUGMENTED + NEIGHBOURS
-    given = {name: values for name, values in signals.items() if name not in left_out}
-    assert consensus_score(given, without=left_out) == pytest.approx(expected)
+    expected = z(signals["oos_margin"]) + z(z(signals["fold_aum"]) + z(signals["fold_flip"]))
+    given = {name: values for name, values in signals.items() if name not in NEIGHBOURS}
+    assert consensus_score(given, without=NEIGHBOURS) == pytest.approx(expected)
 
 
 def test_a_witness_weight_multiplies_its_vote_and_unknown_witnesses_are_refused(signals):
-    expected = (z(signals["oos_margin"]) + z(z(signals["aum"]) + z(signals["flip_cost"]))
-                + z(signals["fold_flip"]) + 2 * z(signals["neighbours"]))
+    expected = (z(signals["oos_margin"]) + z(z(signals["fold_aum"]) + z(signals["fold_flip"]))
+                + 2 * z(signals["neighbours"]))
     assert consensus_score(signals, weights={"neighbours": 2.0}) == pytest.approx(expected)
     with pytest.raises(NoisefindError) as error:
-        consensus_score(signals, weights={"flip_cost": 2.0})  # a signal, not a witness
+        consensus_score(signals, weights={"fold_flip": 2.0})  # a signal, not a witness
     assert error.value.parameter == "weights"
 
 
+def test_other_witnesses_can_be_given_for_comparisons():
+    witnesses = {"first": ("a",), "second": ("b", "c")}
+    given = {"a": np.array([0.0, 1, 2]), "b": np.array([2.0, 1, 0]), "c": np.array([0.0, 1, 5])}
+    expected = z(given["a"]) + z(z(given["b"]) + z(given["c"]))
+    assert consensus_score(given, witnesses=witnesses) == pytest.approx(expected)
+    with pytest.raises(NoisefindError, match="missing \\['c'\\]"):
+        consensus_score({"a": given["a"], "b": given["b"]}, witnesses=witnesses)
+
+
 def test_a_constant_signal_adds_nothing():
-    signals = {"oos_margin": np.array([1.0, 3.0]), "aum": np.array([5.0, 5.0]),
-               "flip_cost": np.array([2.0, 2.0])}
-    assert consensus_score(signals, without=AUGMENTED + NEIGHBOURS) == pytest.approx([-1.0, 1.0])
+    signals = {"oos_margin": np.array([1.0, 3.0]), "fold_aum": np.array([5.0, 5.0]),
+               "fold_flip": np.array([2.0, 2.0])}
+    assert consensus_score(signals, without=NEIGHBOURS) == pytest.approx([-1.0, 1.0])
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda s: {k: v for k, v in s.items() if k != "aum"}, "missing \\['aum'\\]"),
-    (lambda s: {**s, "loss": s["aum"]}, "unknown \\['loss'\\]"),
-    (lambda s: {**s, "aum": s["aum"][:10]}, "one value per row"),
-    (lambda s: {**s, "aum": np.r_[np.nan, s["aum"][1:]]}, "'aum' has a missing"),
+    (lambda s: {k: v for k, v in s.items() if k != "fold_aum"}, "missing \\['fold_aum'\\]"),
+    (lambda s: {**s, "loss": s["fold_aum"]}, "unknown \\['loss'\\]"),
+    (lambda s: {**s, "fold_aum": s["fold_aum"][:10]}, "one value per row"),
+    (lambda s: {**s, "fold_aum": np.r_[np.nan, s["fold_aum"][1:]]}, "'fold_aum' has a missing"),
 ])
 def test_bad_signals_are_refused(signals, change, message):
     with pytest.raises(NoisefindError, match=message):
@@ -99,7 +104,9 @@ def test_the_scan_and_the_bench_give_the_same_default_order(noisy_digits):
     result = noisefind.scan(data, epochs=10, width=0.25, limit=120, folds=2, cutoff="none",
                             rank_by="consensus", device="cpu")
     rows = scan_rows(len(data), 120, seed=0)
-    context = DetectorContext(data, result.run, rows, folds=2,
+    # The bench reads the fold models' recipe from a run; the default scan trained none.
+    run = noisefind.train(data, noisefind.TrainConfig.from_dict(result.summary["train"]))
+    context = DetectorContext(data, run, rows, folds=2,
                               flip_settings=noisefind.FlipSettings(seed=0))
     bench = get_detectors(["noisefind"])["noisefind"](context)
     scan = result.table.set_index("index").loc[data.index.numpy()[rows], "consensus_score"]

@@ -25,8 +25,19 @@ TINY = ["--width", "0.25", "--epochs", "8", "--max-units", "20", "--quiet"]
 
 @pytest.fixture(scope="module")
 def scanned(tmp_path_factory):
-    """A real scan (digits, 10% symmetric noise, tiny CNN) of 150 rows through the CLI."""
+    """A real scan (digits, 10% symmetric noise, tiny CNN) of 150 rows through the CLI, ranked
+    by the cutoff: one model, its replica with canaries."""
     out = tmp_path_factory.mktemp("scan")
+    result = runner.invoke(app, ["scan", "digits", "--noise", "symmetric:0.1", "--limit", "150",
+                                 "--rank-by", "cutoff", "--out", str(out), *TINY])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def default_scan(tmp_path_factory):
+    """The same scan with the default order: the fold models alone."""
+    out = tmp_path_factory.mktemp("default")
     result = runner.invoke(app, ["scan", "digits", "--noise", "symmetric:0.1", "--limit", "150",
                                  "--out", str(out), *TINY])
     assert result.exit_code == 0, result.output
@@ -184,21 +195,36 @@ def test_scan_flags_and_estimates_from_canaries_that_never_appear(scanned):
         assert key in summary
     # Flagged examples are mostly the truly mislabeled ones even with this tiny model.
     assert summary["flag_precision"] >= 0.5
-    # The default order: the consensus of 5 folds' margin, AUM and the flip cost, the fold
-    # models' AUM and flip cost, and the neighbours in their feature spaces; the flag takes the
-    # cutoff's estimated count from its top.
-    assert summary["rank_by"] == "consensus" and table["consensus_score"].is_monotonic_decreasing
+    assert summary["rank_by"] == "cutoff" and table["cutoff_score"].is_monotonic_decreasing
+    assert summary["folds"] == 5 and "oos_margin" in cutoff["signals"]
+    assert 0.5 < summary["auroc_cutoff_score"] <= 1.0
+    assert (scanned / "run" / "model.safetensors").is_file()
+    assert not (scanned / "cache").exists()  # models kept for a resume are gone at the end
+
+
+def test_the_default_scan_counts_on_the_fold_models_and_flags_from_the_top(default_scan):
+    table = pd.read_csv(default_scan / "suspects.csv")
+    summary = json.loads((default_scan / "summary.json").read_text())
+    assert len(table) == 150 and summary["rank_by"] == "consensus"
+    assert summary["witnesses"] == ["out_of_sample", "in_sample", "neighbours"]
+    assert table["consensus_score"].is_monotonic_decreasing
+    # The count: canaries scored on the held-out probabilities of all 1797 rows (a fifth of
+    # them: fewer than the 500 asked for), then scaled to the 150 scanned.
+    cutoff = summary["cutoff"]
+    assert cutoff["method"] == "out_of_sample_canaries" and cutoff["canaries"] == 359
     flagged = table["suspected"].to_numpy()
     assert flagged[:flagged.sum()].all()  # a prefix of the order
     assert abs(flagged.sum() - summary["estimated_mislabeled"] * 150 / 1797) <= 1
-    assert summary["folds"] == 5 and "oos_margin" in cutoff["signals"]
+    low, high = summary["estimated_mislabeled_interval"]
+    assert low <= summary["estimated_mislabeled"] <= high
+    assert summary["flag_precision"] >= 0.5 and 0.9 < summary["auroc_consensus_score"] <= 1.0
     assert table["oos_confidence"].between(0, 1).all()
-    assert summary["seconds"]["cross_validation"] > 0
-    assert summary["seconds"]["fold_flip"] > 0  # the augmented witness's flip search
-    assert summary["seconds"]["neighbours"] > 0  # and the neighbours witness
-    assert 0.5 < summary["auroc_consensus_score"] <= 1.0
-    assert 0.5 < summary["auroc_cutoff_score"] <= 1.0
-    assert not (scanned / "cache").exists()  # models kept for a resume are gone at the end
+    for stage in ("cross_validation", "fold_flip", "neighbours", "count"):
+        assert summary["seconds"][stage] > 0
+    assert "train" not in summary["seconds"] and summary["model"] is None
+    assert not (default_scan / "run").exists() and not (default_scan / "cache").exists()
+    # The flip columns come from the fold model that learned each row.
+    assert table["units_to_flip"].ge(0).all() and table["fold_flip"].notna().all()
 
 
 def test_a_partial_replica_trains_on_every_canary_and_a_share_of_the_rest():

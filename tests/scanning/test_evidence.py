@@ -66,8 +66,7 @@ def test_a_scan_s_own_fold_evidence_reproduces_its_witness_columns(noisy_digits,
     data = noisefind.LabeledData.subset(noisy_digits, torch.arange(300))
     scanned = noisefind.scan(data, epochs=6, width=0.25, limit=80, folds=2, cutoff="none",
                              rank_by="consensus", device="cpu", out=tmp_path / "scan")
-    assert scanned.summary["witnesses"] == ["out_of_sample", "in_sample", "augmented",
-                                            "neighbours"]
+    assert scanned.summary["witnesses"] == ["out_of_sample", "in_sample", "neighbours"]
     # The scan leaves its fold models' probabilities beside the table, rows in data order.
     pred_probs = np.load(tmp_path / "scan" / "pred_probs.npy")
     assert pred_probs.shape == (300, 10) and pred_probs.dtype == np.float32
@@ -75,7 +74,8 @@ def test_a_scan_s_own_fold_evidence_reproduces_its_witness_columns(noisy_digits,
     np.testing.assert_allclose(pred_probs[rows, data.y.numpy()[rows]],
                                scanned.table["oos_confidence"].to_numpy(), rtol=1e-6)
     # The same fold models again (same recipe, same seeds): their features.
-    folds = OutOfSample(data, TrainConfig.from_dict(scanned.run.config["train"]), 2)
+    assert scanned.run is None  # the default scan trains only the fold models
+    folds = OutOfSample(data, TrainConfig.from_dict(scanned.summary["train"]), 2)
     np.testing.assert_allclose(folds.probabilities(), pred_probs, rtol=1e-5, atol=1e-6)
     features = [embeddings(run.model, data.x, data.index).numpy() for run, _ in folds.runs()]
     ranked = noisefind.rank_label_issues(data.y.numpy(), pred_probs=pred_probs,

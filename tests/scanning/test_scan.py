@@ -97,7 +97,7 @@ def test_cli_scan_on_an_image_folder(image_folder, tmp_path):
     csv = pd.read_csv(out / "suspects.csv")
     assert len(csv) == 18 and csv["path"].str.endswith(".png").all()
     assert (out / "top_suspects.png").stat().st_size > 1000
-    assert (out / "run" / "model.safetensors").is_file()
+    assert not (out / "run").exists()  # the default scan trains only the fold models
 
 
 @pytest.mark.parametrize("args,message", [
@@ -142,6 +142,10 @@ def test_resume_with_other_training_options_is_refused(tmp_path):
     same = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
     assert same.exit_code == 0, same.output
     other = runner.invoke(app, [*args, "--epochs", "3", "--resume"])
+    assert other.exit_code == 2 and "--epochs 3" in other.output
+    one_model = [*args, "--rank-by", "flip", "--out", str(tmp_path / "flip")]
+    assert runner.invoke(app, [*one_model, "--epochs", "2"]).exit_code == 0
+    other = runner.invoke(app, [*one_model, "--epochs", "3", "--resume"])
     assert other.exit_code == 2 and "--epochs 3" in other.output
 
 

@@ -51,9 +51,17 @@ def test_scan_fine_tunes_every_model_from_the_backbone(digit_manifest, resnet_we
                                  "--out", str(out), *QUICK])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["witnesses"] == ["out_of_sample", "in_sample", "augmented", "neighbours"]
+    assert summary["witnesses"] == ["out_of_sample", "in_sample", "neighbours"]
     assert summary["rank_by"] == "consensus" and summary["scanned"] == 40
-    run = noisefind.load_run(out / "run")  # a run folder like any other, loaded without the file
+    assert summary["train"]["backbone"] == "torchvision:resnet18"  # the fold models' recipe
+    assert summary["train"]["lr"] == 0.01
+    one = tmp_path / "one"  # the paper's order trains one model, saved as a run folder
+    result = runner.invoke(app, ["scan", str(digit_manifest), "--backbone",
+                                 "torchvision:resnet18", "--weights", str(resnet_weights),
+                                 "--epochs", "1", "--folds", "0", "--limit", "20",
+                                 "--cutoff", "none", "--out", str(one), *QUICK])
+    assert result.exit_code == 0, result.output
+    run = noisefind.load_run(one / "run")  # a run folder like any other, loaded without the file
     assert run.config["train"]["backbone"] == "torchvision:resnet18"
     assert run.config["train"]["lr"] == 0.01
 
