@@ -63,7 +63,8 @@ def rescore(folder: Path) -> None:
 
     stored = json.loads((folder / "results.json").read_text())
     settings, runs = stored["settings"], stored["runs"]
-    if "cutoff+oos" not in settings["detectors"]:  # made before the consensus order
+    if "cutoff+oos" not in settings["detectors"] and "neighbours" not in settings["detectors"]:
+        # made before the consensus order: its noisefind was the cutoff with held-out evidence
         runs = [{**r, "detector": "cutoff+oos"} if r["detector"] == "noisefind" else r
                 for r in runs if r["detector"] != "noisefind-no-flip"]
         settings["detectors"] = [d for d in settings["detectors"] if not d.startswith(

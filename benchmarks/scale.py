@@ -256,7 +256,7 @@ def scan(args) -> list[dict]:
                    "uint8_mb": round(n * 3 * 32 * 32 / 2**20, 1), "peak_rss_mb": round(peak, 1),
                    "seconds": round(seconds, 1), "log_lines": len(log_lines)}
             for stage in ("train", "flip_search", "cross_validation", "fold_flip", "neighbours",
-                          "cutoff", "total"):
+                          "count", "cutoff", "total"):
                 value = summary["seconds"].get(stage, 0.0)
                 per = SCANNED if stage in ("flip_search", "fold_flip") else n
                 row[f"{stage}_ms_per_{'scanned' if per == SCANNED else 'example'}"] = round(
