@@ -89,6 +89,34 @@ def test_resume_after_kill_gives_the_same_csv(noisy_digits_run, tmp_path):
     pd.testing.assert_frame_equal(a, b)
 
 
+def test_a_default_scan_killed_midway_resumes_from_its_fold_models(tmp_path):
+    args = [sys.executable, "-m", "noisefind", "scan", "digits", "--noise", "symmetric:0.1",
+            "--limit", "100", "--folds", "3", "--epochs", "4", "--width", "0.25",
+            "--max-units", "20", "--quiet"]
+    whole = tmp_path / "whole"
+    subprocess.run(args + ["--out", str(whole)], check=True, capture_output=True)
+
+    killed = tmp_path / "killed"
+    process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if any((killed / "cache").glob("run-*/done.json")):  # a fold model is kept
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the scan ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (killed / "suspects.csv").exists()
+
+    talking = [arg for arg in args if arg != "--quiet"]
+    resumed = subprocess.run(talking + ["--out", str(killed), "--resume"], check=True,
+                             capture_output=True, text=True)
+    assert resumed.stderr.count("training: started") < 3  # the kept fold model is reused
+    pd.testing.assert_frame_equal(pd.read_csv(whole / "suspects.csv"),
+                                  pd.read_csv(killed / "suspects.csv"))
+
+
 def test_cli_scan_on_an_image_folder(image_folder, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["scan", str(image_folder), "--epochs", "3", "--width", "0.25",
