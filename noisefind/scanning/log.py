@@ -1,7 +1,8 @@
-"""The scan's progress, kept on disk (resumable) or in memory."""
+"""The scan's progress, kept on disk (resumable) or in memory, and what a resume must keep."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
 from noisefind.base.files import JsonLines, write_json
 from noisefind.signals.flip import RESULT_COLUMNS
+from noisefind.training.config import TrainConfig
+from noisefind.training.runs import Run
 
 PROGRESS_FILE, STATE_FILE = "scan_progress.jsonl", "scan_state.json"
 
@@ -116,3 +119,34 @@ class Stages:
         if self.enabled and name in self.names:
             console.print(f"[{self.names.index(name) + 1}/{len(self.names)}] {name}",
                           highlight=False, markup=False)
+
+
+RESUMED_TRAINING = ("arch", "width", "epochs", "batch_size", "lr", "seed")
+RESUMED_FOLDS = ("folds", "fold_recipe", "fold_epochs", *RESUMED_TRAINING)
+
+
+def check_same_fold_models(out: Path, fold_models: dict) -> None:
+    """A resumed default scan keeps its fold models: refuse training options that would have
+    made others (the state file records the earlier ones)."""
+    state_file = out / STATE_FILE
+    if state_file.is_file():  # else nothing to resume: the log says so
+        refuse_other_training(json.loads(state_file.read_text()).get("fold_models", {}),
+                              fold_models, RESUMED_FOLDS, f"the fold models in {out}")
+
+
+def check_same_training(run: Run, config: TrainConfig) -> None:
+    """A resumed scan keeps its model: refuse training options that would have made another."""
+    refuse_other_training(run.config["train"], dataclasses.asdict(config), RESUMED_TRAINING,
+                          f"the model in {run.path}")
+
+
+def refuse_other_training(trained: dict, asked: dict, options: tuple[str, ...],
+                          what: str) -> None:
+    """Refuse a resume whose training ``options`` differ from those ``what`` was trained
+    with, naming each."""
+    changed = [k for k in options if trained.get(k) != asked.get(k)]
+    if changed:
+        told = "; ".join(f"{k} {asked.get(k)} (trained with {trained.get(k)})" for k in changed)
+        raise NoisefindError(f"cannot resume: {what} was trained otherwise: {told}; resume "
+                             "with the same options, or rerun without resume",
+                             parameter=(*changed, "resume"))

@@ -21,7 +21,6 @@ atomically at the end.
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -44,7 +43,15 @@ from noisefind.decide.consensus import (
 from noisefind.decide.cutoff import Cutoff, CutoffSettings, no_cutoff
 from noisefind.models.predict import runner_up_classes
 from noisefind.scanning.export import save_training_set
-from noisefind.scanning.log import STATE_FILE, MemoryLog, ScanLog, Stages, plan_line
+from noisefind.scanning.log import (
+    STATE_FILE,
+    MemoryLog,
+    ScanLog,
+    Stages,
+    check_same_fold_models,
+    check_same_training,
+    plan_line,
+)
 from noisefind.scanning.outputs import (
     ORDER_COLUMNS,
     plot_top_suspects,
@@ -254,6 +261,13 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
     (:func:`noisefind.decide.consensus.consensus_decision`), and the flag takes that many
     from the top of the order. Resuming reuses the fold models and searches kept in
     ``OUT/cache``."""
+    replica_only = [name for name in REPLICA_OPTIONS
+                    if getattr(cutoff, name) != getattr(CutoffSettings, name)]
+    if replica_only:
+        raise NoisefindError(f"{', '.join(replica_only)}: the replica's canaries, and the default "
+                             "order counts on the fold models' held-out evidence; give "
+                             "rank_by cutoff or flip, or leave them out",
+                             parameter=(*replica_only, "rank_by"))
     stages = Stages([FOLDS_STAGE, FOLD_SEARCH_STAGE, ORDER_STAGE]
                     + [WRITE_STAGE] * (out is not None), progress)
     if progress:
@@ -262,7 +276,7 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
              "fold_models": {"folds": folds, **dataclasses.asdict(config)}}
     log = ScanLog(out) if out is not None and distributed.is_main() else MemoryLog()
     if resume:
-        _check_same_fold_models(out, state["fold_models"])
+        check_same_fold_models(out, state["fold_models"])
         log.resume(state)  # refuses other settings
     else:
         log.start(state)
@@ -312,6 +326,7 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
 
 TRAIN_STAGE, SEARCH_STAGE, FOLDS_STAGE = "training", "flip search", "out-of-sample models"
 FOLD_SEARCH_STAGE = "flip search on the fold models"
+REPLICA_OPTIONS = ("canary_fraction", "canary_recall", "canary_labels", "replica_fraction")
 CUTOFF_STAGE, ORDER_STAGE, WRITE_STAGE = "cutoff (replica)", "default order", "writing"
 
 
@@ -560,37 +575,6 @@ def _get_model(data, model, out: Path, train_config, progress, device, resume) -
         console.print(f"resuming with the model already trained in {run_dir}")
         run = load_run(run_dir, device=(train_config or TrainConfig()).device)
         if train_config is not None:
-            _check_same_training(run, train_config)
+            check_same_training(run, train_config)
         return run
     return fit(data, train_config, out=run_dir, progress=progress)
-
-
-RESUMED_TRAINING = ("arch", "width", "epochs", "batch_size", "lr", "seed")
-RESUMED_FOLDS = ("folds", "fold_recipe", "fold_epochs", *RESUMED_TRAINING)
-
-
-def _check_same_fold_models(out: Path, fold_models: dict) -> None:
-    """A resumed default scan keeps its fold models: refuse training options that would have
-    made others (the state file records the earlier ones)."""
-    state_file = out / STATE_FILE
-    if state_file.is_file():  # else nothing to resume: the log says so
-        refuse_other_training(json.loads(state_file.read_text()).get("fold_models", {}),
-                              fold_models, RESUMED_FOLDS, f"the fold models in {out}")
-
-
-def _check_same_training(run: Run, config: TrainConfig) -> None:
-    """A resumed scan keeps its model: refuse training options that would have made another."""
-    refuse_other_training(run.config["train"], dataclasses.asdict(config), RESUMED_TRAINING,
-                          f"the model in {run.path}")
-
-
-def refuse_other_training(trained: dict, asked: dict, options: tuple[str, ...],
-                          what: str) -> None:
-    """Refuse a resume whose training ``options`` differ from those ``what`` was trained
-    with, naming each."""
-    changed = [k for k in options if trained.get(k) != asked.get(k)]
-    if changed:
-        told = "; ".join(f"{k} {asked.get(k)} (trained with {trained.get(k)})" for k in changed)
-        raise NoisefindError(f"cannot resume: {what} was trained otherwise: {told}; resume "
-                             "with the same options, or rerun without resume",
-                             parameter=(*changed, "resume"))

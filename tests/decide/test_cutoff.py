@@ -269,6 +269,15 @@ def test_cutoff_none_flags_nothing(tmp_path):
     assert summary["rank_by"] == "consensus"  # the order needs no cutoff, only the folds
 
 
+def test_the_replica_s_options_are_refused_by_the_default_scan(tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", "digits", "--canary-fraction", "0.2", "--out",
+                                 str(out), *TINY])
+    assert result.exit_code == 2
+    assert "--canary-fraction" in result.output and "--rank-by" in result.output
+    assert not (out / "suspects.csv").exists()
+
+
 def test_a_given_model_is_calibrated_by_a_replica_of_its_recipe(scanned, tmp_path):
     out = tmp_path / "again"
     result = runner.invoke(app, ["scan", "digits", "--model", str(scanned / "run"), "--limit",
