@@ -166,7 +166,8 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
          folds: int = DEFAULT_FOLDS, fold_recipe: str = TrainConfig.fold_recipe,
          fold_epochs: int | None = None,
          resume: bool = False, overwrite: bool = False, progress: bool = False) -> ScanResult:
-    """Scan ``data``: train or load a model, gather the evidence, rank, flag, suggest labels.
+    """Scan ``data``: train the fold models (or load a model), gather the evidence, rank, flag,
+    suggest labels.
 
     Parameters
     ----------
@@ -174,14 +175,16 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         The training set (:func:`noisefind.load_data`, or :func:`find_label_issues` for other
         forms).
     model : None, Run, path, str or torch.nn.Module
-        None trains one with the training options below; a run (or its folder) written by
-        ``noisefind train``; a spec (``torchvision:<name>`` or ``<module>:<function>``, with
-        ``weights``); or any ``torch.nn.Module`` (the scan uses a copy).
+        None: the default scan trains only the K fold models, with the training options below
+        (``rank_by`` flip or cutoff, or ``folds`` 0, trains one model to flip-search); a run
+        (or its folder) written by ``noisefind train``; a spec (``torchvision:<name>`` or
+        ``<module>:<function>``, with ``weights``); or any ``torch.nn.Module`` (the scan uses
+        a copy).
     backbone : str, optional
         Train this architecture (``torchvision:<name>`` or ``<module>:<function>``) instead
         of noisefind's own, starting from ``weights``: a new classifier for the data's classes,
-        a linear probe, then fine-tuning; the scanned model, the fold models and the replica
-        alike, so every witness runs (learning rate 0.01 unless ``lr`` is given).
+        a linear probe, then fine-tuning; the fold models (and any scanned model and its
+        replica) alike, so every witness runs (learning rate 0.01 unless ``lr`` is given).
     weights : path, optional
         ``.safetensors`` or a state dict (``torch.load(weights_only=True)``) for a spec model,
         or the pretrained weights of ``backbone``.
@@ -206,8 +209,9 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         The flip search (:class:`~noisefind.FlipSettings`; ``scan_batch_size`` is its
         ``batch_size``).
     cutoff, canary_fraction, canary_recall, canary_labels
-        The cutoff (:class:`~noisefind.decide.cutoff.CutoffSettings`; ``cutoff`` is its
-        ``method``).
+        The count and flag (:class:`~noisefind.decide.cutoff.CutoffSettings`; ``cutoff`` is
+        its ``method``, ``none`` for neither). The canary options tune the replica of
+        ``rank_by`` cutoff or flip; the default scan, which has none, refuses them.
     rank_by : {"consensus", "cutoff", "flip"}, optional
         The order; default the best the scan has (the consensus, the default order).
     folds : int
@@ -227,7 +231,8 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
     -------
     ScanResult
         ``table`` (one row per scanned example, most suspicious first), ``summary`` (the
-        contents of ``summary.json``) and ``run`` (the scanned model).
+        contents of ``summary.json``) and ``run`` (the scanned model; None for the default
+        scan).
     """
     if progress and data.preparation is not None:
         prepared = data.preparation
