@@ -218,7 +218,7 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         K of the K-fold models; 0 leaves them out.
     fold_recipe : {"fast", "paper"}
         How the K models train on colour images: the whitened CNN with the fast recipe, or the
-        scanned model's network and recipe (:func:`~noisefind.signals.out_of_sample.
+        network and recipe of the training options above (:func:`~noisefind.signals.out_of_sample.
         out_of_sample_config`).
     fold_epochs : int, optional
         Epochs of the K models (default: 30 with the fast recipe, ``epochs`` with the paper's).

@@ -65,8 +65,8 @@ Folds = Annotated[int, typer.Option(
     help="K of the K-fold cross-validation: K models, each judging the examples it never saw.")]
 FoldRecipe = Annotated[str, typer.Option(
     help="How the K models train on colour images: fast (a whitened CNN, airbench's recipe: "
-         "more accurate, in less time) or paper (the scanned model's network and recipe, "
-         "with augmentation).")]
+         "more accurate, in less time) or paper (--arch, --width, --epochs and the paper's "
+         "recipe, with augmentation).")]
 FoldEpochs = Annotated[int | None, typer.Option(
     help="Epochs of the K models " + default_is("30 with the fast recipe, --epochs with paper")
          + ".")]
