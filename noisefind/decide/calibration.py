@@ -9,6 +9,8 @@ neighbours' vote alike.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 BLOCK = 8192  # rows converted to float64 at a time
@@ -52,3 +54,16 @@ def calibrated_margin(probabilities: np.ndarray, rows: np.ndarray, labels: np.nd
         relative[at, labels[block]] = -np.inf
         margins[block] = relative.max(axis=1) - given
     return margins
+
+
+def margin_judge(probabilities: np.ndarray,
+                 labels: np.ndarray) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """``judge(rows, given)``: the :func:`calibrated_margin` of ``rows`` under the labels
+    ``given``, against the thresholds of the whole set's ``labels``. Evidence that does not
+    change with a row's own label can so be read again under another label (a canary)."""
+    thresholds = class_thresholds(probabilities, labels)
+
+    def judge(rows: np.ndarray, given: np.ndarray) -> np.ndarray:
+        return calibrated_margin(probabilities, rows, given, thresholds)
+
+    return judge

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from noisefind.base.errors import NoisefindError
-from noisefind.decide.calibration import BLOCK, calibrated_margin, class_thresholds
+from noisefind.decide.calibration import BLOCK, class_thresholds, margin_judge
 
 RESAMPLES = 200  # bootstrap resamples of the rows for the interval
 CANARY_SHARE, MIN_CANARIES = 0.02, 500  # rows scored again under a wrong label, for the count
@@ -228,11 +228,7 @@ def out_of_sample_count(labels: np.ndarray, probabilities: np.ndarray, *,
     """How many of ``labels`` are wrong, from out-of-sample ``probabilities`` alone
     (:func:`count_with_canaries` on ``oos_margin``); and how many canaries."""
     labels = np.asarray(labels, dtype=np.int64)
-    thresholds = class_thresholds(probabilities, labels)
-
-    def judge(at: np.ndarray, given: np.ndarray) -> np.ndarray:
-        return calibrated_margin(probabilities, at, given, thresholds)
-
+    judge = margin_judge(probabilities, labels)
     return count_with_canaries(labels, confident_classes(labels, probabilities),
                                probabilities.shape[1], judge(np.arange(len(labels)), labels),
                                judge, seed=seed)

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from noisefind.base.errors import NoisefindError
-from noisefind.decide.calibration import calibrated_margin, class_thresholds
+from noisefind.decide.calibration import margin_judge
 from noisefind.decide.consensus import SIGNALS, WITNESSES, consensus_score, flag_top
 from noisefind.decide.count import confident_classes, confident_count, count_with_canaries
 from noisefind.scanning.export import TrainingSet, write_training_set
@@ -116,9 +116,7 @@ def witness_judges(labels: np.ndarray, names: np.ndarray, *, pred_probs: np.ndar
     judges, columns, vote = {}, {}, None
     rows = np.arange(len(labels))
     if pred_probs is not None:
-        thresholds = class_thresholds(pred_probs, labels)
-        judges["oos_margin"] = lambda at, given: calibrated_margin(pred_probs, at, given,
-                                                                   thresholds)
+        judges["oos_margin"] = margin_judge(pred_probs, labels)
         columns["oos_confidence"] = np.asarray(pred_probs[rows, labels], dtype=np.float64)
         likeliest = likeliest_other(pred_probs, labels)
         columns["oos_label"] = names[likeliest]
@@ -129,9 +127,7 @@ def witness_judges(labels: np.ndarray, names: np.ndarray, *, pred_probs: np.ndar
                   for f in features]
         vote = neighbour_probabilities(spaces, labels, num_classes=len(names),
                                        k=min(k, len(labels) - 1))
-        vote_thresholds = class_thresholds(vote, labels)
-        judges["neighbours"] = lambda at, given: calibrated_margin(vote, at, given,
-                                                                   vote_thresholds)
+        judges["neighbours"] = margin_judge(vote, labels)
         columns["neighbour_label"] = names[likeliest_other(vote, labels)]
     return judges, columns, vote
 

@@ -299,13 +299,8 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
     table = suspects_table(results, data, runs[0][0].model.unit_layers(), runner_up)
     table = with_out_of_sample(table, probabilities, data)
     stages.start(ORDER_STAGE)
-    signals = default_order_signals(
-        rows=rows, labels=data.y.numpy(), probabilities=probabilities,
-        fold_margin=oos.fold_aum(rows), fold_flip=results["flip_cost"].to_numpy(),
-        neighbours=oos.neighbours(rows))
     began = time.perf_counter()
-    decision = consensus_decision(data.y.numpy(), rows, probabilities, consensus_score(signals),
-                                  signals, seed=cutoff.seed, count=cutoff.method != "none")
+    decision = default_order(data, rows, oos, results["flip_cost"].to_numpy(), cutoff)
     table = rank_table(mark_suspected(with_order(table, decision, data), decision, data),
                        "consensus")
     summary = {}
@@ -459,13 +454,7 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
     rows = results["row"].to_numpy(dtype=np.int64)
     if rank_by == "consensus":
         stages.start(ORDER_STAGE)
-        signals = default_order_signals(
-            rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
-            fold_margin=oos.fold_aum(rows), fold_flip=oos.fold_flip(rows),
-            neighbours=oos.neighbours(rows))
-        return consensus_decision(data.y.numpy(), rows, oos.probabilities(),
-                                  consensus_score(signals), signals, seed=cutoff.seed,
-                                  count=cutoff.method != "none")
+        return default_order(data, rows, oos, oos.fold_flip(rows), cutoff)
     if is_own(run) and cutoff.method != "none":
         return no_cutoff(rows, NO_CUTOFF)
     if cutoff.method != "none":
@@ -473,6 +462,18 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
     # Every rank calibrates alone (the same replica, the same decision as a single process).
     return calibrate(data, run, results, cutoff, settings, progress, cache=cache,
                      out_of_sample=None if oos is None else oos.probabilities())
+
+
+def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample, fold_flip: np.ndarray,
+                  cutoff: CutoffSettings) -> Cutoff:
+    """The default order of ``rows`` on the fold models' evidence, with its count and flag
+    (``fold_flip``: the flip search's cost on the model that learned each row, searched once
+    by the caller)."""
+    signals = default_order_signals(
+        rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
+        fold_margin=oos.fold_aum(rows), fold_flip=fold_flip, neighbours=oos.neighbours(rows))
+    return consensus_decision(data.y.numpy(), rows, oos.probabilities(), consensus_score(signals),
+                              signals, seed=cutoff.seed, count=cutoff.method != "none")
 
 
 def _summary(table: pd.DataFrame, data: LabeledData, run: Run | None, settings: FlipSettings,
