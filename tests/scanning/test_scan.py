@@ -60,6 +60,19 @@ def test_resume_with_other_settings_is_refused(scanned, noisy_digits, noisy_digi
              settings=FlipSettings(max_units=20), progress=False, rank_by="flip", folds=0)
 
 
+def kill_when(command: list[str], ready) -> None:
+    """Start ``command`` and kill it (SIGKILL) as soon as ``ready()``; it must not end first."""
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and process.poll() is None:
+        if ready():
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "the scan ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def test_resume_after_kill_gives_the_same_csv(noisy_digits_run, tmp_path):
     args = [sys.executable, "-m", "noisefind", "scan", "digits", "--model",
             str(noisy_digits_run.path), "--limit", "150", "--max-units", "50", "--folds", "0",
@@ -68,17 +81,9 @@ def test_resume_after_kill_gives_the_same_csv(noisy_digits_run, tmp_path):
     subprocess.run(args + ["--out", str(whole)], check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
     log = killed / "scan_progress.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if log.is_file() and len(log.read_text().splitlines()) >= 10:
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the scan ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(args + ["--out", str(killed)],
+              lambda: log.is_file() and len(log.read_text().splitlines()) >= 10)
     done_before = len(log.read_text().splitlines())
     assert 10 <= done_before < 150
     assert not (killed / "suspects.csv").exists()
@@ -97,16 +102,8 @@ def test_a_default_scan_killed_midway_resumes_from_its_fold_models(tmp_path):
     subprocess.run(args + ["--out", str(whole)], check=True, capture_output=True)
 
     killed = tmp_path / "killed"
-    process = subprocess.Popen(args + ["--out", str(killed)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and process.poll() is None:
-        if any((killed / "cache").glob("run-*/done.json")):  # a fold model is kept
-            break
-        time.sleep(0.05)
-    assert process.poll() is None, "the scan ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_when(args + ["--out", str(killed)],
+              lambda: any((killed / "cache").glob("run-*/done.json")))  # a fold model is kept
     assert not (killed / "suspects.csv").exists()
 
     talking = [arg for arg in args if arg != "--quiet"]
