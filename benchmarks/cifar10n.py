@@ -72,8 +72,8 @@ def write_manifest(labels_csv: Path, images: Path, label_set: str, size: int, pa
     return out
 
 
-TABLE_DETECTORS = ("noisefind", "noisefind-scanned", "noisefind-neighbours-x2",
-                   "noisefind-no-flip", "noisefind-no-neighbours", "three witnesses",
+TABLE_DETECTORS = ("noisefind", "noisefind-fold-flip", "noisefind-scanned",
+                   "noisefind-neighbours-x2", "noisefind-no-neighbours", "three witnesses",
                    "two witnesses",
                    "confident_learning", "oos_margin", "neighbours", "cutoff+oos",
                    "oos_confidence", "mean_loss", "aum", "aum_folds", "fold_aum", "fold_flip",

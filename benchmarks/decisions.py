@@ -5,6 +5,7 @@ cleanlab's ``find_label_issues`` on the same fold models, and what ``export --re
     noisefind scan /tmp/f450/photos --width 0.25 --epochs 20 --out /tmp/f450/scan
     python benchmarks/decisions.py evaluate /tmp/f450/scan --truth /tmp/f450/truth.csv
     python benchmarks/decisions.py evaluate scan-digits scan-r1p3 --json /tmp/decisions.json
+    python benchmarks/decisions.py canaries scan-digits scan-r1p3     # canaries against errors
 
 ``folder`` copies the first 150 CIFAR-10 training images of airplane, cat and ship into class
 folders and puts 45 of the 450 (drawn with a seeded generator) into another class's folder;
@@ -15,7 +16,9 @@ labels from ``training_set.npz`` (injected noise, or a manifest's ``true_label``
 Per scan it reports the estimate against the truth, the flag's precision, recall and F1 beside
 cleanlab's (over the scanned rows), and the wrong labels before and after the relabel, with
 the fixes and the new errors (clean labels changed). Prints a table and writes JSON (default
-benchmarks/results/decisions.json).
+benchmarks/results/decisions.json). ``canaries`` recomputes a scan's out-of-sample count with the
+canaries it draws, with uniform ones, and with the real wrong labels as canaries
+(benchmarks/results/count-canaries.json).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from noisefind.decide.calibration import margin_judge
+from noisefind.decide.count import estimate_count, out_of_sample_count
 from noisefind.decide.cutoff import flag_metrics
 from noisefind.scanning.export import TrainingSet, load_training_set
 
@@ -125,6 +130,33 @@ def evaluate(scan: Path, truth_csv: Path | None) -> dict:
     return result
 
 
+def canaries(scan: Path, truth_csv: Path | None) -> dict:
+    """The out-of-sample count of a finished scan with three kinds of canaries: those the scan
+    draws (from the confusions confident learning sees), uniform ones, and the real wrong
+    labels themselves (known here only because the truth is): how far each is from the truth
+    says whether the count is right because canaries score like real errors."""
+    training = load_training_set(scan)
+    given, probabilities = training.y, np.load(scan / "pred_probs.npy")
+    truth = true_labels(training, truth_csv, scan)
+    wrong = given != truth
+    judge = margin_judge(probabilities, given)
+    scores = judge(np.arange(len(given)), given)
+    drawn, count = out_of_sample_count(given, probabilities)
+    rng = np.random.default_rng(0)
+    rows = rng.choice(len(given), count, replace=False)
+    uniform = (given[rows] + rng.integers(1, probabilities.shape[1], count)) % \
+        probabilities.shape[1]
+
+    def error(estimate: float) -> float:
+        return round((estimate - wrong.sum()) / wrong.sum(), 3)
+
+    return {"scan": str(scan), "examples": len(given), "wrong": int(wrong.sum()),
+            "accuracy": round(float((probabilities.argmax(1) == truth).mean()), 3),
+            "canaries": count, "drawn": error(drawn.estimate),
+            "uniform": error(estimate_count(scores, judge(rows, uniform))[0]),
+            "real_errors": error(estimate_count(scores, scores[wrong])[0])}
+
+
 def table(results: list[dict]) -> str:
     lines = ["| scan | wrong | estimated (error) | flag P / R / F1 | cleanlab P / R / F1 "
              "(count error) | relabel: wrong before -> after | fixed | new errors |",
@@ -140,6 +172,16 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def canaries_table(results: list[dict]) -> str:
+    lines = ["| scan | fold models' accuracy | wrong | canaries | count error: drawn (the "
+             "scan's) | uniform | the real errors as canaries |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {Path(r['scan']).name} | {r['accuracy']:.3f} | {r['wrong']} | {r['canaries']} "
+              f"| {r['drawn']:+.0%} | {r['uniform']:+.0%} | {r['real_errors']:+.0%} |"
+              for r in results]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -151,12 +193,21 @@ def main() -> None:
     scans.add_argument("--truth", type=Path, help="path,true_label CSV for the scans of "
                        "files that hold no true labels (the folder's truth.csv)")
     scans.add_argument("--json", type=Path, default=RESULTS / "decisions.json")
+    kinds = commands.add_parser("canaries", help="the count with other canaries, and with the "
+                                "real errors as canaries")
+    kinds.add_argument("scans", type=Path, nargs="+")
+    kinds.add_argument("--truth", type=Path, help="as for evaluate")
+    kinds.add_argument("--json", type=Path, default=RESULTS / "count-canaries.json")
     args = parser.parse_args()
     if args.command == "folder":
         print(make_folder(args.out, args.seed))
         return
-    results = [evaluate(scan, args.truth) for scan in args.scans]
-    print(table(results))
+    if args.command == "canaries":
+        results = [canaries(scan, args.truth) for scan in args.scans]
+        print(canaries_table(results))
+    else:
+        results = [evaluate(scan, args.truth) for scan in args.scans]
+        print(table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
 

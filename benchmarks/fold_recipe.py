@@ -18,7 +18,8 @@ fold), with the seconds it trained. Variants (``--fold-epochs`` sets every varia
   shifts at the base learning rate);
 - ``fast-smoothing``: the fast recipe with airbench's label smoothing (0.2);
 - ``fast:e30``, ``fast:w0.75``, ``fast:e30:w0.75``: the fast recipe at another epoch count or
-  width (the other variants train the recipe's epochs at its width).
+  width (the other variants train the recipe's epochs at its width); ``fast:s3``: three
+  models of the fold, seeded apart, their probabilities averaged (seconds: all three).
 
 ``--cifar10`` trains the fast recipe on the 50,000 CIFAR-10 training images and tests it on
 the 10,000 test images (the GPU check). Writes ``benchmarks/results/fold_recipe-<name>.json``
@@ -78,34 +79,45 @@ def without(ingredient: str):
         whitened.Whitening.fit, fast_recipe.LOOKAHEAD_START, fast_recipe.BIAS_SCALE = saved
 
 
-def variant_config(variant: str, scanned: TrainConfig, data) -> tuple[TrainConfig, bool, str]:
-    """(fold config, predict through views, ingredient left out) of ``variant``."""
+def variant_config(variant: str, scanned: TrainConfig,
+                   data) -> tuple[TrainConfig, bool, str, int]:
+    """(fold config, predict through views, ingredient left out, models averaged) of
+    ``variant``."""
     variant, *sizes = variant.split(":")
+    seeds = 1
     if sizes:
-        config, views, left_out = variant_config(variant, scanned, data)
+        config, views, left_out, _ = variant_config(variant, scanned, data)
         for size in sizes:
+            if size[0] == "s":
+                seeds = int(size[1:])
+                continue
             field = {"e": "epochs", "w": "width"}[size[0]]
             config = replace(config, **{field: type(getattr(config, field))(size[1:])})
-        return config, views, left_out
+        return config, views, left_out, seeds
     if variant == "paper":
-        return out_of_sample_config(replace(scanned, fold_recipe="paper"), data), False, ""
+        return out_of_sample_config(replace(scanned, fold_recipe="paper"), data), False, "", 1
     config = out_of_sample_config(scanned, data)
     if variant == "fast-smoothing":
-        return replace(config, label_smoothing=0.2), True, ""
+        return replace(config, label_smoothing=0.2), True, "", 1
     left_out = variant.removeprefix("fast-no-") if variant != "fast" else ""
-    return config, left_out != "views", left_out
+    return config, left_out != "views", left_out, 1
 
 
 def measure(data, kept: np.ndarray, held: np.ndarray, config: TrainConfig, views: bool,
-            left_out: str, test=None) -> dict:
-    """Train on ``kept``; accuracy (and AUROC) on ``held`` or on ``test`` (x, y)."""
-    with without(left_out):
-        start = time.perf_counter()
-        run = fit(data.subset(torch.from_numpy(kept)), config, progress=False)
-        seconds = time.perf_counter() - start
+            left_out: str, test=None, seeds: int = 1) -> dict:
+    """Train on ``kept`` (``seeds`` models, seeded apart, their probabilities averaged);
+    accuracy (and AUROC) on ``held`` or on ``test`` (x, y)."""
     x, truth, given = (data.x[held], data.true_y.numpy()[held], data.y.numpy()[held]) \
         if test is None else (test.x, test.y.numpy(), test.y.numpy())
-    probabilities = torch.softmax(predict_logits(run.model, x, views=views), 1).cpu().numpy()
+    seconds, probabilities = 0.0, 0.0
+    for seed in range(seeds):
+        with without(left_out):
+            start = time.perf_counter()
+            run = fit(data.subset(torch.from_numpy(kept)),
+                      replace(config, seed=config.seed + 100 * seed), progress=False)
+            seconds += time.perf_counter() - start
+        probabilities = probabilities + torch.softmax(
+            predict_logits(run.model, x, views=views), 1).cpu().numpy() / seeds
     predicted = probabilities.argmax(1)
     record = {"train_seconds": round(seconds, 1), "epochs": config.epochs, "examples": len(kept),
               "accuracy": round(float((predicted == truth).mean()), 4),
@@ -161,7 +173,7 @@ def main() -> None:
                        load_data(subset_manifest(images / split, args.subset, args.work))
                        for split in ("train", "test"))
         kept = np.arange(len(train))
-        config, views, _ = variant_config("fast", scanned, train)
+        config, views, _, _ = variant_config("fast", scanned, train)
         results = {"fast": measure(train, kept, kept, config, views, "", test=test)}
         name = "cifar10"
     else:
@@ -175,8 +187,8 @@ def main() -> None:
         kept = np.setdiff1d(np.arange(len(data)), held)
         results = {}
         for variant in args.variants.split(","):
-            config, views, left_out = variant_config(variant, scanned, data)
-            results[variant] = measure(data, kept, held, config, views, left_out)
+            config, views, left_out, seeds = variant_config(variant, scanned, data)
+            results[variant] = measure(data, kept, held, config, views, left_out, seeds=seeds)
             print(variant, results[variant], flush=True)
     print(f"{'variant':<22} {'seconds':>8} {'accuracy':>9} {'given':>6} {'auroc':>6}")
     for variant, r in results.items():

@@ -2,8 +2,8 @@
 
     python benchmarks/rescore.py benchmarks/results/bench-digits-consensus
 
-``noisefind`` (the scan's default order) and ``noisefind-no-flip`` are functions of the stored
-``oos_margin``, ``aum`` and ``flip_cost`` columns of the same rows
+``noisefind`` (the scan's default order) and its ablations are functions of the stored
+per-example signals of the same rows
 (:func:`noisefind.decide.consensus.consensus_score`), so a result made with an earlier form of the
 order, or before it existed, is brought up to date without retraining. A result from before
 the consensus order keeps its canary-weighed default (then named ``noisefind``) as
@@ -16,12 +16,15 @@ Results made before the fold-model signals hold no ``fold_flip`` or ``neighbours
 what it writes there as ``noisefind`` is the two-witness order (the out-of-sample witness and
 the scanned model's in-sample one), as ``benchmarks/cifar10n.py --table`` shows it. A result
 that holds every signal of today's order (:data:`noisefind.decide.consensus.SIGNALS`) gets
-today's order, its ablations (``noisefind-no-flip``, ``-no-neighbours``), the order with the
+today's order, its ablation ``noisefind-no-neighbours``, the order with the flip search on the
+fold models in its in-sample witness (``noisefind-fold-flip``, the default until the search left
+it; ``noisefind-no-flip`` of earlier results, the order now, is dropped), the order with the
 neighbours' vote counted twice (``noisefind-neighbours-x2``) and the order before the in-sample
 witness moved to the fold models (``noisefind-scanned``, from the stored ``aum`` and
 ``flip_cost``). Their seconds are what the bench charges each for its inputs: the K-fold models
-with the flip search on them (``fold_flip``'s seconds) and their features (``neighbours``'s,
-less the K-fold models counted twice); ``noisefind-scanned`` keeps the stored order's seconds.
+(``oos_margin``'s seconds), their features (``neighbours``'s, which include the K-fold models)
+and the flip search on them (``fold_flip``'s, which include them too);
+``noisefind-scanned`` keeps the stored order's seconds.
 """
 
 from __future__ import annotations
@@ -49,10 +52,13 @@ def scores_file(folder: Path, noise: str, seed: int) -> Path:
 
 def rescore(folder: Path) -> None:
     """Bring the consensus rows, decisions and scores of ``folder`` up to date (see above)."""
-    from noisefind.bench.detectors import SCANNED_MODEL_WITNESSES, WEIGHTED_ORDERS
+    from noisefind.bench.detectors import (
+        FOLD_FLIP_WITNESSES,
+        SCANNED_MODEL_WITNESSES,
+        WEIGHTED_ORDERS,
+    )
     from noisefind.bench.runner import detection_metrics
     from noisefind.decide.consensus import (
-        FLIP_SIGNALS,
         NEIGHBOURS,
         SIGNALS,
         WITNESSES,
@@ -80,25 +86,27 @@ def rescore(folder: Path) -> None:
         if renamed:
             scores = scores.rename(columns={"noisefind": "cutoff+oos"})
         is_noisy = scores["is_noisy"].to_numpy(dtype=bool)
-        current = all(name in scores for name in SIGNALS)
+        current = all(name in scores for name in (*SIGNALS, "fold_flip"))
         if current:
-            signals = {name: scores[name] for name in (*SIGNALS, "aum", "flip_cost")}
-            forms = {"noisefind": {}, "noisefind-no-flip": {"without": FLIP_SIGNALS},
+            signals = {name: scores[name] for name in (*SIGNALS, "fold_flip", "aum", "flip_cost")}
+            forms = {"noisefind": {}, "noisefind-fold-flip": {"witnesses": FOLD_FLIP_WITNESSES},
                      "noisefind-no-neighbours": {"without": NEIGHBOURS},
                      **{name: {"weights": w} for name, w in WEIGHTED_ORDERS.items()},
                      "noisefind-scanned": {"witnesses": SCANNED_MODEL_WITNESSES}}
             seconds_of = {d: by_key[(d, noise, seed)]["seconds"]
                           for d in ("fold_flip", "neighbours", "oos_margin", "noisefind")}
-            order = seconds_of["fold_flip"] + seconds_of["neighbours"] - seconds_of["oos_margin"]
-            charged = {"noisefind": order, "noisefind-no-flip": seconds_of["neighbours"],
-                       "noisefind-no-neighbours": seconds_of["fold_flip"],
-                       **{name: order for name in WEIGHTED_ORDERS},
+            with_flip = (seconds_of["fold_flip"] + seconds_of["neighbours"]
+                         - seconds_of["oos_margin"])
+            charged = {"noisefind": seconds_of["neighbours"], "noisefind-fold-flip": with_flip,
+                       "noisefind-no-neighbours": seconds_of["oos_margin"],
+                       **{name: seconds_of["neighbours"] for name in WEIGHTED_ORDERS},
                        "noisefind-scanned": by_key.get(("noisefind-scanned", noise, seed),
                                                        {"seconds": seconds_of["noisefind"]}
                                                        )["seconds"]}
-            by_key.pop(("noisefind-no-augmented", noise, seed), None)
+            for dropped in ("noisefind-no-augmented", "noisefind-no-flip"):
+                by_key.pop((dropped, noise, seed), None)
             settings["detectors"] = [d for d in settings["detectors"]
-                                     if d != "noisefind-no-augmented"]
+                                     if d not in ("noisefind-no-augmented", "noisefind-no-flip")]
             for name in forms:
                 if name not in settings["detectors"]:
                     settings["detectors"].insert(settings["detectors"].index("noisefind") + 1,

@@ -29,7 +29,8 @@ def test_gpu_check_smoke_mode_runs_every_step(tmp_path):
     assert folds["results"]["fast"]["examples"] == 200
     assert folds["results"]["fast"]["epochs"] == 1  # --fold-epochs, not the recipe's own
     scan = json.loads((tmp_path / "gpu_check-scan-cifar10.json").read_text())
-    assert "fold_flip" in scan["seconds"]  # the default scan: the fold models' stages
+    assert "neighbours" in scan["seconds"] and "train" not in scan["seconds"]  # the fold
+    # models' stages alone: the default scan
     speed = json.loads((tmp_path / "scan_speed_digits_gpu.json").read_text())
     assert speed["settings"]
     bench = json.loads((tmp_path / "cifar10n-random1-all-gpu" / "results.json").read_text())

@@ -40,9 +40,10 @@ Choices the method leaves open, written down here:
   adds the K-fold models' ``oos_margin`` to its signals (the scan's ``--rank-by cutoff``).
 - ``noisefind`` is the scan's default order, ``consensus_score``
 (:mod:`noisefind.decide.consensus`);
-  ``noisefind-no-flip`` is its ablation without the flip search, ``noisefind-no-neighbours``
-  without the neighbours witness, ``noisefind-scanned`` the order before this release (its
-  in-sample witness read the scanned model).
+  ``noisefind-fold-flip`` adds the flip search on the fold models to its in-sample witness
+  (the default order until the search left it), ``noisefind-no-neighbours`` leaves out the
+  neighbours witness, ``noisefind-scanned`` is the order whose in-sample witness read the
+  scanned model.
 - ``etd`` trains a second model with example-tied dropout (:mod:`noisefind.models.dropout`) and
 scores
   minus the label margin with the memorization channels dropped; opt-in, as it costs a training.
@@ -225,19 +226,26 @@ def flip_dynamics(context: DetectorContext) -> np.ndarray:
 @register("noisefind")
 def noisefind_default(context: DetectorContext) -> np.ndarray:
     """The scan's default order (:mod:`noisefind.decide.consensus`): the out-of-sample witness
-    (``oos_margin``), the in-sample one read on the fold models (``fold_aum`` with
-    ``fold_flip``) and the neighbours (``neighbours``), one standardised vote each. Costs the
-    K-fold models, a flip search on them and one forward pass of each over the data."""
+    (``oos_margin``), the in-sample one read on the fold models (``fold_aum``) and the
+    neighbours (``neighbours``), one standardised vote each. Costs the K-fold models and one
+    forward pass of each over the data."""
     return _consensus(context)
 
 
-@register("noisefind-no-flip")
-def noisefind_without_flip(context: DetectorContext) -> np.ndarray:
-    """Ablation of ``noisefind``: the same sum without the flip search's signal
-    (``fold_flip``)."""
-    from noisefind.decide.consensus import FLIP_SIGNALS
+# The default order until the flip search left it: the flip search's cost on the fold model
+# that learned each row beside AUM in the in-sample witness.
+FOLD_FLIP_WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("fold_aum", "fold_flip"),
+                       "neighbours": ("neighbours",)}
 
-    return _consensus(context, without=FLIP_SIGNALS)
+
+@register("noisefind-fold-flip")
+def noisefind_with_fold_flip(context: DetectorContext) -> np.ndarray:
+    """``noisefind`` with the flip search's signal (``fold_flip``) in its in-sample witness
+    (:data:`FOLD_FLIP_WITNESSES`): the flip search's share of the order, on every run."""
+    from noisefind.decide.consensus import consensus_score
+
+    return consensus_score({**_order_signals(context), "fold_flip": -context.fold_flip()},
+                           witnesses=FOLD_FLIP_WITNESSES)
 
 
 @register("noisefind-no-neighbours")
@@ -260,7 +268,7 @@ def noisefind_scanned_model(context: DetectorContext) -> np.ndarray:
     witness read the scanned model. Kept to compare the two on every run."""
     from noisefind.decide.consensus import consensus_score
 
-    signals = {**_order_signals(context),
+    signals = {**_order_signals(context), "fold_flip": -context.fold_flip(),
                "aum": -context.history.margin.astype(np.float64).mean(axis=0),
                "flip_cost": -context.flip_results()["flip_cost"].to_numpy(dtype=np.float64)}
     signals.pop("fold_aum")
@@ -348,7 +356,7 @@ def _order_signals(context: DetectorContext) -> dict[str, np.ndarray]:
         rows=context.rows, labels=context.data.y.numpy(),
         probabilities=context.out_of_sample_probabilities(),
         fold_margin=context.out_of_sample.fold_aum(context.rows),
-        fold_flip=context.fold_flip(), neighbours=context.neighbours())
+        neighbours=context.neighbours())
 
 
 def _consensus(context: DetectorContext, without: tuple[str, ...] = (),

@@ -95,9 +95,10 @@ class MemoryLog:
         return done.drop_duplicates("row", keep="first").astype({"row": "int64"})
 
 
-def plan_line(x, scanned: int, stages: list[str], models: int) -> str:
+def plan_line(x, scanned: int, stages: list[str], models: int,
+              done_to_rows: str = "flip-searched") -> str:
     """One line that says, before the work, what a scan will do and hold in memory (``x``:
-    the training inputs)."""
+    the training inputs; ``done_to_rows``: what happens to the ``scanned`` rows)."""
     if isinstance(x, torch.Tensor):
         held = x.numel() * x.element_size() / 2**20
         kind = "uint8, made float a batch at a time" if x.element_size() == 1 else str(x.dtype)
@@ -105,7 +106,7 @@ def plan_line(x, scanned: int, stages: list[str], models: int) -> str:
     else:  # streamed from the disk cache
         where = f"{x.numel() / 2**20:,.1f} MB of uint8 on disk, read a batch at a time"
     return (f"plan: {' -> '.join(stages)}; {len(x):,} examples ({where}), {scanned:,} "
-            f"flip-searched, {models} model{'s' if models != 1 else ''} to train")
+            f"{done_to_rows}, {models} model{'s' if models != 1 else ''} to train")
 
 
 class Stages:

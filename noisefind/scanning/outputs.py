@@ -49,7 +49,8 @@ def write_pred_probs(pred_probs: np.ndarray, out: Path) -> Path:
 
 
 def plot_top_suspects(table: pd.DataFrame, images: np.ndarray, out: Path, top: int = 32) -> Path:
-    """``top_suspects.png``: a grid of the top suspects, each captioned "given X, likely Y".
+    """``top_suspects.png``: a grid of the top suspects, each captioned "given X, likely Y"
+    (and the units the flip search zeroed, where it ran).
 
     ``images`` holds the top rows' inputs, (n, C, H, W) in [0, 1], in the table's order.
     """
@@ -66,9 +67,9 @@ def plot_top_suspects(table: pd.DataFrame, images: np.ndarray, out: Path, top: i
         ax = axes.flat[i]
         ax.imshow(image[..., 0] if gray else image, cmap="gray" if gray else None, vmin=0, vmax=1)
         row = table.iloc[i]
+        units = f" · {row['units_to_flip']} units" if "units_to_flip" in row else ""
         ax.set_title(f"#{row['rank']} given {row['given_label']}\n"
-                     f"{_likely(row['suggested_label'])} · {row['units_to_flip']} units",
-                     fontsize=7)
+                     f"{_likely(row['suggested_label'])}{units}", fontsize=7)
     figure.tight_layout()
     return save_figure(figure, out / "top_suspects.png", dpi=110)
 

@@ -61,6 +61,7 @@ from noisefind.scanning.outputs import (
 )
 from noisefind.scanning.table import (
     _positions,
+    held_out_table,
     mark_suspected,
     rank_table,
     scan_summary,
@@ -254,25 +255,22 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
                       limit: int | None, folds: int, resume: bool,
                       progress: bool) -> ScanResult:
     """The default scan: the K fold models alone give all three witnesses of the default order
-    and the count (:mod:`noisefind.decide.consensus`); no single model is trained.
+    and the count (:mod:`noisefind.decide.consensus`); no single model is trained and no flip
+    search runs.
 
-    The flip search runs on the fold model that learned each row (the in-sample witness); the
-    count comes from canaries scored exactly on the out-of-sample witness
+    The count comes from canaries scored exactly on the out-of-sample witness
     (:func:`noisefind.decide.consensus.consensus_decision`), and the flag takes that many
-    from the top of the order. Resuming reuses the fold models and searches kept in
-    ``OUT/cache``."""
-    replica_only = [name for name in REPLICA_OPTIONS
-                    if getattr(cutoff, name) != getattr(CutoffSettings, name)]
-    if replica_only:
-        raise NoisefindError(f"{', '.join(replica_only)}: the replica's canaries, and the default "
-                             "order counts on the fold models' held-out evidence; give "
-                             "rank_by cutoff or flip, or leave them out",
-                             parameter=(*replica_only, "rank_by"))
-    stages = Stages([FOLDS_STAGE, FOLD_SEARCH_STAGE, ORDER_STAGE]
-                    + [WRITE_STAGE] * (out is not None), progress)
+    from the top of the order. Resuming reuses the fold models kept in ``OUT/cache``."""
+    given = _options_refused(settings, cutoff)
+    if given:
+        raise NoisefindError(f"{', '.join(given)}: these steer the flip search or the replica's "
+                             "canaries, which the default order does without; give rank_by "
+                             "flip or cutoff, or leave them out", parameter=(*given, "rank_by"))
+    stages = Stages([FOLDS_STAGE, ORDER_STAGE] + [WRITE_STAGE] * (out is not None), progress)
     if progress:
-        console.print(plan_line(data.x, len(rows), stages.names, folds), highlight=False)
-    state = {"settings": settings.as_dict(), "rows": digest(rows), "labels": digest(data.y),
+        console.print(plan_line(data.x, len(rows), stages.names, folds, "ranked"),
+                      highlight=False)
+    state = {"rows": digest(rows), "labels": digest(data.y),
              "fold_models": {"folds": folds, **dataclasses.asdict(config)}}
     log = ScanLog(out) if out is not None and distributed.is_main() else MemoryLog()
     if resume:
@@ -286,21 +284,10 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
     oos = OutOfSample(data, config, folds, flip_settings=settings, progress=progress,
                       cache=cache)
     probabilities = oos.probabilities()
-    stages.start(FOLD_SEARCH_STAGE)
-    results = oos.fold_flip_results(rows)
-    runs = oos.runs()
-    runner_up = np.empty(len(rows), dtype=np.int64)
-    for fold, (run, _) in enumerate(runs):  # each row's class after its label, on its learner
-        at = np.flatnonzero(results["fold"].to_numpy() == fold)
-        if len(at):
-            mine = torch.from_numpy(rows[at])
-            runner_up[at] = runner_up_classes(run.model, data.x_at(mine), data.index[mine],
-                                              data.y[mine])
-    table = suspects_table(results, data, runs[0][0].model.unit_layers(), runner_up)
-    table = with_out_of_sample(table, probabilities, data)
     stages.start(ORDER_STAGE)
     began = time.perf_counter()
-    decision = default_order(data, rows, oos, results["flip_cost"].to_numpy(), cutoff)
+    decision = default_order(data, rows, oos, cutoff)
+    table = held_out_table(data, rows, probabilities)
     table = rank_table(mark_suspected(with_order(table, decision, data), decision, data),
                        "consensus")
     summary = {}
@@ -309,7 +296,7 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
         seconds["count"] = round(time.perf_counter() - began, 3)
         seconds["total"] = round(time.perf_counter() - started, 3)
         summary = _summary(table, data, None, settings, limit, seconds, decision, "consensus",
-                           folds, device=runs[0][0].device)
+                           folds, device=oos.runs()[0][0].device)
         summary["train"] = dataclasses.asdict(config)  # the fold models' recipe, as given
         if out is not None:
             stages.start(WRITE_STAGE)
@@ -320,9 +307,21 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
 
 
 TRAIN_STAGE, SEARCH_STAGE, FOLDS_STAGE = "training", "flip search", "out-of-sample models"
-FOLD_SEARCH_STAGE = "flip search on the fold models"
 REPLICA_OPTIONS = ("canary_fraction", "canary_recall", "canary_labels", "replica_fraction")
+# The flip search's settings, by FlipSettings field: the parameter that sets it in a scan.
+SEARCH_OPTIONS = {"max_units": "max_units", "noise_copies": "noise_copies",
+                  "noise_scale": "noise_scale", "reference_size": "reference_size",
+                  "reference": "reference", "batch_size": "scan_batch_size"}
 CUTOFF_STAGE, ORDER_STAGE, WRITE_STAGE = "cutoff (replica)", "default order", "writing"
+
+
+def _options_refused(settings: FlipSettings, cutoff: CutoffSettings) -> list[str]:
+    """The flip search's and the replica's settings given other values than their defaults:
+    the default scan runs neither, so it refuses them rather than ignore them."""
+    return ([parameter for field, parameter in SEARCH_OPTIONS.items()
+             if getattr(settings, field) != getattr(FlipSettings, field)]
+            + [name for name in REPLICA_OPTIONS
+               if getattr(cutoff, name) != getattr(CutoffSettings, name)])
 
 
 def plan_stages(*, trains: bool, own: bool, folds: int, cutoff: CutoffSettings,
@@ -454,7 +453,7 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
     rows = results["row"].to_numpy(dtype=np.int64)
     if rank_by == "consensus":
         stages.start(ORDER_STAGE)
-        return default_order(data, rows, oos, oos.fold_flip(rows), cutoff)
+        return default_order(data, rows, oos, cutoff)
     if is_own(run) and cutoff.method != "none":
         return no_cutoff(rows, NO_CUTOFF)
     if cutoff.method != "none":
@@ -464,14 +463,12 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
                      out_of_sample=None if oos is None else oos.probabilities())
 
 
-def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample, fold_flip: np.ndarray,
+def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample,
                   cutoff: CutoffSettings) -> Cutoff:
-    """The default order of ``rows`` on the fold models' evidence, with its count and flag
-    (``fold_flip``: the flip search's cost on the model that learned each row, searched once
-    by the caller)."""
+    """The default order of ``rows`` on the fold models' evidence, with its count and flag."""
     signals = default_order_signals(
         rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
-        fold_margin=oos.fold_aum(rows), fold_flip=fold_flip, neighbours=oos.neighbours(rows))
+        fold_margin=oos.fold_aum(rows), neighbours=oos.neighbours(rows))
     return consensus_decision(data.y.numpy(), rows, oos.probabilities(), consensus_score(signals),
                               signals, seed=cutoff.seed, count=cutoff.method != "none")
 

@@ -3,8 +3,8 @@
 The page (``OUT/report.html``) needs no server and no network: thumbnails are inline base64
 PNGs, the CSS and the filter script are inline. It lists the suspects in the order of
 ``suspects.csv`` (most suspicious first), each as "given X, likely Y" (Y the suggested label),
-with the label its prediction flips to, the units to flip and the score, and the cutoff's flag;
-a class menu and a
+with its score and flag (and, where the flip search ran, the label its prediction flips to
+and the units to flip); a class menu and a
 flagged/not-flagged menu filter them. Image data shows thumbnails (from the arrays or the files
 saved in ``OUT/training_set.npz``); tabular data shows each example's feature row.
 
@@ -81,9 +81,9 @@ def _order_note(summary: dict) -> str:
     if rank_by == "consensus":
         return ("Sorted by the consensus score (three witnesses, one vote each: the "
                 "out-of-sample margin of the fold model that never saw the example; the area "
-                "under the margin and the flip cost on the fold models that learned it; how "
-                "much less its nearest neighbours carry its label than its class's usually "
-                "do. Higher = more suspicious).")
+                "under the margin on the fold models that learned it; how much less its "
+                "nearest neighbours carry its label than its class's usually do. Higher = more "
+                "suspicious).")
     if rank_by == "cutoff":
         return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "
                 "training dynamics and the out-of-sample evidence; higher = more like the "

@@ -40,6 +40,28 @@ def with_out_of_sample(table: pd.DataFrame, probabilities: np.ndarray,
     return table
 
 
+def held_out_table(data: LabeledData, rows: np.ndarray,
+                   probabilities: np.ndarray) -> pd.DataFrame:
+    """The default scan's table before its order: per row of ``rows``, its labels, the fold
+    models' held-out prediction (``predicted_label``) and the given label's held-out ``loss``,
+    then :func:`with_out_of_sample`'s columns (and the suggestion they give)."""
+    classes = np.array(data.classes, dtype=object)
+    given = data.y.numpy()[rows]
+    held_out = np.asarray(probabilities[rows], dtype=np.float64)
+    table = pd.DataFrame({
+        "index": data.index.numpy()[rows],
+        "path": [data.paths[r] for r in rows] if data.paths is not None else [""] * len(rows),
+        "given_label": classes[given],
+        "suggested_label": "",
+        "predicted_label": classes[held_out.argmax(1)],
+        "loss": -np.log(np.clip(held_out[np.arange(len(rows)), given], 1e-12, None)),
+    })
+    if data.true_y is not None:
+        table["is_noisy"] = (data.y != data.true_y).numpy()[rows]
+        table["true_label"] = classes[data.true_y.numpy()[rows]]
+    return with_out_of_sample(table, probabilities, data)
+
+
 def suspects_table(results: pd.DataFrame, data: LabeledData, unit_layers: list[str],
                    runner_up: np.ndarray | None = None) -> pd.DataFrame:
     """Join search results with the data's labels and paths; rank by score, highest first.
@@ -96,53 +118,65 @@ def rank_table(table: pd.DataFrame, rank_by: str = "flip") -> pd.DataFrame:
     Ties (and missing values, last) keep the training-set order of ``index``.
     """
     table = table.sort_values([ORDER_COLUMNS[rank_by], "index"], ascending=[False, True],
-                              kind="stable", na_position="last")
-    return table.assign(rank=np.arange(1, len(table) + 1)).reset_index(drop=True)
+                              kind="stable", na_position="last").reset_index(drop=True)
+    if "rank" not in table:
+        table.insert(0, "rank", 0)
+    return table.assign(rank=np.arange(1, len(table) + 1))
 
 
 def scan_summary(table: pd.DataFrame, data: LabeledData, run: Run | None, settings: FlipSettings,
                  limit: int | None, seconds: dict) -> dict:
-    """Counts, settings, timings and, when the truth is known, AUROC/AUPRC of the score."""
-    summary = {
-        "data": data.name,
-        "examples": len(data),
-        "scanned": len(table),
-        "flipped": int(table["flipped"].sum()),
-        "median_units_to_flip": float(table["units_to_flip"].median()) if len(table) else None,
-        "settings": {**settings.as_dict(), "limit": limit},
+    """Counts, settings, timings and, when the truth is known, AUROC/AUPRC of the orders.
+
+    The flip search's figures (``flipped``, the units, its settings, ``auroc`` of its
+    ``score``) only where it ran: a table without ``units_to_flip`` (the default scan's) keeps
+    of the settings the seed alone."""
+    searched = "units_to_flip" in table
+    summary = {"data": data.name, "examples": len(data), "scanned": len(table)}
+    if searched:
+        summary["flipped"] = int(table["flipped"].sum())
+        summary["median_units_to_flip"] = (float(table["units_to_flip"].median())
+                                           if len(table) else None)
+    summary.update({
+        "settings": {**(settings.as_dict() if searched else {"seed": settings.seed}),
+                     "limit": limit},
         "model": str(run.path) if run is not None and run.path else None,
-        "noise": data.noise,
-        "seconds": seconds,
-        "skipped_files": data.skipped,
-    }
+        "noise": data.noise, "seconds": seconds, "skipped_files": data.skipped})
     if "is_noisy" in table and 0 < table["is_noisy"].sum() < len(table):
         from sklearn.metrics import average_precision_score, roc_auc_score
 
         noisy = table["is_noisy"].to_numpy()
         summary["mislabeled_scanned"] = int(noisy.sum())
-        summary["auroc"] = float(roc_auc_score(noisy, table["score"]))
-        summary["auprc"] = float(average_precision_score(noisy, table["score"]))
+        if searched:
+            summary["auroc"] = float(roc_auc_score(noisy, table["score"]))
+            summary["auprc"] = float(average_precision_score(noisy, table["score"]))
         for column in ("consensus_score", "cutoff_score"):
             if column in table and table[column].notna().all():
                 summary[f"auroc_{column}"] = float(roc_auc_score(noisy, table[column]))
                 summary[f"auprc_{column}"] = float(average_precision_score(noisy, table[column]))
-        summary["median_units_to_flip_mislabeled"] = float(
-            table.loc[noisy, "units_to_flip"].median())
-        summary["median_units_to_flip_clean"] = float(table.loc[~noisy, "units_to_flip"].median())
+        if searched:
+            summary["median_units_to_flip_mislabeled"] = float(
+                table.loc[noisy, "units_to_flip"].median())
+            summary["median_units_to_flip_clean"] = float(
+                table.loc[~noisy, "units_to_flip"].median())
         summary["suggested_label_accuracy_mislabeled"] = round(float(
             (table.loc[noisy, "suggested_label"] == table.loc[noisy, "true_label"]).mean()), 4)
     return summary
 
 
 def mark_suspected(table: pd.DataFrame, cutoff: Cutoff, data: LabeledData) -> pd.DataFrame:
-    """``table`` (a suspects table) with ``suspected`` after ``score`` and ``cutoff_score`` last."""
+    """``table`` (a suspects table) with ``suspected`` after ``score`` (after
+    ``predicted_label`` in a table without the flip search's ``score``) and, where the cutoff
+    scored the rows, ``cutoff_score`` last."""
     index = data.index.numpy()[cutoff.rows]
     flagged = dict(zip(index.tolist(), cutoff.suspected.tolist(), strict=True))
-    scores = dict(zip(index.tolist(), cutoff.cutoff_score.tolist(), strict=True))
     table = table.copy()
-    table.insert(table.columns.get_loc("score") + 1, "suspected",
+    after = "score" if "score" in table else "predicted_label"
+    table.insert(table.columns.get_loc(after) + 1, "suspected",
                  table["index"].map(flagged).fillna(False).astype(bool))
-    table["cutoff_score"] = table["index"].map(scores).astype(np.float64)
+    if np.isfinite(cutoff.cutoff_score).any():
+        scores = dict(zip(index.tolist(), cutoff.cutoff_score.tolist(), strict=True))
+        table["cutoff_score"] = table["index"].map(scores).astype(np.float64)
     return table
 
 

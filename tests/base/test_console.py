@@ -29,7 +29,7 @@ def scan_log(tmp_path, *options: str) -> str:
     log = tmp_path / "scan.log"
     with open(log, "w") as stderr:
         subprocess.run([sys.executable, "-m", "noisefind", "scan", "digits", "--limit", "60",
-                        "--epochs", "2", "--width", "0.25", "--folds", "2", "--max-units", "10",
+                        "--epochs", "2", "--width", "0.25", "--folds", "2",
                         "--out", str(tmp_path / "out"), *options], stderr=stderr,
                        stdout=stderr, check=True)
     return log.read_text()
@@ -39,22 +39,22 @@ def test_a_scan_writing_to_a_file_shows_each_stage_and_its_progress(tmp_path):
     text = scan_log(tmp_path)
     stages = re.findall(r"^\[(\d)/(\d)\] (.+)$", text, re.M)
     assert [name for _, _, name in stages] == [
-        "out-of-sample models", "flip search on the fold models", "default order", "writing"]
-    assert {total for _, total, _ in stages} == {"4"}
+        "out-of-sample models", "default order", "writing"]
+    assert {total for _, total, _ in stages} == {"3"}
     # training counts its batches: a tenth of them per line, the epoch's figures beside
     trained = re.findall(r"^training: (\d+)% \((\d+)/(\d+)\), elapsed \d+:\d\d:\d\d, eta",
                          text, re.M)
     assert len(trained) >= 9 and trained[0][2] == "18"  # 2 epochs of 9 batches, 898 rows
     assert re.search(r"^training: 100% \(18/18\), .*epoch 2 loss", text, re.M)
-    assert re.search(r"^flip search: 100% \(\d+/\d+\)", text, re.M)  # one per fold model
+    assert "flip search" not in text  # the default scan runs none
     assert re.search(r"^plan: out-of-sample models -> .+; 1,797 examples \(.+ MB in memory as "
-                     r"float32\), 60 flip-searched, 2 models to train$", text, re.M)
+                     r"float32\), 60 ranked, 2 models to train$", text, re.M)
     assert re.search(r"^fold model 1 of 2 trained in \d+ s; the other 1 take about \d+ s$",
                      text, re.M)
 
 
 def test_a_scan_of_one_model_says_what_its_trainings_will_take(tmp_path):
-    text = scan_log(tmp_path, "--rank-by", "cutoff")
+    text = scan_log(tmp_path, "--rank-by", "cutoff", "--max-units", "10")
     stages = [name for _, _, name in re.findall(r"^\[(\d)/(\d)\] (.+)$", text, re.M)]
     assert stages == ["training", "flip search", "out-of-sample models", "cutoff (replica)",
                       "writing"]

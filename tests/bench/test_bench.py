@@ -206,7 +206,7 @@ def test_bench_on_real_label_noise_through_the_cli(cifar10n_manifest, tmp_path):
     results = json.loads((out / "results.json").read_text())
     runs = pd.DataFrame(results["runs"])
     assert set(runs["noise"]) == {"none"}
-    assert {"noisefind", "noisefind-no-flip", "confident_learning"} <= set(runs["detector"])
+    assert {"noisefind", "noisefind-fold-flip", "confident_learning"} <= set(runs["detector"])
     assert (runs["examples"] == 80).all()
     truth = pd.read_csv(cifar10n_manifest)
     assert (runs["mislabeled"] > 0).all() and (runs["mislabeled"] < 80).all()

@@ -51,7 +51,7 @@ def test_none_turns_the_cache_off(image_folder, tmp_path, monkeypatch):
 def test_a_scan_from_the_cache_gives_the_table_of_a_scan_in_memory(image_folder, tmp_path,
                                                                    monkeypatch):
     args = ["scan", str(image_folder), "--epochs", "3", "--width", "0.25", "--folds", "2",
-            "--max-units", "10", "--quiet"]
+            "--quiet"]
     monkeypatch.setenv("NOISEFIND_CACHE", "none")
     assert runner.invoke(app, args + ["--out", str(tmp_path / "memory")]).exit_code == 0
     monkeypatch.setenv("NOISEFIND_CACHE", str(tmp_path / "cache"))
@@ -76,7 +76,7 @@ def test_unreadable_files_stay_listed_and_out_when_read_from_the_cache(image_fol
 def test_a_set_over_the_memory_budget_streams_from_disk_and_scans_to_the_same_table(
         image_folder, tmp_path, monkeypatch):
     args = ["scan", str(image_folder), "--epochs", "3", "--width", "0.25", "--folds", "2",
-            "--max-units", "10", "--quiet"]
+            "--quiet"]
     monkeypatch.setenv("NOISEFIND_CACHE", str(tmp_path / "cache"))
     assert runner.invoke(app, args + ["--out", str(tmp_path / "memory")]).exit_code == 0
     # Streamed both when decoding (written straight to the cache) and when read back.

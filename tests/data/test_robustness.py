@@ -118,7 +118,7 @@ def test_unreadable_images_are_listed_in_the_summary(image_folder, tmp_path):
     Image.new("RGBA", (7, 7)).save(image_folder / "fox" / "alpha.png")
     out = tmp_path / "out"
     result = runner.invoke(app, ["scan", str(image_folder), "--epochs", "2", "--width", "0.25",
-                                 "--max-units", "5", "--out", str(out), "--quiet"])
+                                 "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert "skipped 2 unreadable files" in result.output
     summary = json.loads((out / "summary.json").read_text())

@@ -3,7 +3,6 @@ import pytest
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.consensus import (
-    FLIP_SIGNALS,
     NEIGHBOURS,
     SIGNALS,
     WITNESSES,
@@ -23,37 +22,36 @@ def signals():
 
 
 def test_each_witness_has_one_standardised_vote(signals):
-    assert WITNESSES == {"out_of_sample": ("oos_margin",),
-                         "in_sample": ("fold_aum", "fold_flip"), "neighbours": ("neighbours",)}
-    expected = (z(signals["oos_margin"]) + z(z(signals["fold_aum"]) + z(signals["fold_flip"]))
-                + z(signals["neighbours"]))
+    assert WITNESSES == {"out_of_sample": ("oos_margin",), "in_sample": ("fold_aum",),
+                         "neighbours": ("neighbours",)}
+    expected = z(signals["oos_margin"]) + z(signals["fold_aum"]) + z(signals["neighbours"])
     assert consensus_score(signals) == pytest.approx(expected)
     # Scale and offset of a signal do not matter; its order against the others does.
     rescaled = {**signals, "fold_aum": 1000 * signals["fold_aum"] - 7}
     assert consensus_score(rescaled) == pytest.approx(expected)
 
 
-def test_the_ablation_leaves_the_flip_signal_out(signals):
-    expected = z(signals["oos_margin"]) + z(signals["fold_aum"]) + z(signals["neighbours"])
-    assert consensus_score(signals, without=FLIP_SIGNALS) == pytest.approx(expected)
+def test_a_witness_with_two_signals_sums_them_before_its_vote():
+    witnesses = {"out_of_sample": ("oos_margin",), "in_sample": ("fold_aum", "fold_flip")}
     three = {"oos_margin": np.array([0.0, 1, 2]), "fold_aum": np.array([2.0, 1, 0]),
              "fold_flip": np.array([0.0, 0, 9])}
-    assert consensus_score(three, without=NEIGHBOURS + FLIP_SIGNALS) == pytest.approx([0, 0, 0])
-    assert consensus_score(three, without=NEIGHBOURS).argmax() == 2
+    assert consensus_score(three, witnesses=witnesses, without=("fold_flip",)) == \
+        pytest.approx([0, 0, 0])
+    assert consensus_score(three, witnesses=witnesses).argmax() == 2
 
 
 def test_a_witness_left_out_has_no_vote(signals):
-    expected = z(signals["oos_margin"]) + z(z(signals["fold_aum"]) + z(signals["fold_flip"]))
+    expected = z(signals["oos_margin"]) + z(signals["fold_aum"])
     given = {name: values for name, values in signals.items() if name not in NEIGHBOURS}
     assert consensus_score(given, without=NEIGHBOURS) == pytest.approx(expected)
 
 
 def test_a_witness_weight_multiplies_its_vote_and_unknown_witnesses_are_refused(signals):
-    expected = (z(signals["oos_margin"]) + z(z(signals["fold_aum"]) + z(signals["fold_flip"]))
+    expected = (z(signals["oos_margin"]) + z(signals["fold_aum"])
                 + 2 * z(signals["neighbours"]))
     assert consensus_score(signals, weights={"neighbours": 2.0}) == pytest.approx(expected)
     with pytest.raises(NoisefindError) as error:
-        consensus_score(signals, weights={"fold_flip": 2.0})  # a signal, not a witness
+        consensus_score(signals, weights={"fold_aum": 2.0})  # a signal, not a witness
     assert error.value.parameter == "weights"
 
 
@@ -67,8 +65,7 @@ def test_other_witnesses_can_be_given_for_comparisons():
 
 
 def test_a_constant_signal_adds_nothing():
-    signals = {"oos_margin": np.array([1.0, 3.0]), "fold_aum": np.array([5.0, 5.0]),
-               "fold_flip": np.array([2.0, 2.0])}
+    signals = {"oos_margin": np.array([1.0, 3.0]), "fold_aum": np.array([5.0, 5.0])}
     assert consensus_score(signals, without=NEIGHBOURS) == pytest.approx([-1.0, 1.0])
 
 

@@ -20,7 +20,8 @@ from noisefind.signals.replica import (
 )
 
 runner = CliRunner()
-TINY = ["--width", "0.25", "--epochs", "8", "--max-units", "20", "--quiet"]
+TINY = ["--width", "0.25", "--epochs", "8", "--quiet"]
+SEARCH = ["--max-units", "20"]  # for the scans that run the flip search
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,7 @@ def scanned(tmp_path_factory):
     by the cutoff: one model, its replica with canaries."""
     out = tmp_path_factory.mktemp("scan")
     result = runner.invoke(app, ["scan", "digits", "--noise", "symmetric:0.1", "--limit", "150",
-                                 "--rank-by", "cutoff", "--out", str(out), *TINY])
+                                 "--rank-by", "cutoff", "--out", str(out), *TINY, *SEARCH])
     assert result.exit_code == 0, result.output
     return out
 
@@ -219,12 +220,15 @@ def test_the_default_scan_counts_on_the_fold_models_and_flags_from_the_top(defau
     assert low <= summary["estimated_mislabeled"] <= high
     assert summary["flag_precision"] >= 0.5 and 0.9 < summary["auroc_consensus_score"] <= 1.0
     assert table["oos_confidence"].between(0, 1).all()
-    for stage in ("cross_validation", "fold_flip", "neighbours", "count"):
+    for stage in ("cross_validation", "neighbours", "count"):
         assert summary["seconds"][stage] > 0
     assert "train" not in summary["seconds"] and summary["model"] is None
     assert not (default_scan / "run").exists() and not (default_scan / "cache").exists()
-    # The flip columns come from the fold model that learned each row.
-    assert table["units_to_flip"].ge(0).all() and table["fold_flip"].notna().all()
+    # No flip search ran: no flip columns, no search settings, no flip score's AUROC.
+    assert "fold_flip" not in summary["seconds"] and "units_to_flip" not in table
+    assert "flipped" not in summary and "auroc" not in summary
+    assert summary["settings"] == {"seed": 0, "limit": 150}
+    assert table.columns[0] == "rank" and (table["predicted_label"] != "").all()
 
 
 def test_a_partial_replica_trains_on_every_canary_and_a_share_of_the_rest():
@@ -269,12 +273,14 @@ def test_cutoff_none_flags_nothing(tmp_path):
     assert summary["rank_by"] == "consensus"  # the order needs no cutoff, only the folds
 
 
-def test_the_replica_s_options_are_refused_by_the_default_scan(tmp_path):
+@pytest.mark.parametrize("option", [["--canary-fraction", "0.2"], ["--max-units", "20"],
+                                    ["--scan-batch-size", "8"]])
+def test_the_replica_s_and_the_search_s_options_are_refused_by_the_default_scan(tmp_path,
+                                                                               option):
     out = tmp_path / "out"
-    result = runner.invoke(app, ["scan", "digits", "--canary-fraction", "0.2", "--out",
-                                 str(out), *TINY])
+    result = runner.invoke(app, ["scan", "digits", *option, "--out", str(out), *TINY])
     assert result.exit_code == 2
-    assert "--canary-fraction" in result.output and "--rank-by" in result.output
+    assert option[0] in result.output and "--rank-by" in result.output
     assert not (out / "suspects.csv").exists()
 
 

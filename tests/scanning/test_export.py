@@ -16,11 +16,12 @@ from noisefind.decide.suggest import RELABEL_CONFIDENCE
 from noisefind.scanning.export import load_training_set
 
 runner = CliRunner()
-TINY = ["--width", "0.25", "--max-units", "20", "--quiet"]
+TINY = ["--width", "0.25", "--quiet"]
 
 
 def scan(out, data: str, *args: str):
-    result = runner.invoke(app, ["scan", data, "--out", str(out), *TINY, *args])
+    search = ["--max-units", "20"] if "--rank-by" in args else []  # the flip search's cap
+    result = runner.invoke(app, ["scan", data, "--out", str(out), *TINY, *search, *args])
     assert result.exit_code == 0, result.output
     return out
 

@@ -96,8 +96,7 @@ def test_resume_after_kill_gives_the_same_csv(noisy_digits_run, tmp_path):
 
 def test_a_default_scan_killed_midway_resumes_from_its_fold_models(tmp_path):
     args = [sys.executable, "-m", "noisefind", "scan", "digits", "--noise", "symmetric:0.1",
-            "--limit", "100", "--folds", "3", "--epochs", "4", "--width", "0.25",
-            "--max-units", "20", "--quiet"]
+            "--limit", "100", "--folds", "3", "--epochs", "4", "--width", "0.25", "--quiet"]
     whole = tmp_path / "whole"
     subprocess.run(args + ["--out", str(whole)], check=True, capture_output=True)
 
@@ -117,7 +116,7 @@ def test_a_default_scan_killed_midway_resumes_from_its_fold_models(tmp_path):
 def test_cli_scan_on_an_image_folder(image_folder, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["scan", str(image_folder), "--epochs", "3", "--width", "0.25",
-                                 "--max-units", "10", "--out", str(out), "--quiet"])
+                                 "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     csv = pd.read_csv(out / "suspects.csv")
     assert len(csv) == 18 and csv["path"].str.endswith(".png").all()
@@ -161,14 +160,14 @@ def test_scan_rows_is_one_function_with_one_behaviour():
 
 
 def test_resume_with_other_training_options_is_refused(tmp_path):
-    args = ["scan", "digits", "--limit", "10", "--width", "0.25", "--max-units", "5",
+    args = ["scan", "digits", "--limit", "10", "--width", "0.25",
             "--cutoff", "none", "--out", str(tmp_path / "out"), "--quiet"]
     assert runner.invoke(app, [*args, "--epochs", "2"]).exit_code == 0
     same = runner.invoke(app, [*args, "--epochs", "2", "--resume"])
     assert same.exit_code == 0, same.output
     other = runner.invoke(app, [*args, "--epochs", "3", "--resume"])
     assert other.exit_code == 2 and "--epochs 3" in other.output
-    one_model = [*args, "--rank-by", "flip", "--out", str(tmp_path / "flip")]
+    one_model = [*args, "--rank-by", "flip", "--max-units", "5", "--out", str(tmp_path / "flip")]
     assert runner.invoke(app, [*one_model, "--epochs", "2"]).exit_code == 0
     other = runner.invoke(app, [*one_model, "--epochs", "3", "--resume"])
     assert other.exit_code == 2 and "--epochs 3" in other.output

@@ -48,7 +48,7 @@ def test_scan_fine_tunes_every_model_from_the_backbone(digit_manifest, resnet_we
     result = runner.invoke(app, ["scan", str(digit_manifest), "--backbone",
                                  "torchvision:resnet18", "--weights", str(resnet_weights),
                                  "--epochs", "1", "--folds", "2", "--limit", "40",
-                                 "--out", str(out), *QUICK])
+                                 "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["witnesses"] == ["out_of_sample", "in_sample", "neighbours"]
