@@ -207,7 +207,8 @@ def scan(data: LabeledData, model=None, *, backbone: str | None = None, weights=
         Scan a seeded random subset of this many examples.
     max_units, noise_copies, reference_size, reference, scan_batch_size
         The flip search (:class:`~noisefind.FlipSettings`; ``scan_batch_size`` is its
-        ``batch_size``).
+        ``batch_size``), for ``rank_by`` flip or cutoff and a given model; the default scan,
+        which runs no flip search, refuses them.
     cutoff, canary_fraction, canary_recall, canary_labels
         The count and flag (:class:`~noisefind.decide.cutoff.CutoffSettings`; ``cutoff`` is
         its ``method``, ``none`` for neither). The canary options tune the replica of

@@ -87,13 +87,16 @@ BatchSize = Annotated[int | None, typer.Option(
     help="Training batch size " + default_is("auto") + ".")]
 Lr = Annotated[float, typer.Option(help="Peak learning rate.")]
 
-# The flip search's options (scan and bench).
-MaxUnits = Annotated[int, typer.Option(help="Cap on units zeroed per example.")]
-NoiseCopies = Annotated[int, typer.Option(help="Noisy copies averaged per example.")]
+# The flip search's options (scan and bench). A scan runs the search only on one model
+# (--rank-by flip or cutoff, --folds 0, --model); the default scan refuses them.
+FLIP_ONLY = " (the flip search's; in a scan, with --rank-by flip|cutoff, --folds 0 or --model)"
+MaxUnits = Annotated[int, typer.Option(help="Cap on units zeroed per example" + FLIP_ONLY + ".")]
+NoiseCopies = Annotated[int, typer.Option(
+    help="Noisy copies averaged per example" + FLIP_ONLY + ".")]
 ReferenceSize = Annotated[int, typer.Option(
-    help="Reference examples whose loss the search keeps low.")]
+    help="Reference examples whose loss the search keeps low" + FLIP_ONLY + ".")]
 ScanBatchSize = Annotated[int | None, typer.Option(
-    help="Flip searches run together " + default_is(
+    help="Flip searches run together" + FLIP_ONLY + " " + default_is(
         "on CPU, about 192 inputs a pass, fewer for large images; on a GPU, what fits in half "
         "its free memory") + ".")]
 

@@ -12,6 +12,7 @@ import typer
 
 from noisefind.base.console import report
 from noisefind.cli.app import (
+    FLIP_ONLY,
     Arch,
     BatchSize,
     Data,
@@ -85,8 +86,8 @@ def scan(
     noise_copies: NoiseCopies = 2,
     reference_size: ReferenceSize = 4,
     reference: Annotated[str, typer.Option(
-        help="Reference examples from the example's class (same-class) or anywhere (random)."
-    )] = "same-class",
+        help="Reference examples from the example's class (same-class) or anywhere (random)"
+             + FLIP_ONLY + ".")] = "same-class",
     scan_batch_size: ScanBatchSize = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue an interrupted scan.")] = False,
     top: Annotated[int, typer.Option(help="Rows of the suspects table to print.")] = 10,
@@ -108,9 +109,9 @@ def scan(
              "(runner-up), or to a random other class (uniform).")] = "matched",
     rank_by: Annotated[str | None, typer.Option(
         help="Order of suspects.csv and the pictures: consensus_score, one vote each for the "
-             "fold models' out-of-sample margin, for their area under the margin with the "
-             "flip cost on one that learned the example, and for the labels of its nearest "
-             "neighbours (consensus; the best measured; trains only the fold models), the "
+             "fold models' out-of-sample margin, for their area under the margin on the "
+             "example, and for the labels of its nearest neighbours (consensus; the best "
+             "measured; trains only the fold models, runs no flip search), the "
              "cutoff_score, the canary-weighed mix (cutoff), or the flip search's own score on "
              "one model trained on every label (flip; the paper's) "
              + default_is("consensus, else cutoff with --folds 0, else flip") + ".")] = None,

@@ -157,10 +157,9 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
         (and trains a scanned model). Costs K trainings.
     rank_by : {"consensus", "cutoff", "flip"}, optional
         Order of the table (and of ``top_suspects.png``): by ``consensus_score``, the default
-        order (:mod:`noisefind.decide.consensus`; needs ``folds`` and a flip search on
-        them); by ``cutoff_score``, the canary-weighed mix of the cutoff (needs
-        the cutoff); or by ``score``, the flip search's own ranking (the paper's). Default:
-        the first of these the scan has.
+        order (:mod:`noisefind.decide.consensus`; needs ``folds``); by ``cutoff_score``, the
+        canary-weighed mix of the cutoff (needs the cutoff); or by ``score``, the flip search's
+        own ranking (the paper's). Default: the first of these the scan has.
     resume : bool
         Continue an interrupted scan in ``out``.
     overwrite : bool
