@@ -48,8 +48,9 @@ class ScanLog:
         distributed.barrier()
         return np.array([], dtype=np.int64)
 
-    def resume(self, state: dict) -> np.ndarray:
-        """Check that ``state`` matches the interrupted scan; return the rows already done."""
+    def resume(self, state: dict, searched: bool = True) -> np.ndarray:
+        """Check that ``state`` matches the interrupted scan; return the rows already done
+        (``searched`` False: a scan that logs no rows, whose kept work is in ``OUT/cache``)."""
         state_file = self.out / STATE_FILE
         if not state_file.is_file():
             console.print(f"nothing to resume in {self.out}; starting a new scan")
@@ -64,7 +65,8 @@ class ScanLog:
         distributed.barrier()  # everyone has read before anyone rewrites its file
         self.log.repair()  # a line cut by a kill: that example is simply scanned again
         if self.rank == 0:
-            console.print(f"resuming: {len(done)} examples already scanned")
+            console.print(f"resuming: {len(done)} examples already scanned" if searched else
+                          f"resuming: the work kept in {self.out / 'cache'} is reused")
         return done["row"].to_numpy(dtype=np.int64)
 
     def append(self, frame: pd.DataFrame) -> None:
@@ -85,6 +87,10 @@ class MemoryLog:
 
     def start(self, state: dict) -> np.ndarray:
         return np.array([], dtype=np.int64)
+
+    def resume(self, state: dict, searched: bool = True) -> np.ndarray:
+        """Nothing was kept in memory (another rank of a resumed scan): start afresh."""
+        return self.start(state)
 
     def append(self, frame: pd.DataFrame) -> None:
         self.frames.append(frame)

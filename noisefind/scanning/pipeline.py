@@ -274,7 +274,7 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
     log = ScanLog(out) if out is not None and distributed.is_main() else MemoryLog()
     if resume:
         check_same_fold_models(out, state["fold_models"])
-        log.resume(state)  # refuses other settings
+        log.resume(state, searched=False)  # refuses other settings
     else:
         log.start(state)
     started = time.perf_counter()
@@ -284,8 +284,9 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
                       cache=cache)
     probabilities = oos.probabilities()
     stages.start(ORDER_STAGE)
-    began = time.perf_counter()
-    decision = default_order(data, rows, oos, cutoff)
+    signals = order_signals(data, rows, oos)
+    began = time.perf_counter()  # the count, apart from the neighbours' search before it
+    decision = default_order(data, rows, oos, cutoff, signals)
     table = held_out_table(data, rows, probabilities)
     table = rank_table(mark_suspected(with_order(table, decision, data), decision, data),
                        "consensus")
@@ -462,14 +463,20 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
                      out_of_sample=None if oos is None else oos.probabilities())
 
 
-def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample,
-                  cutoff: CutoffSettings) -> Cutoff:
-    """The default order of ``rows`` on the fold models' evidence, with its count and flag."""
-    signals = default_order_signals(
-        rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
-        fold_margin=oos.fold_aum(rows), neighbours=oos.neighbours(rows))
+def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample, cutoff: CutoffSettings,
+                  signals: dict[str, np.ndarray] | None = None) -> Cutoff:
+    """The default order of ``rows`` on the fold models' evidence, with its count and flag;
+    ``signals``: :func:`order_signals`, when already computed."""
+    signals = order_signals(data, rows, oos) if signals is None else signals
     return consensus_decision(data.y.numpy(), rows, oos.probabilities(), consensus_score(signals),
                               signals, seed=cutoff.seed, count=cutoff.method != "none")
+
+
+def order_signals(data: LabeledData, rows: np.ndarray, oos: OutOfSample) -> dict[str, np.ndarray]:
+    """The default order's signals of ``rows`` (the neighbours' search is most of their cost)."""
+    return default_order_signals(
+        rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
+        fold_margin=oos.fold_aum(rows), neighbours=oos.neighbours(rows))
 
 
 def _summary(table: pd.DataFrame, data: LabeledData, run: Run | None, settings: FlipSettings,

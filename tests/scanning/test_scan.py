@@ -109,6 +109,7 @@ def test_a_default_scan_killed_midway_resumes_from_its_fold_models(tmp_path):
     resumed = subprocess.run(talking + ["--out", str(killed), "--resume"], check=True,
                              capture_output=True, text=True)
     assert resumed.stderr.count("training: started") < 3  # the kept fold model is reused
+    assert "resuming: the work kept in" in resumed.stderr
     pd.testing.assert_frame_equal(pd.read_csv(whole / "suspects.csv"),
                                   pd.read_csv(killed / "suspects.csv"))
 
