@@ -14,9 +14,9 @@ fresh process, decoding them (``load_data``), one training epoch of a small mode
 neighbours witness over its features. ``neighbours`` times the blocked nearest-neighbour search
 alone on random unit-length 128-d features. ``side`` loads an image folder at each side
 length and times three epochs of ResNet-9 (width 1) and the flip search of 30 examples.
-``scan`` writes the largest N synthetic 32 x 32 PNG files once, then runs the whole
-``noisefind scan`` (the small CNN, one epoch, two fold models of the same, 500 rows
-flip-searched) on a manifest
+``scan`` writes the largest N synthetic 32 x 32 PNG files once, then runs the whole default
+``noisefind scan`` (two fold models of the small CNN, one epoch each, 500 rows ranked; stages
+of scans that flip-search, when recorded, per searched row) on a manifest
 of the first N of them, in a child process, with the images streamed from the disk cache when
 they exceed ``--memory-budget`` (``--memory-budget none``: the default budget, half the
 available memory): each stage's seconds per example and the child's own peak RSS. The data
@@ -206,7 +206,7 @@ def side(args) -> list[dict]:
     return rows
 
 
-SCANNED = 500  # rows flip-searched in ``scan`` (the search's cost is per scanned row)
+SCANNED = 500  # rows scanned in ``scan`` (a flip search's cost is per scanned row)
 
 
 def run_child(command: list[str], log: Path) -> tuple[int, float, float]:
