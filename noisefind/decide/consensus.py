@@ -44,7 +44,7 @@ import numpy as np
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
-from noisefind.decide.count import out_of_sample_count
+from noisefind.decide.count import held_out_agreement, out_of_sample_count
 from noisefind.decide.cutoff import Cutoff, no_cutoff
 
 Witnesses = Mapping[str, tuple[str, ...]]  # witness name -> the names of its signals
@@ -199,6 +199,8 @@ def consensus_decision(labels: np.ndarray, rows: np.ndarray, probabilities: np.n
         decision = Cutoff("out_of_sample_canaries", rows, np.zeros(len(rows), dtype=bool),
                           np.full(len(rows), np.nan), estimate.estimate * share,
                           {"method": "out_of_sample_canaries", "canaries": canaries,
+                           "held_out_agreement": round(held_out_agreement(labels,
+                                                                          probabilities), 4),
                            "note": COUNT_NOTE},
                           interval=(estimate.low * share, estimate.high * share))
     decision.suspected = flag_top(order, decision.estimated_scanned)

@@ -32,7 +32,12 @@ import torch.nn.functional as F
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import margin_judge
 from noisefind.decide.consensus import SIGNALS, WITNESSES, consensus_score, flag_top
-from noisefind.decide.count import confident_classes, confident_count, count_with_canaries
+from noisefind.decide.count import (
+    confident_classes,
+    confident_count,
+    count_with_canaries,
+    held_out_agreement,
+)
 from noisefind.scanning.export import TrainingSet, write_training_set
 from noisefind.scanning.outputs import write_summary, write_suspects
 from noisefind.scanning.review import write_review
@@ -103,6 +108,8 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
                "confident_joint_estimate": round(learning.estimate, 1),
                "flagged": int(table["suspected"].sum()),
                "seconds": {name: round(value, 3) for name, value in seconds.items()}}
+    if pred_probs is not None:
+        summary["held_out_agreement"] = round(held_out_agreement(labels, pred_probs), 4)
     if "is_noisy" in table:
         summary.update(truth_figures(table))
     return table, summary

@@ -8,6 +8,8 @@ from noisefind.decide.count import (
     confident_count,
     count_from_canaries,
     estimate_count,
+    held_out_agreement,
+    unexplained_misses,
 )
 
 
@@ -83,3 +85,15 @@ def test_the_canaries_count_and_its_interval():
     assert count.estimate == estimate_count(scores, canaries)[0]
     assert count.estimate == pytest.approx(1000, rel=0.1)
     assert count.low <= count.estimate <= count.high and count.method == "canaries"
+
+
+def test_the_misses_beyond_the_count_are_the_clean_rows_that_look_wrong():
+    labels, probabilities, wrong = noisy_probabilities()
+    agreement = held_out_agreement(labels, probabilities)
+    assert agreement == pytest.approx((probabilities.argmax(1) == labels).mean())
+    # The models miss the wrong labels and some right ones: beyond the true share of wrong
+    # labels, what is left are right labels they miss (the noise in these probabilities).
+    missed = unexplained_misses(agreement, wrong / len(labels))
+    assert 0 < missed < 1 - agreement
+    assert unexplained_misses(0.95, 0.10) == 0.0  # never below zero
+    assert unexplained_misses(0.70, 0.16) == pytest.approx(0.14)

@@ -213,6 +213,10 @@ def test_the_default_scan_counts_on_the_fold_models_and_flags_from_the_top(defau
     # them: fewer than the 500 asked for), then scaled to the 150 scanned.
     cutoff = summary["cutoff"]
     assert cutoff["method"] == "out_of_sample_canaries" and cutoff["canaries"] == 359
+    probabilities = np.load(default_scan / "pred_probs.npy")  # of all 1797 rows
+    given = np.load(default_scan / "training_set.npz")["y"]
+    assert cutoff["held_out_agreement"] == pytest.approx(
+        (probabilities.argmax(1) == given).mean(), abs=1e-4)
     flagged = table["suspected"].to_numpy()
     assert flagged[:flagged.sum()].all()  # a prefix of the order
     assert abs(flagged.sum() - summary["estimated_mislabeled"] * 150 / 1797) <= 1
