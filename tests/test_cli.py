@@ -346,3 +346,13 @@ def test_the_count_says_when_weak_held_out_models_may_make_it_run_high(capsys):
     print_count(strong)  # 12% missed, 10% counted: nothing more to say
     said = capsys.readouterr().out
     assert "about 185 of 1797" in said and "may run high" not in said
+
+
+def test_the_count_s_caution_needs_a_count_and_the_held_out_agreement():
+    from noisefind.scanning.outputs import count_caution
+
+    weak = {"examples": 450, "estimated_mislabeled": 106, "cutoff": {"held_out_agreement": 0.662}}
+    assert "may run high" in count_caution(weak)
+    assert count_caution({**weak, "estimated_mislabeled": None}) is None  # --cutoff none
+    assert count_caution({"examples": 450, "estimated_mislabeled": 106}) is None  # no agreement
+

@@ -17,7 +17,7 @@ from rich.markup import escape
 
 from noisefind.base.console import console, report
 from noisefind.base.errors import NoisefindError
-from noisefind.decide.count import LOOSE_SHARE, unexplained_misses
+from noisefind.scanning.outputs import count_caution
 
 # Commands in the order of the workflow, then the analyses (typer would list groups last).
 COMMAND_ORDER = ("train", "scan", "rank", "review", "export", "bench", "localize", "memorization",
@@ -256,16 +256,9 @@ def print_count(summary: dict) -> None:
     low, high = summary["estimated_mislabeled_interval"]
     report.print(f"about {summary['estimated_mislabeled']:.0f} of {summary['examples']} labels "
                  f"wrong ({low:.0f}-{high:.0f})", highlight=False)
-    agreement = summary.get("held_out_agreement",  # noisefind rank's, or the default scan's
-                            (summary.get("cutoff") or {}).get("held_out_agreement"))
-    if agreement is None:
-        return
-    missed = unexplained_misses(agreement,
-                                summary["estimated_mislabeled"] / summary["examples"])
-    if missed > LOOSE_SHARE:
-        report.print(f"the held-out models miss another {missed:.0%} of the given labels beyond "
-                     "those counted wrong: with models this unsure, clean rows look wrong and "
-                     "the count may run high (docs/method.md, \"How far to trust the count\")",
+    caution = count_caution(summary)
+    if caution:
+        report.print(f'{caution} (docs/method.md, "How far to trust the count")',
                      highlight=False)
 
 

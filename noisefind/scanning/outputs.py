@@ -18,11 +18,29 @@ from rich.table import Table
 from noisefind.base.console import report
 from noisefind.base.figures import agg_figure, save_figure
 from noisefind.base.files import atomic_write, write_json
+from noisefind.decide.count import LOOSE_SHARE, unexplained_misses
 
 ORDER_COLUMNS = {"consensus": "consensus_score", "cutoff": "cutoff_score", "flip": "score"}
 SUSPECT_COLUMNS = ["rank", "index", "path", "given_label", "suggested_label", "predicted_label",
                    "units_to_flip", "flipped", "score", "loss", "flip_cost", "flipped_to",
                    "runner_up_label", "reference_accuracy", "layers"]
+
+
+def count_caution(summary: dict) -> str | None:
+    """A sentence saying the count may run high, where the held-out models miss more than
+    :data:`~noisefind.decide.count.LOOSE_SHARE` of the given labels beyond the share counted
+    wrong (``held_out_agreement``: a default scan's in ``cutoff``, ``noisefind rank``'s at the
+    top); None where they do not, or where nothing was counted."""
+    agreement = summary.get("held_out_agreement",
+                            (summary.get("cutoff") or {}).get("held_out_agreement"))
+    if agreement is None or summary.get("estimated_mislabeled") is None:
+        return None
+    missed = unexplained_misses(agreement, summary["estimated_mislabeled"] / summary["examples"])
+    if missed <= LOOSE_SHARE:
+        return None
+    return (f"the held-out models miss another {missed:.0%} of the given labels beyond those "
+            "counted wrong: with models this unsure, clean rows look wrong and the count may "
+            "run high")
 
 
 def write_suspects(table: pd.DataFrame, out: Path) -> Path:

@@ -28,7 +28,7 @@ import pandas as pd
 from noisefind.base.errors import NoisefindError
 from noisefind.base.files import atomic_write
 from noisefind.scanning.export import TrainingSet, feature_names, load_training_set, read_suspects
-from noisefind.scanning.outputs import ORDER_COLUMNS
+from noisefind.scanning.outputs import ORDER_COLUMNS, count_caution
 
 THUMBNAIL = 96  # largest side of an inline thumbnail, pixels
 
@@ -154,6 +154,7 @@ def _facts(summary: dict, total: int, shown: pd.DataFrame) -> str:
              ("examples", summary.get("examples")), ("scanned", total),
              ("flagged", int(shown["suspected"].sum())),
              ("estimated mislabeled", _estimate(summary)),
+             ("caution", count_caution(summary)),
              ("witnesses", ", ".join(summary.get("witnesses", [])) or None),
              ("cutoff", cutoff.get("method")),
              ("AUROC of the score", _number(summary.get("auroc"))),

@@ -15,7 +15,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from noisefind.cli import app
-from noisefind.scanning.outputs import ORDER_COLUMNS
+from noisefind.scanning.outputs import ORDER_COLUMNS, count_caution
 
 runner = CliRunner()
 TINY = ["--width", "0.25", "--quiet"]
@@ -108,6 +108,8 @@ def test_cards_carry_labels_score_and_a_png_thumbnail(digits_out):
     assert order == "consensus_score"
     assert f"score {first[order]:.3f}" in html
     assert "flips to" not in html  # the default scan runs no flip search
+    caution = count_caution(json.loads((digits_out / "summary.json").read_text()))
+    assert (caution is not None) == ("may run high" in html)  # the terminal's caution, if any
     suggested = pd.read_csv(digits_out / "suspects.csv", dtype=str).iloc[0]["suggested_label"]
     assert f"given <b>{first['given_label']}</b>, likely <b>{suggested}</b>" in html
 
