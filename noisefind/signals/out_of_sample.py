@@ -8,11 +8,12 @@ unseen: their probability of the given label (confident learning's evidence, Nor
 2021). Each of them also learned the other K-1 folds, so together they give the default order
 (:mod:`noisefind.decide.consensus`) all three of its witnesses: the held-out probabilities
 (out of sample); the area under the margin over the K-1 models that learned each row
-(:func:`fold_margins`) and the flip search on one of them (:func:`fold_flip_results`; in
-sample); and their feature spaces, where each row's nearest neighbours vote with their labels
-(:mod:`noisefind.signals.neighbours`). The flip search on the model that held a row out
-(:func:`out_of_sample_flip_costs`) is a signal the cutoff can weigh
-(:mod:`noisefind.decide.cutoff`).
+(:func:`fold_margins`; in sample); and their feature spaces, where each row's nearest
+neighbours vote with their labels (:mod:`noisefind.signals.neighbours`). The flip search on
+one of the models that learned a row (:func:`fold_flip_results`) was the in-sample witness's
+second signal until it showed no share of the order; the bench keeps it. The flip search on
+the model that held a row out (:func:`out_of_sample_flip_costs`) is a signal the cutoff can
+weigh (:mod:`noisefind.decide.cutoff`).
 :class:`OutOfSample` hands everything over lazily, computing each once.
 
 The K models should generalise, not fit every label: they train on augmented views, and on
@@ -202,8 +203,8 @@ def fold_flip_results(data: LabeledData, fold_runs: list[tuple[Run, np.ndarray]]
     each row (:func:`learners`), away from the given label.
 
     The fold models learned each label from a different seed and with augmentation; what it
-    takes to talk one of them out of a label it learned is the in-sample half of the default
-    order (:mod:`noisefind.decide.consensus`).
+    takes to talk one of them out of a label it learned (the bench's ``fold_flip`` and
+    ``noisefind-fold-flip``; no longer in the default order, docs/benchmarks.md).
 
     Returns
     -------
