@@ -157,7 +157,6 @@ def time_spent(seconds: dict) -> str:
     """Where a scan's time went, from its summary's ``seconds``."""
     stages = {"train": "training", "flip_search": "flip search",
               "cross_validation": "out-of-sample models",
-              "fold_flip": "flip search on the fold models",
               "neighbours": "neighbours", "count": "count",
               "cutoff": "cutoff (replica)"}
     parts = [f"{name} {seconds[key]:.0f} s" for key, name in stages.items() if seconds.get(key)]

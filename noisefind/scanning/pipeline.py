@@ -1,19 +1,19 @@
 """``noisefind.scanning.pipeline``: from a labelled data set to a ranked, flagged table.
 
 Two paths. **The default scan** (no model given, K-fold models, the default order) trains only
-the K fold models: their held-out probabilities, their flip search and training dynamics on
-the rows they learned, and their feature spaces give the default order's three witnesses
-(:mod:`noisefind.decide.consensus`); canaries scored on the held-out evidence give the count,
-and the flag takes that many from the top. **The scanned-model scan** (a model given, or the
-paper's ``rank_by`` flip, or the canary-weighed cutoff) trains or loads one model, flip-searches
-its training set, and calibrates the cutoff in a replica.
+the K fold models: their held-out probabilities, their training dynamics on the rows they
+learned, and their feature spaces give the default order's three witnesses
+(:mod:`noisefind.decide.consensus`); no flip search runs; canaries scored on the held-out
+evidence give the count, and the flag takes that many from the top. **The scanned-model
+scan** (a model given, or the paper's ``rank_by`` flip, or the canary-weighed cutoff) trains
+or loads one model, flip-searches its training set, and calibrates the cutoff in a replica.
 
 The scanned model's search appends its finished results to ``OUT/scan_progress.jsonl`` as they
 arrive (flushed and fsynced), next to ``OUT/scan_state.json`` which records what is being
 scanned (settings, rows, model). ``resume=True`` reads both, refuses a resume with other
 settings, and scans only the rows not yet done; because each example's search depends only on
-its own row and seed, the final table is the same as an uninterrupted run's. Models, fold
-searches and features are kept in ``OUT/cache`` until the scan ends, so a resumed scan of
+its own row and seed, the final table is the same as an uninterrupted run's. Models, searches
+and features are kept in ``OUT/cache`` until the scan ends, so a resumed scan of
 either path reuses them. The final ``suspects.csv`` and ``summary.json`` are written
 atomically at the end.
 """
@@ -124,10 +124,10 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
          device: str = "auto") -> ScanResult:
     """Rank the training examples of ``data`` by how likely their labels are wrong.
 
-    The default scan trains the K fold models, flip-searches each row on one that learned it,
-    orders, counts and flags (:mod:`noisefind.decide`), and writes the files. With a ``model``,
-    or ``rank_by`` flip or cutoff, that model is trained (or loaded) and flip-searched, and the
-    cutoff is calibrated in a replica of it (module docstring).
+    The default scan trains the K fold models, orders, counts and flags
+    (:mod:`noisefind.decide`), and writes the files. With a ``model``, or ``rank_by`` flip or
+    cutoff, that model is trained (or loaded) and flip-searched, and the cutoff is calibrated
+    in a replica of it (module docstring).
 
     Parameters
     ----------
@@ -286,7 +286,7 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
     stages.start(ORDER_STAGE)
     signals = order_signals(data, rows, oos)
     began = time.perf_counter()  # the count, apart from the neighbours' search before it
-    decision = default_order(data, rows, oos, cutoff, signals)
+    decision = default_order(data, rows, oos, signals, cutoff)
     table = held_out_table(data, rows, probabilities)
     table = rank_table(mark_suspected(with_order(table, decision, data), decision, data),
                        "consensus")
@@ -302,8 +302,6 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
             stages.start(WRITE_STAGE)
             _write(table, summary, data, out, probabilities)
     return ScanResult(table=table, summary=summary, run=None)
-
-
 
 
 TRAIN_STAGE, SEARCH_STAGE, FOLDS_STAGE = "training", "flip search", "out-of-sample models"
@@ -453,7 +451,7 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
     rows = results["row"].to_numpy(dtype=np.int64)
     if rank_by == "consensus":
         stages.start(ORDER_STAGE)
-        return default_order(data, rows, oos, cutoff)
+        return default_order(data, rows, oos, order_signals(data, rows, oos), cutoff)
     if is_own(run) and cutoff.method != "none":
         return no_cutoff(rows, NO_CUTOFF)
     if cutoff.method != "none":
@@ -463,11 +461,10 @@ def _decide(data: LabeledData, run: Run, results: pd.DataFrame, cutoff: CutoffSe
                      out_of_sample=None if oos is None else oos.probabilities())
 
 
-def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample, cutoff: CutoffSettings,
-                  signals: dict[str, np.ndarray] | None = None) -> Cutoff:
-    """The default order of ``rows`` on the fold models' evidence, with its count and flag;
-    ``signals``: :func:`order_signals`, when already computed."""
-    signals = order_signals(data, rows, oos) if signals is None else signals
+def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample,
+                  signals: dict[str, np.ndarray], cutoff: CutoffSettings) -> Cutoff:
+    """The default order of ``rows`` (``signals``: :func:`order_signals`), with its count and
+    flag."""
     return consensus_decision(data.y.numpy(), rows, oos.probabilities(), consensus_score(signals),
                               signals, seed=cutoff.seed, count=cutoff.method != "none")
 
