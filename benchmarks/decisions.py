@@ -15,10 +15,12 @@ labels from ``training_set.npz`` (injected noise, or a manifest's ``true_label``
 ``pred_probs.npy``; the relabelled manifest comes from the real ``noisefind export --relabel``.
 Per scan it reports the estimate against the truth, the flag's precision, recall and F1 beside
 cleanlab's (over the scanned rows), and the wrong labels before and after the relabel, with
-the fixes and the new errors (clean labels changed). Prints a table and writes JSON (default
+the fixes and the new errors (clean labels changed); and, beside it, the fold models' held-out
+accuracy and the AUROC / AUPRC of the scan's order and of confident learning (cleanlab's
+ranking on the same probabilities) over the scanned rows. Prints tables and writes JSON (default
 benchmarks/results/decisions.json). ``canaries`` recomputes a scan's out-of-sample count with the
-canaries it draws, with uniform ones, and with the real wrong labels as canaries
-(benchmarks/results/count-canaries.json).
+canaries it draws, with uniform ones, and with the real wrong labels as canaries, on the
+out-of-sample evidence and on the order's own score (benchmarks/results/count-canaries.json).
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import average_precision_score, roc_auc_score
 
+from noisefind.bench.detectors import cleanlab_scores
 from noisefind.decide.calibration import margin_judge
 from noisefind.decide.count import estimate_count, out_of_sample_count
 from noisefind.decide.cutoff import flag_metrics
@@ -113,7 +117,7 @@ def evaluate(scan: Path, truth_csv: Path | None) -> dict:
     given, classes = training.y, training.classes
     true_y = true_labels(training, truth_csv, scan)
     summary = json.loads((scan / "summary.json").read_text())
-    suspects = pd.read_csv(scan / "suspects.csv", usecols=["index", "suspected"])
+    suspects = pd.read_csv(scan / "suspects.csv", usecols=["rank", "index", "suspected"])
     rows = training.positions(suspects["index"])
     wrong = given != true_y
     estimate = summary["estimated_mislabeled"]
@@ -123,16 +127,35 @@ def evaluate(scan: Path, truth_csv: Path | None) -> dict:
               "count_error": round((estimate - wrong.sum()) / wrong.sum(), 3),
               "noisefind": flag_scores(suspects["suspected"].to_numpy(bool), wrong[rows])}
     if (scan / "pred_probs.npy").exists():
-        issues = find_label_issues(given, np.load(scan / "pred_probs.npy"))
+        probabilities = np.load(scan / "pred_probs.npy")
+        issues = find_label_issues(given, probabilities)
         result["cleanlab"] = flag_scores(issues[rows], wrong[rows])
         result["cleanlab_count_error"] = round((issues.sum() - wrong.sum()) / wrong.sum(), 3)
+        result["ranking"] = ranking(-suspects["rank"].to_numpy(float), rows, given,
+                                    probabilities, true_y)
     result["relabel"] = relabel(scan, true_y, given, classes)
+    return result
+
+
+def ranking(order: np.ndarray, rows: np.ndarray, given: np.ndarray,
+            probabilities: np.ndarray, true_y: np.ndarray) -> dict:
+    """The fold models' held-out accuracy against the true labels, and the AUROC / AUPRC of
+    the scan's ``order`` (a score of its ``rows``) and of confident learning (cleanlab on the
+    same probabilities) over those rows."""
+    wrong = (given != true_y)[rows]
+    scores = {"order": order, "confident_learning": cleanlab_scores(given, probabilities)[rows]}
+    result = {"fold_accuracy": round(float((probabilities.argmax(1) == true_y).mean()), 4)}
+    for name, score in scores.items():
+        result[name] = {"auroc": round(float(roc_auc_score(wrong, score)), 4),
+                        "auprc": round(float(average_precision_score(wrong, score)), 4)}
+    result["lead"] = round(result["order"]["auroc"] - result["confident_learning"]["auroc"], 4)
     return result
 
 
 def canaries(scan: Path, truth_csv: Path | None) -> dict:
     """The out-of-sample count of a finished scan with three kinds of canaries: those the scan
-    draws (from the confusions confident learning sees), uniform ones, and the real wrong
+    draws (from the confusions confident learning sees; as today's code draws them, with the
+    scan's seed), as many uniform ones, and the real wrong
     labels themselves (known here only because the truth is): how far each is from the truth
     says whether the count is right because canaries score like real errors."""
     training = load_training_set(scan)
@@ -141,20 +164,28 @@ def canaries(scan: Path, truth_csv: Path | None) -> dict:
     wrong = given != truth
     judge = margin_judge(probabilities, given)
     scores = judge(np.arange(len(given)), given)
-    drawn, count = out_of_sample_count(given, probabilities)
+    seed = json.loads((scan / "summary.json").read_text()).get("settings", {}).get("seed", 0)
+    drawn, count = out_of_sample_count(given, probabilities, seed=seed)  # as the scan draws
     rng = np.random.default_rng(0)
-    rows = rng.choice(len(given), count, replace=False)
+    rows = rng.choice(len(given), count, replace=True)
     uniform = (given[rows] + rng.integers(1, probabilities.shape[1], count)) % \
         probabilities.shape[1]
 
     def error(estimate: float) -> float:
         return round((estimate - wrong.sum()) / wrong.sum(), 3)
 
-    return {"scan": str(scan), "examples": len(given), "wrong": int(wrong.sum()),
-            "accuracy": round(float((probabilities.argmax(1) == truth).mean()), 3),
-            "canaries": count, "drawn": error(drawn.estimate),
-            "uniform": error(estimate_count(scores, judge(rows, uniform))[0]),
-            "real_errors": error(estimate_count(scores, scores[wrong])[0])}
+    result = {"scan": str(scan), "examples": len(given), "wrong": int(wrong.sum()),
+              "accuracy": round(float((probabilities.argmax(1) == truth).mean()), 3),
+              "canaries": count, "drawn": error(drawn.estimate),
+              "uniform": error(estimate_count(scores, judge(rows, uniform))[0]),
+              "real_errors": error(estimate_count(scores, scores[wrong])[0])}
+    # The same ceiling on the order's own score: no canary, however alike the real errors,
+    # counts closer than this from the mixture alone (the clean rows above each threshold).
+    ranked = pd.read_csv(scan / "suspects.csv")
+    if "consensus_score" in ranked and len(ranked) == len(given):
+        order = ranked.sort_values("index")["consensus_score"].to_numpy()
+        result["real_errors_on_order"] = error(estimate_count(order, order[wrong])[0])
+    return result
 
 
 def table(results: list[dict]) -> str:
@@ -172,12 +203,28 @@ def table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def ranking_table(results: list[dict]) -> str:
+    lines = ["| scan | fold models' accuracy | order AUROC / AUPRC | confident learning AUROC / "
+             "AUPRC | lead (AUROC) |", "| --- | ---: | ---: | ---: | ---: |"]
+    for r in results:
+        if "ranking" not in r:
+            continue
+        k = r["ranking"]
+        lines.append(f"| {Path(r['scan']).name} | {k['fold_accuracy']:.3f} | "
+                     f"{k['order']['auroc']:.3f} / {k['order']['auprc']:.3f} | "
+                     f"{k['confident_learning']['auroc']:.3f} / "
+                     f"{k['confident_learning']['auprc']:.3f} | {k['lead']:+.3f} |")
+    return "\n".join(lines)
+
+
 def canaries_table(results: list[dict]) -> str:
     lines = ["| scan | fold models' accuracy | wrong | canaries | count error: drawn (the "
-             "scan's) | uniform | the real errors as canaries |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "scan's) | uniform | the real errors as canaries | the same, on the order's "
+             "score |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     lines += [f"| {Path(r['scan']).name} | {r['accuracy']:.3f} | {r['wrong']} | {r['canaries']} "
-              f"| {r['drawn']:+.0%} | {r['uniform']:+.0%} | {r['real_errors']:+.0%} |"
+              f"| {r['drawn']:+.0%} | {r['uniform']:+.0%} | {r['real_errors']:+.0%} | "
+              + (f"{r['real_errors_on_order']:+.0%} |" if "real_errors_on_order" in r else "|")
               for r in results]
     return "\n".join(lines)
 
@@ -208,6 +255,8 @@ def main() -> None:
     else:
         results = [evaluate(scan, args.truth) for scan in args.scans]
         print(table(results))
+        print()
+        print(ranking_table(results))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2) + "\n")
 

@@ -19,7 +19,9 @@ fold), with the seconds it trained. Variants (``--fold-epochs`` sets every varia
 - ``fast-smoothing``: the fast recipe with airbench's label smoothing (0.2);
 - ``fast:e30``, ``fast:w0.75``, ``fast:e30:w0.75``: the fast recipe at another epoch count or
   width (the other variants train the recipe's epochs at its width); ``fast:s3``: three
-  models of the fold, seeded apart, their probabilities averaged (seconds: all three).
+  models of the fold, seeded apart, their probabilities averaged (seconds: all three);
+- ``pretrained``: noisefind's fold network started from ``--weights`` (``scan --backbone
+  noisefind:fast``: the fast recipe, its 15 epochs; ``pretrained:e30`` for 30).
 
 ``--cifar10`` trains the fast recipe on the 50,000 CIFAR-10 training images and tests it on
 the 10,000 test images (the GPU check). Writes ``benchmarks/results/fold_recipe-<name>.json``
@@ -48,6 +50,7 @@ from noisefind.models.predict import predict_logits
 from noisefind.signals.out_of_sample import cv_folds, out_of_sample_config
 from noisefind.training import fast_recipe
 from noisefind.training.config import TrainConfig
+from noisefind.training.fast_recipe import OWN_BACKBONE
 from noisefind.training.fit import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -82,7 +85,7 @@ def without(ingredient: str):
 def variant_config(variant: str, scanned: TrainConfig,
                    data) -> tuple[TrainConfig, bool, str, int]:
     """(fold config, predict through views, ingredient left out, models averaged) of
-    ``variant``."""
+    ``variant`` (``pretrained``: from ``scanned``'s backbone weights)."""
     variant, *sizes = variant.split(":")
     seeds = 1
     if sizes:
@@ -94,6 +97,11 @@ def variant_config(variant: str, scanned: TrainConfig,
             field = {"e": "epochs", "w": "width"}[size[0]]
             config = replace(config, **{field: type(getattr(config, field))(size[1:])})
         return config, views, left_out, seeds
+    if variant == "pretrained":
+        if scanned.backbone_weights is None:
+            raise SystemExit("the pretrained variant needs --weights")
+        return out_of_sample_config(replace(scanned, backbone=OWN_BACKBONE), data), True, "", 1
+    scanned = replace(scanned, backbone_weights=None)  # the other variants start from scratch
     if variant == "paper":
         return out_of_sample_config(replace(scanned, fold_recipe="paper"), data), False, "", 1
     config = out_of_sample_config(scanned, data)
@@ -155,12 +163,16 @@ def main() -> None:
                         help="the fast recipe on all 50,000 CIFAR-10 training images")
     parser.add_argument("--subset", type=int, default=None,
                         help="with --cifar10: this many training and test images only")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="noisefind's fold network pretrained elsewhere (the pretrained "
+                             "variant; benchmarks/pretrain_backbone.py --spec noisefind:fast)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--work", type=Path, default=Path("/tmp/noisefind-cifar10n"))
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     scanned = TrainConfig(width=args.width, epochs=args.epochs, device=args.device, seed=1,
-                          fold_epochs=args.fold_epochs)
+                          fold_epochs=args.fold_epochs,
+                          backbone_weights=None if args.weights is None else str(args.weights))
     images = unpack(SHARED / "cifar10-jpg.tar.gz", args.work)
     device = resolve_device(args.device)
     meta = {"epochs": args.epochs, "fold_epochs": args.fold_epochs, "device": str(device),

@@ -58,7 +58,10 @@ def scan(
         "--backbone", help="Train this architecture (torchvision:<name> or <module>:<function>) "
                            "from its pretrained --weights instead of noisefind's own network: "
                            "a new classifier, a linear probe, then fine-tuning, for the fold "
-                           "models and any scanned model alike (--lr 0.01 unless given).")
+                           "models and any scanned model alike (--lr 0.01 unless given). "
+                           "noisefind:fast starts noisefind's own fold network from --weights "
+                           "(colour images): the fold models train with the fast recipe, 15 "
+                           "epochs unless --fold-epochs.")
     ] = None,
     weights: Annotated[Path | None, typer.Option(
         help="Weights of your own --model, or the pretrained weights of --backbone: "

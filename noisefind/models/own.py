@@ -39,7 +39,7 @@ from torch import nn
 
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import to_float
-from noisefind.models.nets import UnitGate
+from noisefind.models.nets import Net, UnitGate
 
 TORCHVISION = "torchvision:"
 PREPROCESSING = "images as float tensors in [0, 1], resized to image_size, then (x - mean) / std"
@@ -294,15 +294,17 @@ def load_into(module: nn.Module, state: dict[str, torch.Tensor], file, spec: str
     module.load_state_dict(state)
 
 
-def load_backbone(model: OwnModel, file: str | Path, spec: str) -> int:
+def load_backbone(model: OwnModel | Net, file: str | Path, spec: str) -> int:
     """Load pretrained weights into every layer of ``model`` but its classifier, which stays
     new (the data's classes); the number of tensors loaded. Weights that do not fit the
-    architecture are refused, naming the first that does not."""
+    architecture are refused, naming the first that does not. For one of noisefind's own
+    networks the input standardisation comes with the weights: the layers expect it."""
     state = read_weights(file)
     if state and all(k.startswith("module.") for k in state):  # saved from DataParallel
         state = {k[len("module."):]: v for k, v in state.items()}
-    head = f"{model.classifier}."
-    expected = {k: v for k, v in model.module.state_dict().items() if not k.startswith(head)}
+    module, head = (model.module, f"{model.classifier}.") if isinstance(model, OwnModel) \
+        else (model, "head.")
+    expected = {k: v for k, v in module.state_dict().items() if not k.startswith(head)}
     given = {k: v for k, v in state.items() if not k.startswith(head)}
     missing = [k for k in expected if k not in given]
     wrong = [k for k in expected if k in given and given[k].shape != expected[k].shape]
@@ -310,5 +312,5 @@ def load_backbone(model: OwnModel, file: str | Path, spec: str) -> int:
         first = (missing or wrong or [k for k in given if k not in expected])[0]
         raise NoisefindError(f"weights of another architecture: {file} does not fit the "
                              f"backbone {spec} (first misfit: {first})", parameter="weights")
-    model.module.load_state_dict(given, strict=False)
+    module.load_state_dict(given, strict=False)
     return len(given)

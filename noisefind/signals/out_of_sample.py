@@ -40,7 +40,7 @@ from noisefind.signals.flip import FlipSettings, flip_search
 from noisefind.signals.neighbours import NEIGHBOURS, embeddings, neighbour_probabilities
 from noisefind.training.cache import ResultCache, data_key, digest, model_key
 from noisefind.training.config import TrainConfig
-from noisefind.training.fast_recipe import FAST
+from noisefind.training.fast_recipe import FAST, OWN_BACKBONE, WARM_EPOCHS
 from noisefind.training.runs import Run
 
 DEFAULT_FOLDS = 5  # K of the K-fold models: each trains on 4/5 and judges the other 1/5
@@ -55,15 +55,22 @@ def out_of_sample_config(config: TrainConfig, data: LabeledData) -> TrainConfig:
     more, ``config.fold_recipe="fast"`` trains the whitened CNN with the fast recipe
     (:data:`noisefind.training.fast_recipe.FAST`, its own epoch count, ``config``'s seed and
     device); ``"paper"``, and every other kind of data, keep ``config``'s network, recipe and
-    epochs. A backbone is always fine-tuned with its own recipe. ``config.fold_epochs``, when
-    given, sets the epochs of either.
+    epochs. A backbone is fine-tuned with its own recipe, but ``noisefind:fast`` (the fast
+    recipe's network, from pretrained weights) trains with the fast recipe for
+    :data:`~noisefind.training.fast_recipe.WARM_EPOCHS`. ``config.fold_epochs``, when given,
+    sets the epochs of any of them.
     """
     config = replace(config, augment=True, checkpoint_every=0, holdout=0.0)
     shape = data.input_shape
-    fast = (config.fold_recipe == "fast" and config.backbone is None
-            and config.arch in ("auto", "resnet9") and data.is_image and shape[0] == 3
-            and min(shape[1:]) >= MIN_SIDE)
-    if fast:
+    colour = data.is_image and shape[0] == 3 and min(shape[1:]) >= MIN_SIDE
+    if config.backbone == OWN_BACKBONE:
+        if not colour:
+            raise NoisefindError(f"backbone {OWN_BACKBONE}: noisefind's fold network is for "
+                                 f"colour images of at least {MIN_SIDE} pixels a side",
+                                 parameter="backbone")
+        config = replace(config, **{**FAST, "epochs": WARM_EPOCHS})
+    elif (config.fold_recipe == "fast" and config.backbone is None
+          and config.arch in ("auto", "resnet9") and colour):
         config = replace(config, **FAST)
     return replace(config, epochs=config.fold_epochs) if config.fold_epochs else config
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from noisefind.base.errors import NoisefindError
 from noisefind.models.architectures import build_model
 from noisefind.models.nets import Net
+from noisefind.training.fast_recipe import FAST, OWN_BACKBONE
 
 RECIPES = ("paper", "fast")  # how to train (noisefind.training.fast_recipe has the second)
 BACKBONE_LR = 0.01  # fine-tuning a pretrained backbone: a tenth of training from scratch
@@ -89,6 +90,9 @@ class TrainConfig:
             if ":" not in self.backbone:
                 raise NoisefindError(f"backbone {self.backbone!r}: give torchvision:<name> or "
                                      "<module>:<function>", parameter="backbone")
+            if self.backbone == OWN_BACKBONE and self.backbone_weights is None:
+                raise NoisefindError(f"backbone {OWN_BACKBONE}: give the weights to start from",
+                                     parameter=("backbone_weights", "backbone"))
             if self.dropout != "none":
                 raise NoisefindError("dropout: only noisefind's own networks take a dropout "
                                      "variant, not a backbone", parameter=("dropout", "backbone"))
@@ -113,8 +117,9 @@ class TrainConfig:
                                  f"{self.checkpoint_every}", parameter="checkpoint_every")
 
     def linear_probe_epochs(self) -> int:
-        """Epochs that train a backbone's classifier alone (0 without a backbone)."""
-        if self.backbone is None:
+        """Epochs that train a backbone's classifier alone (0 without a backbone, and for
+        noisefind's own network, which the fast recipe trains whole from the start)."""
+        if self.backbone in (None, OWN_BACKBONE):
             return 0
         return self.epochs // 3 if self.probe_epochs is None else self.probe_epochs
 
@@ -126,7 +131,10 @@ class TrainConfig:
 def make_model(config: TrainConfig, data_shape: tuple[int, ...], num_classes: int) -> Net:
     """The network ``config`` describes, with its dropout variant; for a backbone, its
     architecture wrapped for the flip search (:class:`~noisefind.models.own.OwnModel`), with
-    no weights loaded yet (:func:`noisefind.training.fit.fit` loads them)."""
+    no weights loaded yet (:func:`noisefind.training.fit.fit` loads them). The backbone
+    ``noisefind:fast`` is the fast recipe's own network, at its width."""
+    if config.backbone == OWN_BACKBONE:
+        return build_model("whitened", data_shape, num_classes, FAST["width"])
     if config.backbone is not None:
         import torch
 

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 
 from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
-from noisefind.decide.count import estimate_count
+from noisefind.decide.count import MIN_CANARIES, estimate_count
 from noisefind.decide.cutoff import CutoffSettings, fit_cutoff, flag_metrics
 from noisefind.signals.replica import (
     calibrate,
@@ -209,10 +209,10 @@ def test_the_default_scan_counts_on_the_fold_models_and_flags_from_the_top(defau
     assert len(table) == 150 and summary["rank_by"] == "consensus"
     assert summary["witnesses"] == ["out_of_sample", "in_sample", "neighbours"]
     assert table["consensus_score"].is_monotonic_decreasing
-    # The count: canaries scored on the held-out probabilities of all 1797 rows (a fifth of
-    # them: fewer than the 500 asked for), then scaled to the 150 scanned.
+    # The count: canaries scored on the held-out probabilities of all 1797 rows (2,000 of
+    # them, drawn with replacement: more than 2% of the rows), then scaled to the 150 scanned.
     cutoff = summary["cutoff"]
-    assert cutoff["method"] == "out_of_sample_canaries" and cutoff["canaries"] == 359
+    assert cutoff["method"] == "out_of_sample_canaries" and cutoff["canaries"] == MIN_CANARIES
     probabilities = np.load(default_scan / "pred_probs.npy")  # of all 1797 rows
     given = np.load(default_scan / "training_set.npz")["y"]
     assert cutoff["held_out_agreement"] == pytest.approx(

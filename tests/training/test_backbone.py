@@ -1,18 +1,22 @@
 """A pretrained backbone fine-tuned by noisefind: the weights it starts from, the linear probe,
-and a scan whose every model is fine-tuned from it (so every witness runs)."""
+and a scan whose every model is fine-tuned from it (so every witness runs); noisefind's own
+fold network started from weights (``noisefind:fast``)."""
 
 import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 import noisefind
 from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
 from noisefind.data.load import load_data
-from noisefind.training.config import TrainConfig
+from noisefind.models.own import load_backbone
+from noisefind.signals.out_of_sample import out_of_sample_config
+from noisefind.training.config import TrainConfig, make_model
+from noisefind.training.fast_recipe import OWN_BACKBONE, WARM_EPOCHS
 from noisefind.training.fit import fit
 
 runner = CliRunner()
@@ -92,3 +96,52 @@ def test_a_backbone_with_options_it_cannot_take_is_refused(digit_manifest, optio
     with pytest.raises(NoisefindError) as error:
         noisefind.scan(data, limit=5, **options)
     assert error.value.parameter == parameter
+
+
+@pytest.fixture(scope="module")
+def fold_network_weights(digit_manifest, tmp_path_factory):
+    """noisefind's fold network trained one epoch with the fast recipe, as safetensors."""
+    data = load_data(digit_manifest)
+    run = fit(data, out_of_sample_config(TrainConfig(fold_epochs=1, device="cpu"), data),
+              progress=False)
+    file = tmp_path_factory.mktemp("fold-network") / "fold.safetensors"
+    save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(file))
+    return file
+
+
+def test_noisefind_fast_starts_the_fold_models_from_the_weights(digit_manifest, digits,
+                                                                fold_network_weights,
+                                                                resnet_weights):
+    data = load_data(digit_manifest)
+    own = TrainConfig(backbone=OWN_BACKBONE, backbone_weights=str(fold_network_weights),
+                      device="cpu")
+    config = out_of_sample_config(own, data)
+    # the fast recipe, whole from the start (no probe), for fewer epochs than from scratch
+    assert (config.recipe, config.epochs, config.linear_probe_epochs()) == ("fast",
+                                                                          WARM_EPOCHS, 0)
+    model = make_model(config, data.input_shape, data.num_classes)
+    model.fit_normalization(data.x)
+    assert load_backbone(model, fold_network_weights, OWN_BACKBONE) > 0
+    pretrained, state = load_file(str(fold_network_weights)), model.state_dict()
+    assert all(torch.equal(state[k], v) for k, v in pretrained.items() if k != "head.weight")
+    assert not torch.equal(state["head.weight"], pretrained["head.weight"])  # a new classifier
+    with pytest.raises(NoisefindError, match="does not fit the backbone noisefind:fast"):
+        load_backbone(model, resnet_weights, OWN_BACKBONE)
+    with pytest.raises(NoisefindError) as error:  # 8-pixel grey digits: not its kind of data
+        out_of_sample_config(own, digits)
+    assert error.value.parameter == "backbone"
+    with pytest.raises(NoisefindError) as error:
+        TrainConfig(backbone=OWN_BACKBONE).validate()
+    assert error.value.parameter == ("backbone_weights", "backbone")
+
+
+def test_scan_with_noisefind_fast_trains_the_fold_models_from_the_weights(
+        digit_manifest, fold_network_weights, tmp_path):
+    out = tmp_path / "out"
+    result = runner.invoke(app, ["scan", str(digit_manifest), "--backbone", OWN_BACKBONE,
+                                 "--weights", str(fold_network_weights), "--fold-epochs", "2",
+                                 "--folds", "2", "--limit", "40", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    assert (summary["train"]["backbone"], summary["train"]["fold_epochs"]) == (OWN_BACKBONE, 2)
+    assert summary["auroc_consensus_score"] > 0.5
