@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -38,6 +39,10 @@ from noisefind.cli.app import (
     load,
     train_config,
 )
+
+if TYPE_CHECKING:
+    from noisefind.data.labeled import LabeledData
+    from noisefind.training.config import TrainConfig
 
 RunOut = Annotated[Path, typer.Option(
     "--out", help="Output folder: the run (weights, config, per-example training history).")]
@@ -77,11 +82,26 @@ def train(
                                   "(needs --noise; see noisefind localize gradients).")] = False,
     image_size: ImageSize = None,
     memory_budget: MemoryBudget = None,
+    recipe: Annotated[str, typer.Option(
+        help="paper: the scanned model's recipe (fits every label, as the flip search needs); "
+             "fast: noisefind's fold network with the fold models' recipe (colour images; its "
+             "own network, rate and 30 epochs unless --epochs), whose OUT/model.safetensors "
+             "`scan --backbone noisefind:fast --weights` starts from.")] = "paper",
     quiet: Quiet = False,
 ) -> None:
     """Train a model; --out holds weights, config and the per-example training history."""
     from noisefind.training.fit import fit
 
+    if recipe not in ("paper", "fast"):
+        raise NoisefindError(f"--recipe {recipe!r}: choose paper or fast")
+    if recipe == "fast":
+        # The fold models' own network and settings: options that would change them are refused.
+        taken = given(ctx, ("width", "arch", "batch_size", "lr", "dropout",
+                            "example_tied_dropout", "p_gen", "p_mem", "holdout",
+                            "checkpoint_every"))
+        if taken:
+            raise NoisefindError(f"{', '.join(taken)}: --recipe fast trains the fold models' "
+                                 "own network with its own settings; leave them out")
     if example_tied_dropout and dropout not in ("none", "example-tied"):
         raise NoisefindError(f"--example-tied-dropout conflicts with --dropout {dropout}")
     dropout = "example-tied" if example_tied_dropout else dropout
@@ -94,6 +114,8 @@ def train(
     config = train_config(seed, device, epochs=epochs, width=width, arch=arch,
                           batch_size=batch_size, lr=lr, checkpoint_every=checkpoint_every,
                           dropout=dropout, p_gen=p_gen, p_mem=p_mem, holdout=holdout)
+    if recipe == "fast":
+        config = fold_network_config(config, loaded, epochs if given(ctx, ("epochs",)) else None)
     hook = None
     if track_gradients:
         from noisefind.analyses.gradients import GradientTracker as hook
@@ -103,6 +125,20 @@ def train(
     metrics = ", ".join(f"{k} {v:.3f}" for k, v in run.config["metrics"].items())
     report.print(f"trained {run.config['arch']} on {run.config['data']['examples']} examples in "
                  f"{run.config['seconds']:.1f}s: {metrics}; run saved to {out}", highlight=False)
+
+
+def fold_network_config(config: TrainConfig, data: LabeledData,
+                        epochs: int | None) -> TrainConfig:
+    """``config`` turned into the fold models' fast recipe (``epochs`` or its own), refused
+    for data it does not train (anything but colour images of MIN_SIDE pixels a side or more)."""
+    from noisefind.models.whitened import MIN_SIDE
+    from noisefind.signals.out_of_sample import out_of_sample_config
+
+    fast = out_of_sample_config(replace(config, fold_epochs=epochs), data)
+    if fast.recipe != "fast":
+        raise NoisefindError("--recipe fast: the fold models' network is for colour images of "
+                             f"at least {MIN_SIDE} pixels a side")
+    return fast
 
 
 @exits_cleanly

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import noisefind
@@ -100,13 +100,30 @@ def test_a_backbone_with_options_it_cannot_take_is_refused(digit_manifest, optio
 
 @pytest.fixture(scope="module")
 def fold_network_weights(digit_manifest, tmp_path_factory):
-    """noisefind's fold network trained one epoch with the fast recipe, as safetensors."""
-    data = load_data(digit_manifest)
-    run = fit(data, out_of_sample_config(TrainConfig(fold_epochs=1, device="cpu"), data),
-              progress=False)
-    file = tmp_path_factory.mktemp("fold-network") / "fold.safetensors"
-    save_file({k: v.contiguous() for k, v in run.model.state_dict().items()}, str(file))
-    return file
+    """noisefind's fold network trained one epoch with the fast recipe, as a user makes it."""
+    out = tmp_path_factory.mktemp("fold-network") / "run"
+    result = runner.invoke(app, ["train", str(digit_manifest), "--recipe", "fast", "--epochs",
+                                 "1", "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "config.json").read_text())
+    assert (config["arch"], config["train"]["recipe"], config["train"]["epochs"]) == (
+        "whitened", "fast", 1)
+    return out / "model.safetensors"
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--width", "2"], "--width: --recipe fast trains the fold models' own network"),
+    (["--recipe", "quick"], "choose paper or fast"),
+])
+def test_train_refuses_what_the_fast_recipe_cannot_take(digit_manifest, tmp_path, options,
+                                                        message):
+    recipe = [] if "--recipe" in options else ["--recipe", "fast"]
+    result = runner.invoke(app, ["train", str(digit_manifest), *recipe, *options,
+                                 "--out", str(tmp_path / "run")])
+    assert result.exit_code == 2 and message in result.output
+    grey = runner.invoke(app, ["train", "digits", "--recipe", "fast",
+                               "--out", str(tmp_path / "grey")])  # 8-pixel grey images
+    assert grey.exit_code == 2 and "colour images of at least 16 pixels" in grey.output
 
 
 def test_noisefind_fast_starts_the_fold_models_from_the_weights(digit_manifest, digits,
