@@ -330,7 +330,7 @@ def test_readme_rank_example_runs(tmp_path, monkeypatch):
     assert summary["witnesses"] == ["out_of_sample", "neighbours"]
 
 
-def test_the_count_says_when_weak_held_out_models_may_make_it_run_high(capsys):
+def test_the_count_says_when_weak_held_out_models_may_put_it_far_off(capsys):
     from noisefind.cli.app import print_count
 
     folder = {"examples": 450, "estimated_mislabeled": 106,
@@ -338,21 +338,21 @@ def test_the_count_says_when_weak_held_out_models_may_make_it_run_high(capsys):
     print_count({**folder, "cutoff": {"held_out_agreement": 0.662}})  # a default scan's
     said = capsys.readouterr().out
     assert "about 106 of 450 labels wrong (72-147)" in said
-    assert "miss another 10% of the given labels" in said and "may run high" in said
+    assert "miss another 10% of the given labels" in said and "may be far off" in said
     print_count({**folder, "held_out_agreement": 0.662})  # noisefind rank's summary
-    assert "may run high" in capsys.readouterr().out
+    assert "may be far off" in capsys.readouterr().out
     strong = {"examples": 1797, "estimated_mislabeled": 185,
               "estimated_mislabeled_interval": [159, 206], "cutoff": {"held_out_agreement": 0.876}}
     print_count(strong)  # 12% missed, 10% counted: nothing more to say
     said = capsys.readouterr().out
-    assert "about 185 of 1797" in said and "may run high" not in said
+    assert "about 185 of 1797" in said and "may be far off" not in said
 
 
 def test_the_count_s_caution_needs_a_count_and_the_held_out_agreement():
     from noisefind.scanning.outputs import count_caution
 
     weak = {"examples": 450, "estimated_mislabeled": 106, "cutoff": {"held_out_agreement": 0.662}}
-    assert "may run high" in count_caution(weak)
+    assert "may be far off" in count_caution(weak)
     assert count_caution({**weak, "estimated_mislabeled": None}) is None  # --cutoff none
     assert count_caution({"examples": 450, "estimated_mislabeled": 106}) is None  # no agreement
 

@@ -250,7 +250,7 @@ def int_list(text: str, flag: str) -> list[int]:
 def print_count(summary: dict) -> None:
     """The estimated number of wrong labels and its interval: "about 47 of 450 labels wrong
     (35-60)"; nothing without an estimate. Where the held-out models miss many labels the
-    count takes as right, a second line says the count may run high."""
+    count takes as right, a second line says the count may be far off."""
     if not summary.get("estimated_mislabeled_interval"):
         return
     low, high = summary["estimated_mislabeled_interval"]

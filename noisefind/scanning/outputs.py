@@ -27,7 +27,7 @@ SUSPECT_COLUMNS = ["rank", "index", "path", "given_label", "suggested_label", "p
 
 
 def count_caution(summary: dict) -> str | None:
-    """A sentence saying the count may run high, where the held-out models miss more than
+    """A sentence saying the count may be far off, where the held-out models miss more than
     :data:`~noisefind.decide.count.LOOSE_SHARE` of the given labels beyond the share counted
     wrong (``held_out_agreement``: a default scan's in ``cutoff``, ``noisefind rank``'s at the
     top); None where they do not, or where nothing was counted."""
@@ -40,7 +40,7 @@ def count_caution(summary: dict) -> str | None:
         return None
     return (f"the held-out models miss another {missed:.0%} of the given labels beyond those "
             "counted wrong: with models this unsure, clean rows look wrong and the count may "
-            "run high")
+            "be far off, high or low")
 
 
 def write_suspects(table: pd.DataFrame, out: Path) -> Path:
