@@ -90,10 +90,11 @@ def train(
     quiet: Quiet = False,
 ) -> None:
     """Train a model; --out holds weights, config and the per-example training history."""
+    from noisefind.training.config import RECIPES
     from noisefind.training.fit import fit
 
-    if recipe not in ("paper", "fast"):
-        raise NoisefindError(f"--recipe {recipe!r}: choose paper or fast")
+    if recipe not in RECIPES:
+        raise NoisefindError(f"--recipe {recipe!r}: choose {' or '.join(RECIPES)}")
     if recipe == "fast":
         # The fold models' own network and settings: options that would change them are refused.
         taken = given(ctx, ("width", "arch", "batch_size", "lr", "dropout",
