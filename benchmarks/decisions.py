@@ -188,45 +188,51 @@ def canaries(scan: Path, truth_csv: Path | None) -> dict:
     return result
 
 
+def markdown(header: list[str], rows: list[list[str]]) -> str:
+    """A Markdown table: the first column left-aligned, the others right-aligned."""
+    lines = [header, ["---"] + ["---:"] * (len(header) - 1), *rows]
+    return "\n".join("|" + "|".join(f" {cell} " if cell else " " for cell in cells) + "|"
+                     for cells in lines)
+
+
 def table(results: list[dict]) -> str:
-    lines = ["| scan | wrong | estimated (error) | flag P / R / F1 | cleanlab P / R / F1 "
-             "(count error) | relabel: wrong before -> after | fixed | new errors |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    rows = []
     for r in results:
         ours, lab, rel = r["noisefind"], r.get("cleanlab"), r["relabel"]
         theirs = (f"{lab['precision']} / {lab['recall']} / {lab['f1']} "
                   f"({r['cleanlab_count_error']:+.0%})" if lab else "no pred_probs.npy")
-        lines.append(f"| {Path(r['scan']).name} | {r['wrong']} | {r['estimated']} "
-                     f"({r['count_error']:+.0%}) | {ours['precision']} / {ours['recall']} / "
-                     f"{ours['f1']} | {theirs} | {rel['wrong_before']} -> {rel['wrong_after']} "
-                     f"| {rel['fixed']} | {rel['new_errors']} |")
-    return "\n".join(lines)
+        rows.append([Path(r["scan"]).name, str(r["wrong"]),
+                     f"{r['estimated']} ({r['count_error']:+.0%})",
+                     f"{ours['precision']} / {ours['recall']} / {ours['f1']}", theirs,
+                     f"{rel['wrong_before']} -> {rel['wrong_after']}", str(rel["fixed"]),
+                     str(rel["new_errors"])])
+    return markdown(["scan", "wrong", "estimated (error)", "flag P / R / F1",
+                     "cleanlab P / R / F1 (count error)", "relabel: wrong before -> after",
+                     "fixed", "new errors"], rows)
 
 
 def ranking_table(results: list[dict]) -> str:
-    lines = ["| scan | fold models' accuracy | order AUROC / AUPRC | confident learning AUROC / "
-             "AUPRC | lead (AUROC) |", "| --- | ---: | ---: | ---: | ---: |"]
+    rows = []
     for r in results:
         if "ranking" not in r:
             continue
         k = r["ranking"]
-        lines.append(f"| {Path(r['scan']).name} | {k['fold_accuracy']:.3f} | "
-                     f"{k['order']['auroc']:.3f} / {k['order']['auprc']:.3f} | "
+        rows.append([Path(r["scan"]).name, f"{k['fold_accuracy']:.3f}",
+                     f"{k['order']['auroc']:.3f} / {k['order']['auprc']:.3f}",
                      f"{k['confident_learning']['auroc']:.3f} / "
-                     f"{k['confident_learning']['auprc']:.3f} | {k['lead']:+.3f} |")
-    return "\n".join(lines)
+                     f"{k['confident_learning']['auprc']:.3f}", f"{k['lead']:+.3f}"])
+    return markdown(["scan", "fold models' accuracy", "order AUROC / AUPRC",
+                     "confident learning AUROC / AUPRC", "lead (AUROC)"], rows)
 
 
 def canaries_table(results: list[dict]) -> str:
-    lines = ["| scan | fold models' accuracy | wrong | canaries | count error: drawn (the "
-             "scan's) | uniform | the real errors as canaries | the same, on the order's "
-             "score |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {Path(r['scan']).name} | {r['accuracy']:.3f} | {r['wrong']} | {r['canaries']} "
-              f"| {r['drawn']:+.0%} | {r['uniform']:+.0%} | {r['real_errors']:+.0%} | "
-              + (f"{r['real_errors_on_order']:+.0%} |" if "real_errors_on_order" in r else "|")
-              for r in results]
-    return "\n".join(lines)
+    rows = [[Path(r["scan"]).name, f"{r['accuracy']:.3f}", str(r["wrong"]), str(r["canaries"]),
+             f"{r['drawn']:+.0%}", f"{r['uniform']:+.0%}", f"{r['real_errors']:+.0%}",
+             f"{r['real_errors_on_order']:+.0%}" if "real_errors_on_order" in r else ""]
+            for r in results]
+    return markdown(["scan", "fold models' accuracy", "wrong", "canaries",
+                     "count error: drawn (the scan's)", "uniform",
+                     "the real errors as canaries", "the same, on the order's score"], rows)
 
 
 def main() -> None:
