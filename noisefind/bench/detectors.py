@@ -65,6 +65,7 @@ import torch.nn.functional as F
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import class_thresholds
+from noisefind.decide.consensus import NEIGHBOURS, WITNESSES
 from noisefind.models.predict import predict_logits
 from noisefind.training.fit import fit
 
@@ -234,8 +235,7 @@ def noisefind_default(context: DetectorContext) -> np.ndarray:
 
 # The default order until the flip search left it: the flip search's cost on the fold model
 # that learned each row beside AUM in the in-sample witness.
-FOLD_FLIP_WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("fold_aum", "fold_flip"),
-                       "neighbours": ("neighbours",)}
+FOLD_FLIP_WITNESSES = {**WITNESSES, "in_sample": ("fold_aum", "fold_flip")}
 
 
 @register("noisefind-fold-flip")
@@ -251,15 +251,14 @@ def noisefind_with_fold_flip(context: DetectorContext) -> np.ndarray:
 @register("noisefind-no-neighbours")
 def noisefind_without_neighbours(context: DetectorContext) -> np.ndarray:
     """Ablation of ``noisefind`` without the neighbours witness."""
-    from noisefind.decide.consensus import NEIGHBOURS
-
     return _consensus(context, without=NEIGHBOURS)
 
 
 # The default order until the in-sample witness moved to the fold models: the scanned model's
 # AUM and flip cost in sample, the fold model's flip cost as a fourth ("augmented") witness.
 SCANNED_MODEL_WITNESSES = {"out_of_sample": ("oos_margin",), "in_sample": ("aum", "flip_cost"),
-                           "augmented": ("fold_flip",), "neighbours": ("neighbours",)}
+                           "augmented": ("fold_flip",), "neighbours": NEIGHBOURS,
+                           "backbone": WITNESSES["backbone"]}
 
 
 @register("noisefind-scanned")
@@ -356,7 +355,8 @@ def _order_signals(context: DetectorContext) -> dict[str, np.ndarray]:
         rows=context.rows, labels=context.data.y.numpy(),
         probabilities=context.out_of_sample_probabilities(),
         fold_margin=context.out_of_sample.fold_aum(context.rows),
-        neighbours=context.neighbours())
+        neighbours=context.neighbours(),
+        backbone_neighbours=context.out_of_sample.backbone_neighbours(context.rows))
 
 
 def _consensus(context: DetectorContext, without: tuple[str, ...] = (),

@@ -160,7 +160,8 @@ def time_spent(seconds: dict) -> str:
     """Where a scan's time went, from its summary's ``seconds``."""
     stages = {"train": "training", "flip_search": "flip search",
               "cross_validation": "out-of-sample models",
-              "neighbours": "neighbours", "count": "count",
+              "neighbours": "neighbours", "backbone_neighbours": "backbone's neighbours",
+              "count": "count",
               "cutoff": "cutoff (replica)"}
     parts = [f"{name} {seconds[key]:.0f} s" for key, name in stages.items() if seconds.get(key)]
     return f"time: {', '.join(parts)}; total {seconds['total']:.0f} s"

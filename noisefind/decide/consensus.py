@@ -1,4 +1,5 @@
-"""The consensus score: the scan's default order, three witnesses with a vote each.
+"""The consensus score: the scan's default order, three witnesses (four with a backbone)
+with a vote each.
 
 A wrong label is seen by three witnesses: models that never saw it, models that learned it,
 and its neighbours. All three read the K fold models (:mod:`noisefind.signals.out_of_sample`):
@@ -12,6 +13,16 @@ and its neighbours. All three read the K fold models (:mod:`noisefind.signals.ou
 - **neighbours**: how much less the example's nearest neighbours in the K-fold models' feature
   spaces carry its label than another, each against its class's usual share (``neighbours``,
   :mod:`noisefind.signals.neighbours`): the labels around it, not any model's verdict on it.
+
+A scan whose fold models start from a pretrained backbone (``scan --backbone``) has a fourth:
+
+- **backbone**: the same neighbours' vote in the backbone's own feature space, as the fold
+  models start from it (``backbone_neighbours``,
+  :meth:`noisefind.signals.out_of_sample.OutOfSample.backbone_neighbours`). No label of the
+  data shaped that space, so a wrong label cannot have pulled its example towards its class.
+  On CIFAR-10N, with noisefind's fold network pretrained on other images, it lifted the order
+  on every part measured, more as a vote of its own than as a second signal of the neighbours
+  witness (docs/benchmarks.md, "The backbone's own neighbours").
 
 The flip search (Maini et al. 2023: how few units must be zeroed to flip the prediction away
 from the given label) is not among them. Run on the fold model that learned each row, as the
@@ -49,9 +60,12 @@ from noisefind.decide.cutoff import Cutoff, no_cutoff
 
 Witnesses = Mapping[str, tuple[str, ...]]  # witness name -> the names of its signals
 WITNESSES: Witnesses = {"out_of_sample": ("oos_margin",), "in_sample": ("fold_aum",),
-                        "neighbours": ("neighbours",)}
+                        "neighbours": ("neighbours",), "backbone": ("backbone_neighbours",)}
 SIGNALS = tuple(name for names in WITNESSES.values() for name in names)  # higher = suspicious
 NEIGHBOURS = WITNESSES["neighbours"]
+# Signals only some scans have: the backbone witness needs a pretrained backbone (scan
+# --backbone). Without them their witness has no vote and the others vote as before.
+OPTIONAL = WITNESSES["backbone"]
 
 
 def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ...] = (),
@@ -62,8 +76,9 @@ def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ..
     Parameters
     ----------
     signals : mapping of str to numpy.ndarray
-        The signals of ``witnesses`` (by default :data:`SIGNALS`) by name, one float per row
-        each, all the same length, higher = more suspicious.
+        The signals of ``witnesses`` (by default :data:`SIGNALS`; those of :data:`OPTIONAL`
+        may be absent) by name, one float per row each, all the same length, higher = more
+        suspicious.
     without : tuple of str
         Signals to leave out (ablations, e.g. :data:`NEIGHBOURS`); a witness left with
         none has no vote.
@@ -85,7 +100,8 @@ def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ..
         For a missing or unknown signal, signals of different lengths, or a non-finite value.
     """
     expected = [name for names in witnesses.values() for name in names]
-    missing = [name for name in expected if name not in signals and name not in without]
+    missing = [name for name in expected
+               if name not in signals and name not in without and name not in OPTIONAL]
     unknown = [name for name in signals if name not in expected]
     if missing or unknown:
         raise NoisefindError(f"signals: give exactly {', '.join(expected)}; "
@@ -111,8 +127,16 @@ def consensus_score(signals: Mapping[str, np.ndarray], *, without: tuple[str, ..
     return total
 
 
+def witnesses_voting(signals: Mapping[str, np.ndarray],
+                     witnesses: Witnesses = WITNESSES) -> list[str]:
+    """The names of the ``witnesses`` that have at least one of ``signals`` (in order)."""
+    return [witness for witness, names in witnesses.items()
+            if any(name in signals for name in names)]
+
+
 def default_order_signals(*, rows: np.ndarray, labels: np.ndarray, probabilities: np.ndarray,
-                          fold_margin: np.ndarray, neighbours: np.ndarray
+                          fold_margin: np.ndarray, neighbours: np.ndarray,
+                          backbone_neighbours: np.ndarray | None = None
                           ) -> dict[str, np.ndarray]:
     """The :data:`SIGNALS` of the default order for ``rows``, each higher = more suspicious.
 
@@ -132,15 +156,20 @@ def default_order_signals(*, rows: np.ndarray, labels: np.ndarray, probabilities
         Per row of ``rows``: its area under the margin averaged over the fold models that
         trained on it (:meth:`noisefind.signals.out_of_sample.OutOfSample.fold_aum`).
     neighbours : numpy.ndarray
-        Per row of ``rows``: the neighbours' calibrated margin (already higher = more
-        suspicious).
+        Per row of ``rows``: the neighbours' calibrated margin in the fold models' feature
+        spaces (already higher = more suspicious).
+    backbone_neighbours : numpy.ndarray, optional
+        The same in the pretrained backbone's own feature space (scans with a backbone).
     """
     rows = np.asarray(rows, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
-    return {"oos_margin": calibrated_margin(probabilities, rows, labels[rows],
-                                            class_thresholds(probabilities, labels)),
-            "fold_aum": -np.asarray(fold_margin, dtype=np.float64),
-            "neighbours": np.asarray(neighbours, dtype=np.float64)}
+    signals = {"oos_margin": calibrated_margin(probabilities, rows, labels[rows],
+                                               class_thresholds(probabilities, labels)),
+               "fold_aum": -np.asarray(fold_margin, dtype=np.float64),
+               "neighbours": np.asarray(neighbours, dtype=np.float64)}
+    if backbone_neighbours is not None:
+        signals["backbone_neighbours"] = np.asarray(backbone_neighbours, dtype=np.float64)
+    return signals
 
 
 def standardised(values: np.ndarray) -> np.ndarray:

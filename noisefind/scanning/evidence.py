@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import margin_judge
-from noisefind.decide.consensus import SIGNALS, WITNESSES, consensus_score, flag_top
+from noisefind.decide.consensus import SIGNALS, consensus_score, flag_top, witnesses_voting
 from noisefind.decide.count import (
     confident_classes,
     confident_count,
@@ -99,8 +99,7 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
                "evidence": [name for name in EVIDENCE_WITNESSES
                             if {"pred_probs": pred_probs, "features": features}[name]
                             is not None],
-               "witnesses": [w for w, names_ in WITNESSES.items()
-                             if any(n in signals for n in names_)],
+               "witnesses": witnesses_voting(signals),
                "neighbours_k": min(k, len(labels) - 1) if features is not None else None,
                "feature_spaces": 0 if features is None else len(features),
                "count_from": "pred_probs" if pred_probs is not None else "neighbours",

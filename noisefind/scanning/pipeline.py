@@ -35,10 +35,10 @@ from noisefind.base.console import console
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, scan_rows, to_float
 from noisefind.decide.consensus import (
-    WITNESSES,
     consensus_decision,
     consensus_score,
     default_order_signals,
+    witnesses_voting,
 )
 from noisefind.decide.cutoff import Cutoff, CutoffSettings, no_cutoff
 from noisefind.models.predict import runner_up_classes
@@ -473,7 +473,8 @@ def order_signals(data: LabeledData, rows: np.ndarray, oos: OutOfSample) -> dict
     """The default order's signals of ``rows`` (the neighbours' search is most of their cost)."""
     return default_order_signals(
         rows=rows, labels=data.y.numpy(), probabilities=oos.probabilities(),
-        fold_margin=oos.fold_aum(rows), neighbours=oos.neighbours(rows))
+        fold_margin=oos.fold_aum(rows), neighbours=oos.neighbours(rows),
+        backbone_neighbours=oos.backbone_neighbours(rows))
 
 
 def _summary(table: pd.DataFrame, data: LabeledData, run: Run | None, settings: FlipSettings,
@@ -487,7 +488,7 @@ def _summary(table: pd.DataFrame, data: LabeledData, run: Run | None, settings: 
                                     None if noisy is None else int(noisy.sum())))
     summary["folds"] = folds
     if rank_by == "consensus":
-        summary["witnesses"] = list(WITNESSES)
+        summary["witnesses"] = witnesses_voting(decision.signals)
     if data.preparation is not None:
         summary["input"] = data.preparation
     if run is not None and is_own(run):

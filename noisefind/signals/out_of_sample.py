@@ -23,7 +23,7 @@ colour images with a fast recipe of their own (:func:`out_of_sample_config`).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 
 import numpy as np
@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 
 from noisefind.base.console import console
+from noisefind.base.device import resolve_device
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
 from noisefind.decide.calibration import calibrated_margin, class_thresholds
@@ -39,7 +40,7 @@ from noisefind.models.whitened import MIN_SIDE
 from noisefind.signals.flip import FlipSettings, flip_search
 from noisefind.signals.neighbours import NEIGHBOURS, embeddings, neighbour_probabilities
 from noisefind.training.cache import ResultCache, data_key, digest, model_key
-from noisefind.training.config import TrainConfig
+from noisefind.training.config import TrainConfig, starting_model
 from noisefind.training.fast_recipe import FAST, OWN_BACKBONE, WARM_EPOCHS
 from noisefind.training.runs import Run
 
@@ -340,15 +341,37 @@ class OutOfSample:
         the K models' feature spaces (:func:`noisefind.signals.neighbours.neighbour_probabilities`),
         against the given label; per-class thresholds from every example's own neighbours.
         A data set of ``k`` examples or fewer uses all the others as neighbours."""
+        return self._neighbour_margin(
+            "neighbour_probabilities", "neighbours", rows, k,
+            lambda: (embeddings(run.model, self.data.x, self.data.index, views=uses_views(run))
+                     for run, _ in self.runs()))  # one feature space in memory at a time
+
+    def backbone_neighbours(self, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray | None:
+        """The ``backbone_neighbours`` signal of ``rows``: as :meth:`neighbours`, in the
+        feature space of the pretrained backbone itself, as the fold models start from it
+        (before any of these labels trained it, so a wrong label cannot have moved its
+        example); None without pretrained weights."""
+        if self.config.backbone_weights is None:
+            return None
+
+        def space():
+            model = starting_model(self.config, self.data).to(resolve_device(self.config.device))
+            yield embeddings(model, self.data.x, self.data.index,
+                             views=self.config.recipe == "fast")
+
+        return self._neighbour_margin("backbone_neighbour_probabilities",
+                                      "backbone_neighbours", rows, k, space)
+
+    def _neighbour_margin(self, name: str, stage: str, rows: np.ndarray, k: int,
+                          spaces: Callable[[], Iterable[torch.Tensor]]) -> np.ndarray:
+        """The calibrated margin of ``rows``' given labels in the neighbours' vote over the
+        feature ``spaces()`` (computed once, cached as ``name``, its seconds as ``stage``)."""
         k = min(k, len(self.data) - 1)
         labels = self.data.y.numpy()
-        key = digest("neighbour_probabilities", data_key(self.data), self.config.__dict__,
-                     self.folds, k)
-        probabilities, self.seconds["neighbours"] = self.cache.array(
-            key, lambda: neighbour_probabilities(
-                (embeddings(run.model, self.data.x, self.data.index, views=uses_views(run))
-                 for run, _ in self.runs()),  # one feature space in memory at a time
-                labels, num_classes=self.data.num_classes, k=k))
+        key = digest(name, data_key(self.data), self.config.__dict__, self.folds, k)
+        probabilities, self.seconds[stage] = self.cache.array(
+            key, lambda: neighbour_probabilities(spaces(), labels,
+                                                 num_classes=self.data.num_classes, k=k))
         rows = np.asarray(rows, dtype=np.int64)
         return calibrated_margin(probabilities, rows, labels[rows],
                                  class_thresholds(probabilities, labels))

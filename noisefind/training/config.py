@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from noisefind.base.errors import NoisefindError
 from noisefind.models.architectures import build_model
 from noisefind.models.nets import Net
 from noisefind.training.fast_recipe import FAST, OWN_BACKBONE
+
+if TYPE_CHECKING:
+    from noisefind.data.labeled import LabeledData
 
 RECIPES = ("paper", "fast")  # how to train (noisefind.training.fast_recipe has the second)
 BACKBONE_LR = 0.01  # fine-tuning a pretrained backbone: a tenth of training from scratch
@@ -147,3 +151,16 @@ def make_model(config: TrainConfig, data_shape: tuple[int, ...], num_classes: in
 
     factory = dropout_factory(config.dropout, config.p_gen, config.p_mem, config.seed)
     return build_model(config.arch, data_shape, num_classes, config.width, factory)
+
+
+def starting_model(config: TrainConfig, data: LabeledData) -> Net:
+    """What training on ``data`` starts from: :func:`make_model`'s network, its input
+    standardisation fitted to ``data``, and the backbone's pretrained weights loaded (all but
+    the classifier, which stays new) when ``config`` gives them."""
+    from noisefind.models.own import load_backbone
+
+    model = make_model(config, data.input_shape, data.num_classes)
+    model.fit_normalization(data.x)
+    if config.backbone_weights is not None:
+        load_backbone(model, config.backbone_weights, config.backbone)
+    return model

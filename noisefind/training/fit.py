@@ -27,9 +27,8 @@ from noisefind.base.device import autocast, resolve_device
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData, split_holdout
 from noisefind.models.nets import Net
-from noisefind.models.own import load_backbone
 from noisefind.models.predict import label_margin
-from noisefind.training.config import TrainConfig, make_model
+from noisefind.training.config import TrainConfig, starting_model
 from noisefind.training.fast_recipe import Lookahead, fast_optimizer
 from noisefind.training.runs import (
     History,
@@ -95,10 +94,7 @@ def fit(data: LabeledData, config: TrainConfig | None = None, out: str | Path | 
         data = split_holdout(data, config.holdout, config.seed)
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    model = make_model(config, data.input_shape, data.num_classes)
-    model.fit_normalization(data.x)
-    if config.backbone_weights is not None:
-        load_backbone(model, config.backbone_weights, config.backbone)
+    model = starting_model(config, data)
     probing = config.linear_probe_epochs()
     head = set(model.head_parameters()) if probing else set()
     body = [p for name, p in model.named_parameters() if probing and name not in head]

@@ -4,10 +4,12 @@ import pytest
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.consensus import (
     NEIGHBOURS,
+    OPTIONAL,
     SIGNALS,
     WITNESSES,
     consensus_score,
     flag_top,
+    witnesses_voting,
 )
 
 
@@ -23,9 +25,11 @@ def signals():
 
 def test_each_witness_has_one_standardised_vote(signals):
     assert WITNESSES == {"out_of_sample": ("oos_margin",), "in_sample": ("fold_aum",),
-                         "neighbours": ("neighbours",)}
-    expected = z(signals["oos_margin"]) + z(signals["fold_aum"]) + z(signals["neighbours"])
+                         "neighbours": ("neighbours",), "backbone": ("backbone_neighbours",)}
+    expected = (z(signals["oos_margin"]) + z(signals["fold_aum"]) + z(signals["neighbours"])
+                + z(signals["backbone_neighbours"]))
     assert consensus_score(signals) == pytest.approx(expected)
+    assert witnesses_voting(signals) == list(WITNESSES)
     # Scale and offset of a signal do not matter; its order against the others does.
     rescaled = {**signals, "fold_aum": 1000 * signals["fold_aum"] - 7}
     assert consensus_score(rescaled) == pytest.approx(expected)
@@ -40,15 +44,24 @@ def test_a_witness_with_two_signals_sums_them_before_its_vote():
     assert consensus_score(three, witnesses=witnesses).argmax() == 2
 
 
+def test_without_a_backbone_its_witness_has_no_vote_and_the_others_vote_as_before(signals):
+    assert OPTIONAL == ("backbone_neighbours",)
+    given = {name: values for name, values in signals.items() if name not in OPTIONAL}
+    expected = z(signals["oos_margin"]) + z(signals["fold_aum"]) + z(signals["neighbours"])
+    assert consensus_score(given) == pytest.approx(expected)
+    assert witnesses_voting(given) == ["out_of_sample", "in_sample", "neighbours"]
+
+
 def test_a_witness_left_out_has_no_vote(signals):
     expected = z(signals["oos_margin"]) + z(signals["fold_aum"])
-    given = {name: values for name, values in signals.items() if name not in NEIGHBOURS}
+    given = {name: values for name, values in signals.items()
+             if name not in NEIGHBOURS + OPTIONAL}
     assert consensus_score(given, without=NEIGHBOURS) == pytest.approx(expected)
 
 
 def test_a_witness_weight_multiplies_its_vote_and_unknown_witnesses_are_refused(signals):
     expected = (z(signals["oos_margin"]) + z(signals["fold_aum"])
-                + 2 * z(signals["neighbours"]))
+                + 2 * z(signals["neighbours"]) + z(signals["backbone_neighbours"]))
     assert consensus_score(signals, weights={"neighbours": 2.0}) == pytest.approx(expected)
     with pytest.raises(NoisefindError) as error:
         consensus_score(signals, weights={"fold_aum": 2.0})  # a signal, not a witness

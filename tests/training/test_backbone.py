@@ -4,6 +4,8 @@ fold network started from weights (``noisefind:fast``)."""
 
 import json
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -13,9 +15,12 @@ import noisefind
 from noisefind.base.errors import NoisefindError
 from noisefind.cli import app
 from noisefind.data.load import load_data
+from noisefind.decide.calibration import calibrated_margin, class_thresholds
+from noisefind.decide.consensus import consensus_score
 from noisefind.models.own import load_backbone
-from noisefind.signals.out_of_sample import out_of_sample_config
-from noisefind.training.config import TrainConfig, make_model
+from noisefind.signals.neighbours import embeddings, neighbour_probabilities
+from noisefind.signals.out_of_sample import OutOfSample, out_of_sample_config
+from noisefind.training.config import TrainConfig, make_model, starting_model
 from noisefind.training.fast_recipe import OWN_BACKBONE, WARM_EPOCHS
 from noisefind.training.fit import fit
 
@@ -55,7 +60,8 @@ def test_scan_fine_tunes_every_model_from_the_backbone(digit_manifest, resnet_we
                                  "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["witnesses"] == ["out_of_sample", "in_sample", "neighbours"]
+    # every witness runs, the backbone's own features too
+    assert summary["witnesses"] == ["out_of_sample", "in_sample", "neighbours", "backbone"]
     assert summary["rank_by"] == "consensus" and summary["scanned"] == 40
     assert summary["train"]["backbone"] == "torchvision:resnet18"  # the fold models' recipe
     assert summary["train"]["lr"] == 0.01
@@ -139,6 +145,9 @@ def test_noisefind_fast_starts_the_fold_models_from_the_weights(digit_manifest, 
     model = make_model(config, data.input_shape, data.num_classes)
     model.fit_normalization(data.x)
     assert load_backbone(model, fold_network_weights, OWN_BACKBONE) > 0
+    started = starting_model(config, data)  # what fit starts from: the same weights
+    assert all(torch.equal(v, started.state_dict()[k]) for k, v in model.state_dict().items()
+               if not k.startswith("head."))
     pretrained, state = load_file(str(fold_network_weights)), model.state_dict()
     assert all(torch.equal(state[k], v) for k, v in pretrained.items() if k != "head.weight")
     assert not torch.equal(state["head.weight"], pretrained["head.weight"])  # a new classifier
@@ -162,3 +171,26 @@ def test_scan_with_noisefind_fast_trains_the_fold_models_from_the_weights(
     summary = json.loads((out / "summary.json").read_text())
     assert (summary["train"]["backbone"], summary["train"]["fold_epochs"]) == (OWN_BACKBONE, 2)
     assert summary["auroc_consensus_score"] > 0.5
+    # The neighbours also vote in the backbone's own feature space, and the order counts it.
+    table = pd.read_csv(out / "suspects.csv")
+    signals = {name: table[name].to_numpy() for name in
+               ("oos_margin", "fold_aum", "neighbours", "backbone_neighbours")}
+    assert table["consensus_score"].to_numpy() == pytest.approx(consensus_score(signals))
+    assert "backbone_neighbours" in summary["seconds"]
+
+
+def test_the_backbone_s_neighbours_vote_in_its_features_before_any_training(
+        digit_manifest, fold_network_weights):
+    data = load_data(digit_manifest)
+    own = TrainConfig(backbone=OWN_BACKBONE, backbone_weights=str(fold_network_weights),
+                      device="cpu")
+    oos, rows, labels = OutOfSample(data, own, 2), np.arange(len(data)), data.y.numpy()
+    signal = oos.backbone_neighbours(rows, k=5)
+    model = starting_model(oos.config, data)
+    vote = neighbour_probabilities([embeddings(model, data.x, views=True)], labels,
+                                   num_classes=data.num_classes, k=5)
+    assert signal == pytest.approx(calibrated_margin(vote, rows, labels,
+                                                     class_thresholds(vote, labels)))
+    assert oos._runs is None  # no fold model was trained for it
+    scratch = OutOfSample(data, TrainConfig(device="cpu"), 2)
+    assert scratch.backbone_neighbours(rows) is None  # no backbone, no such signal
