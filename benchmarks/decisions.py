@@ -20,7 +20,8 @@ accuracy and the AUROC / AUPRC of the scan's order and of confident learning (cl
 ranking on the same probabilities) over the scanned rows. Prints tables and writes JSON (default
 benchmarks/results/decisions.json). ``canaries`` recomputes a scan's out-of-sample count with the
 canaries it draws, with uniform ones, and with the real wrong labels as canaries, on the
-out-of-sample evidence and on the order's own score (benchmarks/results/count-canaries.json).
+out-of-sample evidence and on the order's own score, and for scans with a backbone the drawn
+canaries on the backbone's own neighbours (benchmarks/results/count-canaries.json).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -38,10 +40,13 @@ import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from noisefind.bench.detectors import cleanlab_scores
+from noisefind.data.load import load_data
 from noisefind.decide.calibration import margin_judge
 from noisefind.decide.count import estimate_count, out_of_sample_count
 from noisefind.decide.cutoff import flag_metrics
 from noisefind.scanning.export import TrainingSet, load_training_set
+from noisefind.signals.out_of_sample import OutOfSample
+from noisefind.training.config import TrainConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cifar10n import SHARED, unpack  # noqa: E402
@@ -152,6 +157,17 @@ def ranking(order: np.ndarray, rows: np.ndarray, given: np.ndarray,
     return result
 
 
+def scan_evidence(scan: Path) -> OutOfSample | None:
+    """A scan's fold-model evidence as the scan set it up (its data and recipe from
+    ``summary.json``), for what needs no fold model: the backbone's own neighbours. None for a
+    scan without a backbone."""
+    summary = json.loads((scan / "summary.json").read_text())
+    config = TrainConfig.from_dict(summary.get("train", {}))
+    if config.backbone_weights is None:
+        return None
+    return OutOfSample(load_data(summary["data"], progress=False), replace(config, device="cpu"))
+
+
 def canaries(scan: Path, truth_csv: Path | None) -> dict:
     """The out-of-sample count of a finished scan with three kinds of canaries: those the scan
     draws (from the confusions confident learning sees; as today's code draws them, with the
@@ -185,6 +201,11 @@ def canaries(scan: Path, truth_csv: Path | None) -> dict:
     if "consensus_score" in ranked and len(ranked) == len(given):
         order = ranked.sort_values("index")["consensus_score"].to_numpy()
         result["real_errors_on_order"] = error(estimate_count(order, order[wrong])[0])
+    evidence = scan_evidence(scan)
+    if evidence is not None:  # the same canaries on the backbone's own neighbours (what a
+        # scan with a backbone counts since the backbone witness came)
+        result["drawn_on_backbone"] = error(out_of_sample_count(
+            given, probabilities, seed=seed, evidence=evidence.backbone_vote())[0].estimate)
     return result
 
 
@@ -228,11 +249,13 @@ def ranking_table(results: list[dict]) -> str:
 def canaries_table(results: list[dict]) -> str:
     rows = [[Path(r["scan"]).name, f"{r['accuracy']:.3f}", str(r["wrong"]), str(r["canaries"]),
              f"{r['drawn']:+.0%}", f"{r['uniform']:+.0%}", f"{r['real_errors']:+.0%}",
-             f"{r['real_errors_on_order']:+.0%}" if "real_errors_on_order" in r else ""]
+             f"{r['real_errors_on_order']:+.0%}" if "real_errors_on_order" in r else "",
+             f"{r['drawn_on_backbone']:+.0%}" if "drawn_on_backbone" in r else ""]
             for r in results]
     return markdown(["scan", "fold models' accuracy", "wrong", "canaries",
-                     "count error: drawn (the scan's)", "uniform",
-                     "the real errors as canaries", "the same, on the order's score"], rows)
+                     "count error: drawn, on the held-out probabilities", "uniform",
+                     "the real errors as canaries", "the same, on the order's score",
+                     "drawn, on the backbone's neighbours"], rows)
 
 
 def main() -> None:

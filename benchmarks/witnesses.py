@@ -2,17 +2,15 @@
 neighbours, against confident learning on the same fold models.
 
     python benchmarks/witnesses.py SCAN [SCAN ...]
-    python benchmarks/witnesses.py SCAN ... --weights backbone.safetensors   # scans made before
-                                                                             # the backbone witness
     python benchmarks/witnesses.py SCAN ... --json benchmarks/results/witnesses-backbone.json
 
 Reads each scan folder's ``suspects.csv`` (the order's signals per row), ``pred_probs.npy`` and
 ``training_set.npz`` (the true labels: CIFAR-10N manifests carry them; ``--truth`` for a
 folder's). The backbone's
-neighbours signal (``backbone_neighbours``) comes from the scan when it has one (scans with
-``--backbone``, from this release); otherwise, with ``--weights`` (noisefind's fold network,
-``noisefind:fast``), it is computed here exactly as the scan computes it, from the data the scan
-read (no model is trained). Per scan: the AUROC over the scanned rows of confident learning
+neighbours signal (``backbone_neighbours``) comes from the scan's table when it has one (scans
+with ``--backbone``, from this release); for a scan with a backbone made before, it is computed
+here exactly as the scan computes it, from the data and weights the scan read (no model is
+trained). Per scan: the AUROC over the scanned rows of confident learning
 (cleanlab on the same probabilities, as ``benchmarks/decisions.py`` ranks it), of the three
 fold-model witnesses together and of each left out, of the backbone's neighbours alone, and of
 the order with them as a fourth witness or as a second signal of the neighbours witness.
@@ -31,15 +29,11 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from noisefind.bench.detectors import cleanlab_scores
-from noisefind.data.load import load_data
 from noisefind.decide.consensus import WITNESSES, consensus_score
 from noisefind.scanning.export import load_training_set
-from noisefind.signals.out_of_sample import OutOfSample
-from noisefind.training.config import TrainConfig
-from noisefind.training.fast_recipe import OWN_BACKBONE
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decisions import true_labels  # noqa: E402
+from decisions import scan_evidence, true_labels  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 FOLD_WITNESSES = {name: signals for name, signals in WITNESSES.items() if name != "backbone"}
@@ -48,16 +42,7 @@ FOLD_WITNESSES = {name: signals for name, signals in WITNESSES.items() if name !
 SHARED_WITNESSES = {**FOLD_WITNESSES, "neighbours": ("neighbours", "backbone_neighbours")}
 
 
-def backbone_signal(scan: Path, weights: Path, rows: np.ndarray) -> np.ndarray:
-    """``backbone_neighbours`` of ``rows`` as a scan with ``--backbone noisefind:fast
-    --weights WEIGHTS`` computes it, from the data the scan read."""
-    summary = json.loads((scan / "summary.json").read_text())
-    data = load_data(summary["data"], progress=False)
-    config = TrainConfig(backbone=OWN_BACKBONE, backbone_weights=str(weights), device="cpu")
-    return OutOfSample(data, config).backbone_neighbours(rows)
-
-
-def witnesses(scan: Path, weights: Path | None, truth_csv: Path | None = None) -> dict:
+def witnesses(scan: Path, truth_csv: Path | None = None) -> dict:
     training = load_training_set(scan)
     true_y = true_labels(training, truth_csv, scan)
     table = pd.read_csv(scan / "suspects.csv").sort_values("index")
@@ -74,8 +59,8 @@ def witnesses(scan: Path, weights: Path | None, truth_csv: Path | None = None) -
     signals = dict(fold)
     if "backbone_neighbours" in table:
         signals["backbone_neighbours"] = table["backbone_neighbours"].to_numpy(np.float64)
-    elif weights is not None:
-        signals["backbone_neighbours"] = backbone_signal(scan, weights, rows)
+    elif (evidence := scan_evidence(scan)) is not None:
+        signals["backbone_neighbours"] = evidence.backbone_neighbours(rows)
     if "backbone_neighbours" in signals:
         scores["backbone_neighbours_alone"] = signals["backbone_neighbours"]
         scores["backbone_in_neighbours"] = consensus_score(signals, witnesses=SHARED_WITNESSES)
@@ -101,14 +86,12 @@ def markdown(results: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("scans", type=Path, nargs="+")
-    parser.add_argument("--weights", type=Path, default=None,
-                        help="noisefind:fast weights, for scans without backbone_neighbours")
     parser.add_argument("--truth", type=Path, default=None,
                         help="path,true_label CSV for scans of files that hold no true labels "
                              "(benchmarks/decisions.py folder writes one)")
     parser.add_argument("--json", type=Path, default=RESULTS / "witnesses.json")
     args = parser.parse_args()
-    results = [witnesses(scan, args.weights, args.truth) for scan in args.scans]
+    results = [witnesses(scan, args.truth) for scan in args.scans]
     print(markdown(results))
     print("(in brackets: the lead over confident learning on the same fold models)")
     args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -406,7 +406,8 @@ def _consensus_flag(context: DetectorContext,
 
     decision = consensus_decision(context.data.y.numpy(), context.rows,
                                   context.out_of_sample_probabilities(), noisefind(context), {},
-                                  seed=context.flip_settings.seed)
+                                  seed=context.flip_settings.seed,
+                                  backbone_vote=context.out_of_sample.backbone_vote())
     return decision.suspected, decision.estimated_scanned
 
 

@@ -251,11 +251,15 @@ def held_out_agreement(labels: np.ndarray, probabilities: np.ndarray) -> float:
 
 
 def out_of_sample_count(labels: np.ndarray, probabilities: np.ndarray, *,
-                        seed: int = 0) -> tuple[CountEstimate, int]:
-    """How many of ``labels`` are wrong, from out-of-sample ``probabilities`` alone
-    (:func:`count_with_canaries` on ``oos_margin``); and how many canaries."""
+                        seed: int = 0, evidence: np.ndarray | None = None
+                        ) -> tuple[CountEstimate, int]:
+    """How many of ``labels`` are wrong, from out-of-sample ``probabilities``: the canaries'
+    count (:func:`count_with_canaries`) on their calibrated margin (``oos_margin``), or on that
+    of ``evidence`` when given (another (N, C) vote, such as the neighbours' in a feature space
+    no label trained); and how many canaries. The canaries' labels follow the confusions
+    confident learning sees in ``probabilities`` either way."""
     labels = np.asarray(labels, dtype=np.int64)
-    judge = margin_judge(probabilities, labels)
+    judge = margin_judge(probabilities if evidence is None else evidence, labels)
     return count_with_canaries(labels, confident_classes(labels, probabilities),
                                probabilities.shape[1], judge(np.arange(len(labels)), labels),
                                judge, seed=seed)

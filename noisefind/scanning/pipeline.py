@@ -466,7 +466,8 @@ def default_order(data: LabeledData, rows: np.ndarray, oos: OutOfSample,
     """The default order of ``rows`` (``signals``: :func:`order_signals`), with its count and
     flag."""
     return consensus_decision(data.y.numpy(), rows, oos.probabilities(), consensus_score(signals),
-                              signals, seed=cutoff.seed, count=cutoff.method != "none")
+                              signals, seed=cutoff.seed, count=cutoff.method != "none",
+                              backbone_vote=oos.backbone_vote())
 
 
 def order_signals(data: LabeledData, rows: np.ndarray, oos: OutOfSample) -> dict[str, np.ndarray]:

@@ -280,8 +280,9 @@ class OutOfSample:
     Attributes
     ----------
     seconds : dict of str to float
-        What ``"cross_validation"`` (the K models and their probabilities), ``"oos_flip"`` and
-        ``"fold_flip"`` (the searches) and ``"neighbours"`` cost so far, as first computed.
+        What ``"cross_validation"`` (the K models and their probabilities), ``"oos_flip"``
+        and ``"fold_flip"`` (the searches), ``"neighbours"`` and ``"backbone_neighbours"``
+        cost so far, as first computed.
     """
 
     def __init__(self, data: LabeledData, config: TrainConfig, folds: int = DEFAULT_FOLDS, *,
@@ -297,6 +298,7 @@ class OutOfSample:
         self._probabilities: np.ndarray | None = None
         self._runs: list[tuple[Run, np.ndarray]] | None = None
         self._fold_margins: np.ndarray | None = None
+        self._votes: dict[str, np.ndarray] = {}  # the neighbours' votes, by cache key
 
     def runs(self) -> list[tuple[Run, np.ndarray]]:
         """The K models with the rows each held out."""
@@ -341,14 +343,15 @@ class OutOfSample:
         the K models' feature spaces (:func:`noisefind.signals.neighbours.neighbour_probabilities`),
         against the given label; per-class thresholds from every example's own neighbours.
         A data set of ``k`` examples or fewer uses all the others as neighbours."""
-        return self._neighbour_margin(
-            "neighbour_probabilities", "neighbours", rows, k,
+        vote = self._vote(
+            "neighbour_probabilities", "neighbours", k,
             lambda: (embeddings(run.model, self.data.x, self.data.index, views=uses_views(run))
                      for run, _ in self.runs()))  # one feature space in memory at a time
+        return self._margin(vote, rows)
 
-    def backbone_neighbours(self, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray | None:
-        """The ``backbone_neighbours`` signal of ``rows``: as :meth:`neighbours`, in the
-        feature space of the pretrained backbone itself, as the fold models start from it
+    def backbone_vote(self, k: int = NEIGHBOURS) -> np.ndarray | None:
+        """(N, C) share of each example's ``k`` nearest neighbours that carry each label, in
+        the feature space of the pretrained backbone itself, as the fold models start from it
         (before any of these labels trained it, so a wrong label cannot have moved its
         example); None without pretrained weights."""
         if self.config.backbone_weights is None:
@@ -359,22 +362,31 @@ class OutOfSample:
             yield embeddings(model, self.data.x, self.data.index,
                              views=self.config.recipe == "fast")
 
-        return self._neighbour_margin("backbone_neighbour_probabilities",
-                                      "backbone_neighbours", rows, k, space)
+        return self._vote("backbone_neighbour_probabilities", "backbone_neighbours", k, space)
 
-    def _neighbour_margin(self, name: str, stage: str, rows: np.ndarray, k: int,
-                          spaces: Callable[[], Iterable[torch.Tensor]]) -> np.ndarray:
-        """The calibrated margin of ``rows``' given labels in the neighbours' vote over the
-        feature ``spaces()`` (computed once, cached as ``name``, its seconds as ``stage``)."""
+    def backbone_neighbours(self, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray | None:
+        """The ``backbone_neighbours`` signal of ``rows``: as :meth:`neighbours`, on
+        :meth:`backbone_vote`; None without pretrained weights."""
+        vote = self.backbone_vote(k)
+        return None if vote is None else self._margin(vote, rows)
+
+    def _vote(self, name: str, stage: str, k: int,
+              spaces: Callable[[], Iterable[torch.Tensor]]) -> np.ndarray:
+        """The neighbours' vote over the feature ``spaces()`` (computed once, cached as
+        ``name``, its seconds as ``stage``)."""
         k = min(k, len(self.data) - 1)
-        labels = self.data.y.numpy()
         key = digest(name, data_key(self.data), self.config.__dict__, self.folds, k)
-        probabilities, self.seconds[stage] = self.cache.array(
-            key, lambda: neighbour_probabilities(spaces(), labels,
-                                                 num_classes=self.data.num_classes, k=k))
+        if key not in self._votes:
+            self._votes[key], self.seconds[stage] = self.cache.array(
+                key, lambda: neighbour_probabilities(spaces(), self.data.y.numpy(),
+                                                     num_classes=self.data.num_classes, k=k))
+        return self._votes[key]
+
+    def _margin(self, vote: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """The calibrated margin of ``rows``' given labels in ``vote``."""
+        labels = self.data.y.numpy()
         rows = np.asarray(rows, dtype=np.int64)
-        return calibrated_margin(probabilities, rows, labels[rows],
-                                 class_thresholds(probabilities, labels))
+        return calibrated_margin(vote, rows, labels[rows], class_thresholds(vote, labels))
 
     def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""

@@ -3,12 +3,14 @@ import pytest
 
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.count import (
+    MIN_CANARIES,
     canary_labels,
     confident_classes,
     confident_count,
     count_from_canaries,
     estimate_count,
     held_out_agreement,
+    out_of_sample_count,
     unexplained_misses,
 )
 
@@ -97,3 +99,21 @@ def test_the_misses_beyond_the_count_are_the_clean_rows_that_look_wrong():
     assert 0 < missed < 1 - agreement
     assert unexplained_misses(0.95, 0.10) == 0.0  # never below zero
     assert unexplained_misses(0.70, 0.16) == pytest.approx(0.14)
+
+
+def test_the_count_reads_other_evidence_when_given_and_the_probabilities_otherwise():
+    labels, weak, flipped = noisy_probabilities(n=6000, wrong=0.15, seed=3)
+    on_weak, canaries = out_of_sample_count(labels, weak, seed=0)
+    assert out_of_sample_count(labels, weak, seed=0, evidence=weak)[0] == on_weak
+    assert canaries == MIN_CANARIES
+    # A vote that sees the true class better (as features no label trained can), from the
+    # same truth: the count reads it, and lands near the number flipped.
+    rng = np.random.default_rng(3)
+    truth = np.where(weak.argmax(1) == labels, labels, weak.argmax(1))  # close to the truth
+    strong = np.full(weak.shape, 0.02)
+    strong[np.arange(len(labels)), truth] = 1.0
+    strong += rng.uniform(0, 0.05, strong.shape)
+    strong /= strong.sum(1, keepdims=True)
+    on_strong = out_of_sample_count(labels, weak, seed=0, evidence=strong)[0]
+    assert on_strong.estimate != on_weak.estimate
+    assert on_strong.estimate == pytest.approx((truth != labels).sum(), rel=0.25)

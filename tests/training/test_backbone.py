@@ -177,6 +177,9 @@ def test_scan_with_noisefind_fast_trains_the_fold_models_from_the_weights(
                ("oos_margin", "fold_aum", "neighbours", "backbone_neighbours")}
     assert table["consensus_score"].to_numpy() == pytest.approx(consensus_score(signals))
     assert "backbone_neighbours" in summary["seconds"]
+    # ... and the count's canaries are scored there, where they sit as real errors do
+    assert summary["cutoff"]["method"] == "backbone_canaries"
+    assert summary["suspected"] == (table["suspected"]).sum() > 0
 
 
 def test_the_backbone_s_neighbours_vote_in_its_features_before_any_training(
