@@ -9,7 +9,9 @@ unseen: their probability of the given label (confident learning's evidence, Nor
 (:mod:`noisefind.decide.consensus`) all three of its witnesses: the held-out probabilities
 (out of sample); the area under the margin over the K-1 models that learned each row
 (:func:`fold_margins`; in sample); and their feature spaces, where each row's nearest
-neighbours vote with their labels (:mod:`noisefind.signals.neighbours`). The flip search on
+neighbours vote with their labels (:mod:`noisefind.signals.neighbours`). Fold models started
+from a pretrained backbone add a fourth: the neighbours' vote in the backbone's own features,
+before any fold model trained them (:meth:`OutOfSample.backbone_vote`). The flip search on
 one of the models that learned a row (:func:`fold_flip_results`) was the in-sample witness's
 second signal until it showed no share of the order; the bench keeps it. The flip search on
 the model that held a row out (:func:`out_of_sample_flip_costs`) is a signal the cutoff can
