@@ -79,11 +79,13 @@ def _order_note(summary: dict) -> str:
                 f"({', '.join(summary['witnesses'])}; one vote each; higher = more "
                 "suspicious).")
     if rank_by == "consensus":
-        return ("Sorted by the consensus score (three witnesses, one vote each: the "
-                "out-of-sample margin of the fold model that never saw the example; the area "
-                "under the margin on the fold models that learned it; how much less its "
-                "nearest neighbours carry its label than its class's usually do. Higher = more "
-                "suspicious).")
+        backbone = "backbone" in summary.get("witnesses", [])
+        return (f"Sorted by the consensus score ({'four' if backbone else 'three'} witnesses, "
+                "one vote each: the out-of-sample margin of the fold model that never saw the "
+                "example; the area under the margin on the fold models that learned it; how "
+                "much less its nearest neighbours carry its label than its class's usually do"
+                + ("; the same in the pretrained backbone's own features" if backbone else "")
+                + ". Higher = more suspicious).")
     if rank_by == "cutoff":
         return ("Sorted by the cutoff's score (the flip cost weighed with the loss, the "
                 "training dynamics and the out-of-sample evidence; higher = more like the "

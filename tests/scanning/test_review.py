@@ -77,6 +77,7 @@ def test_image_page_is_one_self_contained_file(digits_out):
         for key in ("src", "href"):
             assert not attrs.get(key) or attrs[key].startswith("data:")
     assert "http://" not in html and "https://" not in html
+    assert "Sorted by the consensus score (three witnesses" in html  # no backbone, no fourth
 
 
 def test_every_flagged_example_is_listed_in_suspicion_order(digits_out):

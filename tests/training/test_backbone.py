@@ -179,6 +179,9 @@ def test_scan_with_noisefind_fast_trains_the_fold_models_from_the_weights(
     assert "backbone_neighbours" in summary["seconds"]
     # ... and the count's canaries are scored there, where they sit as real errors do
     assert summary["cutoff"]["method"] == "backbone_canaries"
+    review = runner.invoke(app, ["review", str(out)])  # the page names the fourth witness
+    assert review.exit_code == 0, review.output
+    assert "four witnesses" in (out / "report.html").read_text()
     assert summary["suspected"] == (table["suspected"]).sum() > 0
 
 
