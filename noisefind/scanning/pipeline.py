@@ -3,8 +3,9 @@
 Two paths. **The default scan** (no model given, K-fold models, the default order) trains only
 the K fold models: their held-out probabilities, their training dynamics on the rows they
 learned, and their feature spaces give the default order's three witnesses
-(:mod:`noisefind.decide.consensus`); no flip search runs; canaries scored on the held-out
-evidence give the count, and the flag takes that many from the top. **The scanned-model
+(:mod:`noisefind.decide.consensus`; a pretrained backbone's own features a fourth); no flip
+search runs; canaries scored on the held-out evidence (on the backbone's neighbours, with a
+backbone) give the count, and the flag takes that many from the top. **The scanned-model
 scan** (a model given, or the paper's ``rank_by`` flip, or the canary-weighed cutoff) trains
 or loads one model, flip-searches its training set, and calibrates the cutoff in a replica.
 
