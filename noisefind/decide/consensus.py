@@ -54,7 +54,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from noisefind.base.errors import NoisefindError
-from noisefind.decide.calibration import calibrated_margin, class_thresholds
+from noisefind.decide.calibration import margin_judge
 from noisefind.decide.count import held_out_agreement, out_of_sample_count
 from noisefind.decide.cutoff import Cutoff, no_cutoff
 
@@ -163,8 +163,7 @@ def default_order_signals(*, rows: np.ndarray, labels: np.ndarray, probabilities
     """
     rows = np.asarray(rows, dtype=np.int64)
     labels = np.asarray(labels, dtype=np.int64)
-    signals = {"oos_margin": calibrated_margin(probabilities, rows, labels[rows],
-                                               class_thresholds(probabilities, labels)),
+    signals = {"oos_margin": margin_judge(probabilities, labels)(rows, labels[rows]),
                "fold_aum": -np.asarray(fold_margin, dtype=np.float64),
                "neighbours": np.asarray(neighbours, dtype=np.float64)}
     if backbone_neighbours is not None:

@@ -36,7 +36,7 @@ from noisefind.base.console import console
 from noisefind.base.device import resolve_device
 from noisefind.base.errors import NoisefindError
 from noisefind.data.labeled import LabeledData
-from noisefind.decide.calibration import calibrated_margin, class_thresholds
+from noisefind.decide.calibration import margin_judge
 from noisefind.models.predict import predict_logits
 from noisefind.models.whitened import MIN_SIDE
 from noisefind.signals.flip import FlipSettings, flip_search
@@ -341,9 +341,10 @@ class OutOfSample:
 
     def neighbours(self, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray:
         """The ``neighbours`` signal of ``rows``: the calibrated margin
-        (:func:`calibrated_margin`) of the labels of each row's ``k`` nearest neighbours, in
-        the K models' feature spaces (:func:`noisefind.signals.neighbours.neighbour_probabilities`),
-        against the given label; per-class thresholds from every example's own neighbours.
+        (:func:`~noisefind.decide.calibration.margin_judge`) of the labels of each row's ``k``
+        nearest neighbours, in the K models' feature spaces
+        (:func:`noisefind.signals.neighbours.neighbour_probabilities`), against the given label;
+        per-class thresholds from every example's own neighbours.
         A data set of ``k`` examples or fewer uses all the others as neighbours."""
         vote = self._vote(
             "neighbour_probabilities", "neighbours", k,
@@ -388,7 +389,7 @@ class OutOfSample:
         """The calibrated margin of ``rows``' given labels in ``vote``."""
         labels = self.data.y.numpy()
         rows = np.asarray(rows, dtype=np.int64)
-        return calibrated_margin(vote, rows, labels[rows], class_thresholds(vote, labels))
+        return margin_judge(vote, labels)(rows, labels[rows])
 
     def flip(self, rows: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """The ``oos_flip`` signal (:func:`signed_flip`) of ``rows`` under ``labels``."""
