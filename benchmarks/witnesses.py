@@ -33,7 +33,7 @@ from noisefind.decide.consensus import WITNESSES, consensus_score
 from noisefind.scanning.export import load_training_set
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decisions import scan_evidence, true_labels  # noqa: E402
+from decisions import markdown, scan_evidence, true_labels  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 FOLD_WITNESSES = {name: signals for name, signals in WITNESSES.items() if name != "backbone"}
@@ -71,16 +71,18 @@ def witnesses(scan: Path, truth_csv: Path | None = None) -> dict:
             "auroc": auroc}
 
 
-def markdown(results: list[dict]) -> str:
-    names = list(results[0]["auroc"])
-    lines = [["scan", "fold accuracy", *names], ["---"] + ["---:"] * (len(names) + 1)]
+def table(results: list[dict]) -> str:
+    """The AUROC of every score of every scan (a column per score any scan has), each with its
+    lead over confident learning in brackets."""
+    names = list(dict.fromkeys(name for r in results for name in r["auroc"]))
+    rows = []
     for r in results:
         base = r["auroc"]["confident_learning"]
         cells = [f"{r['auroc'][name]:.4f}" + ("" if name == "confident_learning"
                                               else f" ({r['auroc'][name] - base:+.3f})")
                  if name in r["auroc"] else "" for name in names]
-        lines.append([Path(r["scan"]).name, f"{r['fold_accuracy']:.3f}", *cells])
-    return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
+        rows.append([Path(r["scan"]).name, f"{r['fold_accuracy']:.3f}", *cells])
+    return markdown(["scan", "fold accuracy", *names], rows)
 
 
 def main() -> None:
@@ -92,7 +94,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=RESULTS / "witnesses.json")
     args = parser.parse_args()
     results = [witnesses(scan, args.truth) for scan in args.scans]
-    print(markdown(results))
+    print(table(results))
     print("(in brackets: the lead over confident learning on the same fold models)")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"command": "python benchmarks/witnesses.py "
