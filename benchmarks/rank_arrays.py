@@ -30,7 +30,8 @@ from pathlib import Path
 import numpy as np
 
 RESULTS = Path(__file__).parent / "results"
-METHODS = ("noisefind", "noisefind_probabilities_only", "cleanlab")
+METHODS = ("noisefind", "noisefind_count_from_features", "noisefind_probabilities_only",
+           "cleanlab")
 
 
 def make_arrays(folder: Path, rows: int, classes: int, dim: int, wrong: float,
@@ -67,7 +68,7 @@ def make_arrays(folder: Path, rows: int, classes: int, dim: int, wrong: float,
     return int(flipped.sum())
 
 
-def noisefind_worker(folder: Path, features: bool = True) -> dict:
+def noisefind_worker(folder: Path, features: bool = True, count_from: str | None = None) -> dict:
     import noisefind
 
     labels = np.load(folder / "labels.npy")
@@ -75,7 +76,7 @@ def noisefind_worker(folder: Path, features: bool = True) -> dict:
     result = noisefind.rank_label_issues(
         labels, pred_probs=np.load(folder / "pred_probs.npy", mmap_mode="r"),
         features=np.load(folder / "features.npy", mmap_mode="r") if features else None,
-        true_labels=np.load(folder / "truth.npy"))
+        count_from=count_from, true_labels=np.load(folder / "truth.npy"))
     seconds = time.perf_counter() - started
     summary = result.summary
     return {"seconds": seconds, "auroc": summary["auroc_consensus_score"],
@@ -88,6 +89,10 @@ def noisefind_worker(folder: Path, features: bool = True) -> dict:
 
 def noisefind_probabilities_only_worker(folder: Path) -> dict:
     return noisefind_worker(folder, features=False)
+
+
+def noisefind_count_from_features_worker(folder: Path) -> dict:
+    return noisefind_worker(folder, count_from="features")
 
 
 def cleanlab_worker(folder: Path) -> dict:

@@ -86,7 +86,8 @@ def find_label_issues(x, labels=None, *, classes=None, image_size: int | None = 
 
 
 def rank_label_issues(labels, *, pred_probs=None, features=None, classes=None,
-                      k: int = NEIGHBOURS, seed: int = 0, true_labels=None, paths=None,
+                      k: int = NEIGHBOURS, seed: int = 0, count_from: str | None = None,
+                      true_labels=None, paths=None,
                       name: str = "evidence", out: str | Path | None = None,
                       overwrite: bool = False) -> ScanResult:
     """Rank examples by how likely their ``labels`` are wrong, from evidence already at hand.
@@ -111,7 +112,12 @@ def rank_label_issues(labels, *, pred_probs=None, features=None, classes=None,
     k : int
         Neighbours whose labels vote (at most N - 1).
     seed : int
-        Seeds the count's bootstrap interval.
+        Seeds the count's canaries and its bootstrap interval.
+    count_from : {"pred_probs", "features"}, optional
+        Whose witness the count's canaries are scored on; default ``pred_probs`` when given.
+        ``features`` suits embeddings no label trained (a pretrained or self-supervised
+        model's): a canary then stands among neighbours as a real error does. Embeddings from
+        a model trained on these labels make canaries too easy to see, and the count low.
     true_labels : array-like, optional
         The true labels, for benchmarking: adds AUROC, AUPRC, precision and recall.
     paths : list of str, optional
@@ -130,7 +136,8 @@ def rank_label_issues(labels, *, pred_probs=None, features=None, classes=None,
         with its interval, ``witnesses``) and ``run`` None.
     """
     codes, names, pred_probs, features = checked_evidence(
-        labels, pred_probs=pred_probs, features=features, classes=classes, k=k)
+        labels, pred_probs=pred_probs, features=features, classes=classes, k=k,
+        count_from=count_from)
     truth = None
     if true_labels is not None:
         truth = np.asarray(true_labels)
@@ -142,7 +149,8 @@ def rank_label_issues(labels, *, pred_probs=None, features=None, classes=None,
                              parameter="paths")
     folder = prepare_out(out, resume=False, overwrite=overwrite, resumable=False)
     table, summary = rank_evidence(codes, names, pred_probs=pred_probs, features=features,
-                                   k=k, seed=seed, true_labels=truth, paths=paths)
+                                   k=k, seed=seed, count_from=count_from, true_labels=truth,
+                                   paths=paths)
     summary = {"data": name, **summary}
     if folder is not None:
         write_ranking(table, summary, folder, labels=codes, classes=names, paths=paths,

@@ -270,6 +270,10 @@ def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_expor
     (["rank", "labels.npy", "--pred-probs", "labels.npy"], "--pred-probs must be (40, C)"),
     (["rank", "labels.npy", "--features", "p.txt"], "--features p.txt: give an existing .npy"),
     (["rank", "p.npy", "--features", "p.npy"], "LABELS p.npy: give a 1-D array of integer"),
+    (["rank", "labels.npy", "--features", "p.npy", "--count-from", "pred_probs"],
+     "--count-from is pred_probs but no --pred-probs are given"),
+    (["rank", "labels.npy", "--pred-probs", "p.npy", "--count-from", "neighbours"],
+     "--count-from must be one of pred_probs, features, got 'neighbours'"),
 ])
 def test_rank_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch):
     import numpy as np

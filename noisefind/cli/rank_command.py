@@ -40,6 +40,11 @@ def rank(
         "--overwrite", help="Replace earlier results in --out.")] = False,
     k: Annotated[int, typer.Option(
         "--k", help="Nearest neighbours whose labels vote.")] = NEIGHBOURS,
+    count_from: Annotated[str | None, typer.Option(
+        "--count-from", help="pred_probs or features: whose witness the count's canaries are "
+                             "scored on. features suits embeddings no label trained (a "
+                             "pretrained model's); default pred_probs when given.",
+        show_default=False)] = None,
     top: Annotated[int, typer.Option(help="Suspects to print.")] = 10,
     seed: Seed = 0,
     quiet: Quiet = False,
@@ -54,7 +59,8 @@ def rank(
         given.labels, classes=given.classes, paths=given.paths, true_labels=given.true_labels,
         pred_probs=None if pred_probs is None else read_array(pred_probs, "pred_probs"),
         features=None if not features else [read_array(f, "features") for f in features],
-        k=k, seed=seed, name=str(labels), out=out, overwrite=overwrite)
+        k=k, seed=seed, count_from=count_from, name=str(labels), out=out,
+        overwrite=overwrite)
     if quiet:
         return
     summary = result.summary

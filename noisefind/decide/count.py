@@ -21,8 +21,9 @@ benchmarks/rank_arrays.py it over-counts by two thirds (docs/own-models.md).
 **The canaries' count** (:func:`count_from_canaries`) asks instead how wrong labels score in
 this very ranking. Canaries are rows given a wrong label on purpose, drawn the way the data's
 own errors seem to go (:func:`canary_labels`: from the confusions that confident learning
-sees); how they score under the order tells how a wrong label looks, and the mixture-proportion
-estimate of :func:`estimate_count` turns that into a count. For evidence that does not move
+sees, or those that several kinds of evidence all see, :func:`agreed_classes`); how they score
+under the order tells how a wrong label looks, and the mixture-proportion estimate of
+:func:`estimate_count` turns that into a count. For evidence that does not move
 when a label changes (out-of-sample probabilities, the neighbours of a row) a canary is exact:
 its score is computed, not retrained for. The scan's cutoff counts the same way, with canaries
 trained into a replica (:mod:`noisefind.decide.cutoff`).
@@ -77,6 +78,23 @@ def confident_classes(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarr
         likeliest = np.where(confident, block, -np.inf).argmax(axis=1)
         guesses[start:start + BLOCK] = np.where(confident.any(axis=1), likeliest, -1)
     return guesses
+
+
+def agreed_classes(*guesses: np.ndarray) -> np.ndarray:
+    """The class all of ``guesses`` (:func:`confident_classes` of the same labels under several
+    kinds of evidence) name for each row, or -1 where they differ.
+
+    Canaries drawn from one model's confusions follow that model's own mistakes too: a model torn
+    between two alike classes puts clean rows of the pair off the diagonal, so the canaries go
+    to the partner class more often than the real errors do, look harder to see than they, and
+    the count runs high. A confusion that two independent kinds of evidence (a model's
+    probabilities and an embedding's neighbours) both see is more likely a real error's.
+    """
+    first, *others = (np.asarray(g, dtype=np.int64) for g in guesses)
+    agreed = first.copy()
+    for other in others:
+        agreed[other != first] = -1
+    return agreed
 
 
 def confident_count(labels: np.ndarray, probabilities: np.ndarray, *,

@@ -10,8 +10,10 @@ that speak, so given a scan's own fold probabilities and features it reproduces 
 
 The count comes from canaries (:func:`noisefind.decide.count.count_with_canaries`): rows scored
 again, exactly, under a wrong label drawn from the confusions that confident learning sees in
-the probabilities, on the out-of-sample witness alone (on the neighbours' vote when only
-features are given); the flag takes that many from the top of the order. The neighbours are
+the probabilities (with features too: only those the neighbours' vote also sees,
+:func:`noisefind.decide.count.agreed_classes`), on the out-of-sample witness alone (on the
+neighbours' vote when only features are given); the flag takes that many from the top of the
+order. The neighbours are
 left out of the count because a relabelled row stands among neighbours that carry its true
 label, which real errors, clustered among alike images, often do not: on CIFAR-10N's human
 noise canaries scored on both witnesses under-counted by a third to three quarters
@@ -33,6 +35,7 @@ from noisefind.base.errors import NoisefindError
 from noisefind.decide.calibration import margin_judge
 from noisefind.decide.consensus import SIGNALS, consensus_score, flag_top, witnesses_voting
 from noisefind.decide.count import (
+    agreed_classes,
     confident_classes,
     confident_count,
     count_with_canaries,
@@ -44,18 +47,22 @@ from noisefind.scanning.review import write_review
 from noisefind.signals.neighbours import NEIGHBOURS, neighbour_probabilities
 
 EVIDENCE_WITNESSES = {"pred_probs": "out_of_sample", "features": "neighbours"}
+COUNTED_SIGNAL = {"pred_probs": "oos_margin", "features": "neighbours"}
 
 
 def rank_evidence(labels: np.ndarray, classes: list[str], *,
                   pred_probs: np.ndarray | None = None,
                   features: list[np.ndarray] | None = None,
-                  k: int = NEIGHBOURS, seed: int = 0, true_labels: np.ndarray | None = None,
+                  k: int = NEIGHBOURS, seed: int = 0, count_from: str | None = None,
+                  true_labels: np.ndarray | None = None,
                   paths: list[str] | None = None) -> tuple[pd.DataFrame, dict]:
     """The default order over the witnesses the evidence feeds, the count and the flag.
 
     Inputs are checked by :func:`noisefind.rank_label_issues`; this assumes them valid:
     ``labels`` integers in 0 .. C-1, ``pred_probs`` (N, C) probabilities, ``features`` one
-    or more (N, D) arrays (feature spaces, say of several models, whose votes are averaged).
+    or more (N, D) arrays (feature spaces, say of several models, whose votes are averaged),
+    ``count_from`` the evidence whose witness the canaries are scored on (None: ``pred_probs``
+    when given).
 
     Returns
     -------
@@ -77,8 +84,12 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
     began = time.perf_counter()
     probabilities = pred_probs if pred_probs is not None else vote
     guesses = confident_classes(labels, probabilities)
-    counted = "oos_margin" if pred_probs is not None else "neighbours"
-    count, canaries = count_with_canaries(labels, guesses, probabilities.shape[1],
+    drawn_from = guesses
+    if pred_probs is not None and vote is not None:
+        drawn_from = agreed_classes(guesses, confident_classes(labels, vote))
+    count_from = count_from or ("pred_probs" if pred_probs is not None else "features")
+    counted = COUNTED_SIGNAL[count_from]
+    count, canaries = count_with_canaries(labels, drawn_from, probabilities.shape[1],
                                           signals[counted], judges[counted], seed=seed)
     learning = confident_count(labels, probabilities, guesses=guesses, resamples=0)
     seconds["count"] = time.perf_counter() - began
@@ -102,7 +113,7 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
                "witnesses": witnesses_voting(signals),
                "neighbours_k": min(k, len(labels) - 1) if features is not None else None,
                "feature_spaces": 0 if features is None else len(features),
-               "count_from": "pred_probs" if pred_probs is not None else "neighbours",
+               "count_from": count_from,
                **count.as_dict(), "canaries": canaries,
                "confident_joint_estimate": round(learning.estimate, 1),
                "flagged": int(table["suspected"].sum()),
@@ -138,7 +149,8 @@ def witness_judges(labels: np.ndarray, names: np.ndarray, *, pred_probs: np.ndar
     return judges, columns, vote
 
 
-def checked_evidence(labels, *, pred_probs=None, features=None, classes=None, k: int = NEIGHBOURS
+def checked_evidence(labels, *, pred_probs=None, features=None, classes=None, k: int = NEIGHBOURS,
+                     count_from: str | None = None
                      ) -> tuple[np.ndarray, list[str], np.ndarray | None, list[np.ndarray] | None]:
     """The evidence as :func:`rank_evidence` takes it, or a :class:`NoisefindError` naming the
     parameter at fault: labels as integers, the class names, the probabilities (never copied:
@@ -146,6 +158,13 @@ def checked_evidence(labels, *, pred_probs=None, features=None, classes=None, k:
     if pred_probs is None and features is None:
         raise NoisefindError("give pred_probs, features or both: the evidence to rank by",
                              parameter=("pred_probs", "features"))
+    if count_from is not None:
+        if count_from not in COUNTED_SIGNAL:
+            raise NoisefindError(f"count_from must be one of {', '.join(COUNTED_SIGNAL)}, got "
+                                 f"{count_from!r}", parameter="count_from")
+        if {"pred_probs": pred_probs, "features": features}[count_from] is None:
+            raise NoisefindError(f"count_from is {count_from} but no {count_from} are given",
+                                 parameter=("count_from", count_from))
     labels = np.asarray(labels)
     if labels.ndim != 1 or len(labels) < 2:
         raise NoisefindError(f"labels: give one label per example (a 1-D array of 2 or more), "

@@ -4,6 +4,7 @@ import pytest
 from noisefind.base.errors import NoisefindError
 from noisefind.decide.count import (
     MIN_CANARIES,
+    agreed_classes,
     canary_labels,
     confident_classes,
     confident_count,
@@ -78,6 +79,19 @@ def test_canary_labels_follow_the_confusions_confident_learning_sees():
     drawn = canary_labels(labels, guesses, np.arange(130, 230), 3, seed=0)
     assert set(drawn) == {0, 1}
     assert 30 < (drawn == 0).sum() < 70
+
+
+def test_canaries_follow_only_the_confusions_every_kind_of_evidence_sees():
+    # Class 1: 40 rows labelled 2 by mistake (both kinds of evidence say 1). Class 0: 60 clean
+    # rows that the model alone takes for class 1 (its own confusion, not the labels').
+    labels = np.array([2] * 40 + [0] * 60 + [1] * 100 + [0] * 100)
+    model = np.array([1] * 40 + [1] * 60 + [1] * 100 + [0] * 100)
+    embedding = np.array([1] * 40 + [0] * 60 + [1] * 100 + [0] * 100)
+    agreed = agreed_classes(model, embedding)
+    np.testing.assert_array_equal(agreed, np.where(model == embedding, model, -1))
+    rows = np.arange(100, 200)  # rows labelled 1
+    assert (canary_labels(labels, model, rows, 3, seed=0) == 0).mean() > 0.4
+    assert (canary_labels(labels, agreed, rows, 3, seed=0) == 2).all()
 
 
 def test_the_canaries_count_and_its_interval():

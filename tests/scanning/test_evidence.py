@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from sklearn.linear_model import LogisticRegression
@@ -51,11 +52,27 @@ def test_each_piece_of_evidence_alone_gives_its_own_witness(digits_evidence):
     features = noisefind.rank_label_issues(np.array(["d" + str(v) for v in labels]),
                                            features=[x, x[:, ::-1].copy()])
     assert features.summary["witnesses"] == ["neighbours"]
-    assert features.summary["count_from"] == "neighbours"
+    assert features.summary["count_from"] == "features"
     assert features.table["given_label"].str.startswith("d").all()
     scores = features.table.sort_values("index")["consensus_score"].to_numpy()
     from sklearn.metrics import roc_auc_score
     assert roc_auc_score(labels != truth, scores) > 0.9
+
+
+def test_the_count_can_be_scored_on_the_features_neighbours(digits_evidence):
+    labels, probabilities, x, truth = digits_evidence
+    on_probabilities = noisefind.rank_label_issues(labels, pred_probs=probabilities, features=x)
+    on_features = noisefind.rank_label_issues(labels, pred_probs=probabilities, features=x,
+                                              count_from="features")
+    assert on_probabilities.summary["count_from"] == "pred_probs"
+    assert on_features.summary["count_from"] == "features"
+    # The same order, counted on another witness: the count (and so the flag) differs.
+    pd.testing.assert_frame_equal(on_probabilities.table.drop(columns="suspected"),
+                                  on_features.table.drop(columns="suspected"))
+    assert (on_features.summary["estimated_mislabeled"]
+            != on_probabilities.summary["estimated_mislabeled"])
+    assert on_features.summary["estimated_mislabeled"] == pytest.approx(
+        int((labels != truth).sum()), rel=0.25)
 
 
 def test_a_scan_s_own_fold_evidence_reproduces_its_witness_columns(noisy_digits, tmp_path):
@@ -116,6 +133,9 @@ def test_the_files_are_written_and_a_used_folder_is_refused(digits_evidence, tmp
     (lambda e: {**e, "features": np.full_like(e["features"], np.nan)}, "features"),
     (lambda e: {**e, "classes": ["a", "b"]}, "labels"),
     (lambda e: {**e, "k": 0}, "k"),
+    (lambda e: {**e, "count_from": "neighbours"}, "count_from"),
+    (lambda e: {"labels": e["labels"], "features": e["features"], "count_from": "pred_probs"},
+     ("count_from", "pred_probs")),
 ])
 def test_bad_evidence_names_its_parameter(digits_evidence, change, parameter):
     labels, probabilities, x, _ = digits_evidence
