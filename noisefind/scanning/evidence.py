@@ -13,12 +13,12 @@ again, exactly, under a wrong label drawn from the confusions that confident lea
 the probabilities (with features too: only those the neighbours' vote also sees,
 :func:`noisefind.decide.count.agreed_classes`), on the out-of-sample witness alone (on the
 neighbours' vote when only features are given); the flag takes that many from the top of the
-order. The neighbours are
-left out of the count because a relabelled row stands among neighbours that carry its true
-label, which real errors, clustered among alike images, often do not: on CIFAR-10N's human
-noise canaries scored on both witnesses under-counted by a third to three quarters
-(docs/benchmarks.md). Confident learning's own count of the same probabilities is reported
-beside it.
+order. The neighbours are left out of the count unless ``count_from`` asks for them: in a
+feature space trained on these labels a relabelled row stands among neighbours that carry its
+true label, which real errors, clustered among alike images, often do not (on CIFAR-10N's
+human noise canaries scored on both witnesses under-counted by a third to three quarters,
+docs/benchmarks.md); in embeddings no label trained it stands where a real error stands.
+Confident learning's own count of the same probabilities is reported beside it.
 """
 
 from __future__ import annotations
