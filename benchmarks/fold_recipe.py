@@ -8,7 +8,8 @@ On one CIFAR-10N part (``benchmarks/cifar10n.py``'s manifest), each variant trai
 of fold 0 of the scan's 5-fold split (4,000 images) and judges the 1,000 it held out: its
 accuracy against the clean labels and against the given ones, and how well its probability of
 the given label ranks the wrong labels among them (AUROC: confident learning's evidence on this
-fold), with the seconds it trained. Variants (``--fold-epochs`` sets every variant's epochs):
+fold), how well the area under the margin ranks the wrong labels among the 4,000 it trained on
+(``aum_auroc``: the in-sample witness's evidence), with the seconds it trained. Variants (``--fold-epochs`` sets every variant's epochs):
 
 - ``paper``: the fold models before the fast recipe (the scanned model's ResNet-9 at
   ``--width``, with augmentation), trained for the scanned model's ``--epochs``;
@@ -117,7 +118,7 @@ def measure(data, kept: np.ndarray, held: np.ndarray, config: TrainConfig, views
     accuracy (and AUROC) on ``held`` or on ``test`` (x, y)."""
     x, truth, given = (data.x[held], data.true_y.numpy()[held], data.y.numpy()[held]) \
         if test is None else (test.x, test.y.numpy(), test.y.numpy())
-    seconds, probabilities = 0.0, 0.0
+    seconds, probabilities, margins = 0.0, 0.0, 0.0
     for seed in range(seeds):
         with without(left_out):
             start = time.perf_counter()
@@ -126,6 +127,7 @@ def measure(data, kept: np.ndarray, held: np.ndarray, config: TrainConfig, views
             seconds += time.perf_counter() - start
         probabilities = probabilities + torch.softmax(
             predict_logits(run.model, x, views=views), 1).cpu().numpy() / seeds
+        margins = margins + run.history.margin.astype(np.float64).mean(0) / seeds
     predicted = probabilities.argmax(1)
     record = {"train_seconds": round(seconds, 1), "epochs": config.epochs, "examples": len(kept),
               "accuracy": round(float((predicted == truth).mean()), 4),
@@ -134,6 +136,11 @@ def measure(data, kept: np.ndarray, held: np.ndarray, config: TrainConfig, views
     if 0 < wrong.sum() < len(wrong):
         given_probability = probabilities[np.arange(len(given)), given]
         record["auroc"] = round(float(roc_auc_score(wrong, -given_probability)), 4)
+    trained_wrong = None if data.true_y is None else \
+        data.y.numpy()[kept] != data.true_y.numpy()[kept]
+    if trained_wrong is not None and 0 < trained_wrong.sum() < len(kept):
+        # the in-sample witness's evidence: the area under the margin of the rows it trained on
+        record["aum_auroc"] = round(float(roc_auc_score(trained_wrong, -margins)), 4)
     return record
 
 
