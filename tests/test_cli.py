@@ -252,6 +252,7 @@ def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_expor
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
     assert f"about {summary['estimated_mislabeled']:.0f} of 1797 labels wrong" in result.output
+    assert "witnesses: out_of_sample, neighbours; counted on pred_probs;" in result.output
     assert "AUROC" in result.output and summary["auroc_consensus_score"] > 0.97
     assert abs(summary["estimated_mislabeled"] / wrong.sum() - 1) < 0.25
     assert (out / "report.html").is_file()

@@ -65,8 +65,9 @@ def rank(
         return
     summary = result.summary
     print_suspects(result.table, top, "consensus")
-    report.print(f"witnesses: {', '.join(summary['witnesses'])}; {summary['flagged']} of "
-                 f"{summary['examples']} flagged", highlight=False)
+    report.print(f"witnesses: {', '.join(summary['witnesses'])}; counted on "
+                 f"{summary['count_from']}; {summary['flagged']} of {summary['examples']} "
+                 "flagged", highlight=False)
     print_count(summary)
     print_truth(summary, "consensus_score")
     print_written([out / name for name in ("suspects.csv", "summary.json", "report.html")])
