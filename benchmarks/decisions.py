@@ -209,6 +209,13 @@ def canaries(scan: Path, truth_csv: Path | None) -> dict:
     return result
 
 
+def write_results(path: Path, results: list[dict]) -> None:
+    """``results`` as JSON at ``path``, beside the command line that made them."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    command = " ".join(["python", f"benchmarks/{Path(sys.argv[0]).name}", *sys.argv[1:]])
+    path.write_text(json.dumps({"command": command, "results": results}, indent=2) + "\n")
+
+
 def markdown(header: list[str], rows: list[list[str]]) -> str:
     """A Markdown table: the first column left-aligned, the others right-aligned."""
     lines = [header, ["---"] + ["---:"] * (len(header) - 1), *rows]

@@ -9,7 +9,8 @@ of fold 0 of the scan's 5-fold split (4,000 images) and judges the 1,000 it held
 accuracy against the clean labels and against the given ones, and how well its probability of
 the given label ranks the wrong labels among them (AUROC: confident learning's evidence on this
 fold), how well the area under the margin ranks the wrong labels among the 4,000 it trained on
-(``aum_auroc``: the in-sample witness's evidence), with the seconds it trained. Variants (``--fold-epochs`` sets every variant's epochs):
+(``aum_auroc``: the in-sample witness's evidence), with the seconds it trained. Variants
+(``--fold-epochs`` sets every variant's epochs):
 
 - ``paper``: the fold models before the fast recipe (the scanned model's ResNet-9 at
   ``--width``, with augmentation), trained for the scanned model's ``--epochs``;

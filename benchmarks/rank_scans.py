@@ -17,7 +17,6 @@ JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from noisefind.signals.neighbours import embeddings
 from noisefind.training.config import starting_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from decisions import markdown, scan_evidence, true_labels  # noqa: E402
+from decisions import markdown, scan_evidence, true_labels, write_results  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results"
 WAYS = {"pred_probs only": {"features": False},
@@ -90,10 +89,7 @@ def main() -> None:
         results.append(evaluate(scan))
         print(table(results[-1:]).splitlines()[-1], flush=True)
     print(table(results))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps({"command": "python benchmarks/rank_scans.py "
-                                     + " ".join(sys.argv[1:]), "results": results},
-                                    indent=2) + "\n")
+    write_results(args.json, results)
 
 
 if __name__ == "__main__":
