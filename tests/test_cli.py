@@ -1,6 +1,7 @@
 """End-to-end: the real CLI on real (small) data, through typer's CliRunner."""
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -225,15 +226,21 @@ def test_option_names_keep_one_meaning():
             assert text.startswith("Output folder"), (path, text)
 
 
-def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_exports(tmp_path):
-    """``noisefind rank`` on the digits: 5-fold logistic-regression probabilities, the pixels
-    as features and a manifest with the truth; then ``export`` drops the flagged rows."""
+DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+
+@pytest.fixture(scope="module")
+def digits_rank_files(tmp_path_factory):
+    """The digits with 10% of the labels wrong: 5-fold logistic-regression probabilities (column
+    k is digit k), the pixels as features, and the labels in a manifest with the truth, as
+    numbers (``m.csv``) and as names (``names.csv``)."""
     import numpy as np
     import pandas as pd
     from sklearn.datasets import load_digits
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import cross_val_predict
 
+    folder = tmp_path_factory.mktemp("digits-rank")
     x, truth = load_digits(return_X_y=True)
     x = x / 16.0
     rng = np.random.default_rng(0)
@@ -242,12 +249,25 @@ def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_expor
     labels[wrong] = (truth[wrong] + rng.integers(1, 10, wrong.sum())) % 10
     probabilities = cross_val_predict(LogisticRegression(max_iter=2000), x, labels, cv=5,
                                       method="predict_proba")
-    np.save(tmp_path / "p.npy", probabilities.astype(np.float32))
-    np.save(tmp_path / "f.npy", x.astype(np.float32))
-    pd.DataFrame({"label": labels, "true_label": truth}).to_csv(tmp_path / "m.csv", index=False)
+    np.save(folder / "p.npy", probabilities.astype(np.float32))
+    np.save(folder / "f.npy", x.astype(np.float32))
+    pd.DataFrame({"label": labels, "true_label": truth}).to_csv(folder / "m.csv", index=False)
+    names = np.array(DIGIT_NAMES)
+    pd.DataFrame({"label": names[labels], "true_label": names[truth]}).to_csv(
+        folder / "names.csv", index=False)
+    return folder, labels, truth, wrong
+
+
+def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_exports(
+        digits_rank_files, tmp_path):
+    """``noisefind rank`` on the digits: 5-fold logistic-regression probabilities, the pixels
+    as features and a manifest with the truth; then ``export`` drops the flagged rows."""
+    import pandas as pd
+
+    files, labels, truth, wrong = digits_rank_files
     out = tmp_path / "ranked"
-    result = runner.invoke(app, ["rank", str(tmp_path / "m.csv"), "--pred-probs",
-                                 str(tmp_path / "p.npy"), "--features", str(tmp_path / "f.npy"),
+    result = runner.invoke(app, ["rank", str(files / "m.csv"), "--pred-probs",
+                                 str(files / "p.npy"), "--features", str(files / "f.npy"),
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -265,6 +285,23 @@ def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_expor
     assert kept_wrong < 0.3 * wrong.sum()
 
 
+def test_rank_reads_label_names_in_the_order_of_classes(digits_rank_files, tmp_path):
+    """Names in the labels' CSV are sorted unless ``--classes`` gives the probabilities' column
+    order; sorted names against numbered columns are warned of, not ranked in silence."""
+    files, _, _, _ = digits_rank_files
+    args = ["rank", str(files / "names.csv"), "--pred-probs", str(files / "p.npy"), "--top", "0"]
+    unordered = runner.invoke(app, [*args, "--out", str(tmp_path / "sorted")])
+    assert unordered.exit_code == 0, unordered.output
+    assert "warning: for 9 of 10 classes" in unordered.output
+    assert "--classes gives the columns' order" in unordered.output
+    named = runner.invoke(app, [*args, "--classes", ",".join(DIGIT_NAMES),
+                                "--out", str(tmp_path / "named")])
+    assert named.exit_code == 0, named.output
+    assert "warning" not in named.output
+    summary = json.loads((tmp_path / "named" / "summary.json").read_text())
+    assert summary["auroc_consensus_score"] > 0.95 and "warnings" not in summary
+
+
 @pytest.mark.parametrize("args,message", [
     (["rank", "missing.npy", "--pred-probs", "p.npy"], "LABELS missing.npy: no such file"),
     (["rank", "labels.npy"], "give --pred-probs, --features or both"),
@@ -275,6 +312,10 @@ def test_rank_from_real_out_of_sample_probabilities_writes_the_ranking_and_expor
      "--count-from is pred_probs but no --pred-probs are given"),
     (["rank", "labels.npy", "--pred-probs", "p.npy", "--count-from", "neighbours"],
      "--count-from must be one of pred_probs, features, got 'neighbours'"),
+    (["rank", "labels.npy", "--pred-probs", "p.npy", "--classes", "a,b,c"],
+     "--pred-probs has 4 columns for 3 --classes"),
+    (["rank", "names.csv", "--pred-probs", "p.npy", "--classes", "a,b,c,x"],
+     "LABELS: 1 label(s) not among --classes (4 given), first 'd'"),
 ])
 def test_rank_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypatch):
     import numpy as np
@@ -282,6 +323,7 @@ def test_rank_bad_input_exits_2_with_one_line(args, message, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     np.save("labels.npy", np.arange(40) % 4)
     np.save("p.npy", np.full((40, 4), 0.25))
+    Path("names.csv").write_text("label\n" + "\n".join("abcd"[k % 4] for k in range(40)) + "\n")
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output
@@ -313,7 +355,6 @@ def test_readme_rank_example_runs(tmp_path, monkeypatch):
     the digits (5-fold probabilities, the pixels as embeddings)."""
     import re
     import shlex
-    from pathlib import Path
 
     import numpy as np
     import pandas as pd

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from noisefind.base.console import report
+from noisefind.base.console import console, report
 from noisefind.cli.app import (
     Quiet,
     Seed,
@@ -38,6 +38,10 @@ def rank(
     ] = Path("noisefind-rank"),
     overwrite: Annotated[bool, typer.Option(
         "--overwrite", help="Replace earlier results in --out.")] = False,
+    classes: Annotated[str | None, typer.Option(
+        "--classes", help="Class names in the order of --pred-probs' columns, comma-separated "
+                          "(label names in LABELS are otherwise sorted, numerically where "
+                          "they are numbers).", show_default=False)] = None,
     k: Annotated[int, typer.Option(
         "--k", help="Nearest neighbours whose labels vote.")] = NEIGHBOURS,
     count_from: Annotated[str | None, typer.Option(
@@ -54,7 +58,8 @@ def rank(
     from noisefind.data.label_files import read_array, read_labels
     from noisefind.scanning.outputs import print_suspects
 
-    given = read_labels(labels)
+    names = None if classes is None else [name.strip() for name in classes.split(",")]
+    given = read_labels(labels, classes=names)
     result = rank_label_issues(
         given.labels, classes=given.classes, paths=given.paths, true_labels=given.true_labels,
         pred_probs=None if pred_probs is None else read_array(pred_probs, "pred_probs"),
@@ -64,6 +69,9 @@ def rank(
     if quiet:
         return
     summary = result.summary
+    for warning in summary.get("warnings", []):
+        console.print(f"[yellow]warning:[/] {warning.replace('classes gives', '--classes gives')}",
+                      highlight=False, soft_wrap=True)
     print_suspects(result.table, top, "consensus")
     report.print(f"witnesses: {', '.join(summary['witnesses'])}; counted on "
                  f"{summary['count_from']}; {summary['flagged']} of {summary['examples']} "

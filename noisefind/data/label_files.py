@@ -3,7 +3,8 @@ features.
 
 Labels come as a ``.npy`` array (integers 0 .. C-1) or a ``.csv`` manifest with a ``label``
 column: integers are the classes' numbers (column k of the probabilities is class k), names
-are sorted as :func:`noisefind.data.load.load_data` sorts them (column k is the k-th). An
+are the k-th of the given ``classes`` (the probabilities' columns in order) or, without them,
+sorted as :func:`noisefind.data.load.load_data` sorts them (column k is the k-th). An
 optional ``path`` column gives the review page its pictures, an optional ``true_label`` column
 the truth for benchmarks.
 Arrays are ``.npy`` files, memory-mapped rather than read whole.
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from noisefind.base.errors import NoisefindError
-from noisefind.data.load import TRUE_LABEL, class_names, manifest_paths
+from noisefind.data.load import TRUE_LABEL, class_codes, class_names, manifest_paths
 
 
 @dataclass(frozen=True)
@@ -30,8 +31,10 @@ class GivenLabels:
     true_labels: np.ndarray | None = None
 
 
-def read_labels(path: str | Path, parameter: str = "labels") -> GivenLabels:
-    """The labels of a ``.npy`` array or a ``.csv`` manifest (see the module docstring)."""
+def read_labels(path: str | Path, parameter: str = "labels",
+                classes: list[str] | None = None) -> GivenLabels:
+    """The labels of a ``.npy`` array or a ``.csv`` manifest (see the module docstring), label
+    names counted in the order of ``classes`` when given."""
     import pandas as pd
 
     path = Path(path)
@@ -42,7 +45,7 @@ def read_labels(path: str | Path, parameter: str = "labels") -> GivenLabels:
         if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
             raise NoisefindError(f"{parameter} {path}: give a 1-D array of integer labels, got "
                                  f"{labels.dtype} of shape {labels.shape}", parameter=parameter)
-        return GivenLabels(np.asarray(labels, dtype=np.int64), None)
+        return GivenLabels(np.asarray(labels, dtype=np.int64), classes)
     if path.suffix.lower() != ".csv":
         raise NoisefindError(f"{parameter} {path}: give a .npy array or a .csv manifest",
                              parameter=parameter)
@@ -57,7 +60,9 @@ def read_labels(path: str | Path, parameter: str = "labels") -> GivenLabels:
                              "every row", parameter=parameter)
     both = np.concatenate([table[c].to_numpy() for c in columns])
     if np.issubdtype(both.dtype, np.integer):  # already codes: label k is column k
-        classes, codes = None, both.astype(np.int64)
+        codes = both.astype(np.int64)
+    elif classes is not None:
+        codes = class_codes(both, classes)
     else:
         classes, codes = class_names(both)
     paths = manifest_paths(path, table["path"]) if "path" in table else None

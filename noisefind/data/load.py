@@ -132,6 +132,19 @@ def class_names(values: np.ndarray) -> tuple[list[str], np.ndarray]:
     return unique, np.array([position[s] for s in as_text], dtype=np.int64)
 
 
+def class_codes(values: np.ndarray, classes: list[str]) -> np.ndarray:
+    """The position of each of ``values`` (as text) in ``classes``, or a
+    :class:`NoisefindError` naming the first value that is not a class."""
+    position = {str(name): k for k, name in enumerate(classes)}
+    as_text = np.asarray(values).astype(str)
+    unknown = sorted(set(np.unique(as_text).tolist()) - position.keys())
+    if unknown:
+        raise NoisefindError(f"labels: {len(unknown)} label(s) not among classes "
+                             f"({len(position)} given), first {unknown[0]!r}",
+                             parameter=("labels", "classes"))
+    return np.array([position[s] for s in as_text], dtype=np.int64)
+
+
 def manifest_paths(manifest: Path, column) -> list[str]:
     """A manifest's ``path`` column as file names: absolute as given, else relative to the
     manifest's folder."""

@@ -213,7 +213,9 @@ def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
     t. So ``count(scores >= t) / P(t)`` over-counts by the clean rows above t and is an upper
     bound for every t; the estimate is the tightest bound over the thresholds that keep
     ``recalls`` of the canaries (not fewer than half of them, so that P(t) rests on enough
-    canaries).
+    canaries). No more rows than there are can be wrong: the estimate is at most N (a bound
+    can pass it where the canaries score below most rows, as when the evidence contradicts
+    nearly every label).
 
     Returns
     -------
@@ -226,7 +228,7 @@ def estimate_count(scores: np.ndarray, canary_scores: np.ndarray,
         threshold = np.quantile(canary_scores, 1.0 - recall)
         kept = float((canary_scores >= threshold).mean())
         bounds[f"{recall:g}"] = round(float((scores >= threshold).sum()) / kept, 2)
-    return min(bounds.values()), bounds
+    return min(*bounds.values(), float(len(scores))), bounds
 
 
 def count_with_canaries(labels: np.ndarray, guesses: np.ndarray, classes: int,

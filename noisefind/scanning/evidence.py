@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from noisefind.base.errors import NoisefindError
+from noisefind.data.load import class_codes
 from noisefind.decide.calibration import margin_judge
 from noisefind.decide.consensus import SIGNALS, consensus_score, flag_top, witnesses_voting
 from noisefind.decide.count import (
@@ -120,6 +121,12 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
                "seconds": {name: round(value, 3) for name, value in seconds.items()}}
     if pred_probs is not None:
         summary["held_out_agreement"] = round(held_out_agreement(labels, pred_probs), 4)
+        elsewhere, present = classes_given_elsewhere(labels, pred_probs)
+        if elsewhere > present / 2:  # a model that learned anything puts most of a class home
+            summary["warnings"] = [
+                f"for {elsewhere} of {present} classes the likeliest class in pred_probs is "
+                "mostly another than the label: are its columns in the labels' order? (label "
+                "names are sorted unless classes gives the columns' order)"]
     if "is_noisy" in table:
         summary.update(truth_figures(table))
     return table, summary
@@ -174,24 +181,33 @@ def checked_evidence(labels, *, pred_probs=None, features=None, classes=None, k:
     if np.issubdtype(labels.dtype, np.integer):
         count = int(labels.max()) + 1 if pred_probs is None else pred_probs.shape[1]
         names = [str(c) for c in range(count)] if classes is None else [str(c) for c in classes]
+        _check_columns(pred_probs, names)
         if labels.min() < 0 or labels.max() >= len(names):
             raise NoisefindError(f"labels must lie in 0..{len(names) - 1} (one per class), got "
                                  f"{labels.min()}..{labels.max()}", parameter="labels")
         codes = labels.astype(np.int64)
+    elif classes is not None:
+        names = [str(c) for c in classes]
+        codes = class_codes(labels, names)
     elif pred_probs is not None:
-        raise NoisefindError("labels: with pred_probs give integer labels, label k being column "
-                             "k of pred_probs", parameter="labels")
+        raise NoisefindError("labels: with pred_probs give integer labels (label k is column k "
+                             "of pred_probs) or classes, the names of its columns in order",
+                             parameter=("labels", "classes"))
     else:
         found, codes = np.unique(labels.astype(str), return_inverse=True)
-        names = list(found) if classes is None else [str(c) for c in classes]
-    if pred_probs is not None and pred_probs.shape[1] != len(names):
-        raise NoisefindError(f"pred_probs has {pred_probs.shape[1]} columns for "
-                             f"{len(names)} classes", parameter=("pred_probs", "classes"))
+        names = list(found)
+    _check_columns(pred_probs, names)
     if features is not None:
         features = _checked_features(features, len(labels))
         if not 1 <= k:
             raise NoisefindError(f"k must be 1 or more, got {k}", parameter="k")
     return codes, names, pred_probs, features
+
+
+def _check_columns(pred_probs: np.ndarray | None, names: list[str]) -> None:
+    if pred_probs is not None and pred_probs.shape[1] != len(names):
+        raise NoisefindError(f"pred_probs has {pred_probs.shape[1]} columns for "
+                             f"{len(names)} classes", parameter=("pred_probs", "classes"))
 
 
 def _checked_probabilities(pred_probs, n: int) -> np.ndarray:
@@ -232,6 +248,21 @@ def _checked_features(features, n: int) -> list[np.ndarray]:
     if not checked:
         raise NoisefindError("features: give at least one (N, D) array", parameter="features")
     return checked
+
+
+def classes_given_elsewhere(labels: np.ndarray, pred_probs: np.ndarray,
+                            block: int = 8192) -> tuple[int, int]:
+    """How many classes' rows ``pred_probs`` most often give to another class, of how many
+    classes have rows. Most of them at once means the columns are likely not in the labels'
+    order rather than a weak model."""
+    classes = pred_probs.shape[1]
+    likeliest = np.concatenate([np.asarray(pred_probs[start:start + block]).argmax(1)
+                                for start in range(0, len(labels), block)])
+    pairs, counts = np.unique(labels * classes + likeliest, return_counts=True)
+    given, guessed = pairs // classes, pairs % classes
+    order = np.lexsort((-counts, given))  # each label's commonest guess first
+    first = np.unique(given[order], return_index=True)[1]
+    return int((guessed[order][first] != given[order][first]).sum()), len(first)
 
 
 def likeliest_other(probabilities: np.ndarray, labels: np.ndarray,

@@ -94,6 +94,14 @@ def test_canaries_follow_only_the_confusions_every_kind_of_evidence_sees():
     assert (canary_labels(labels, agreed, rows, 3, seed=0) == 2).all()
 
 
+def test_the_estimate_is_never_more_rows_than_there_are():
+    # Canaries scoring below every row (evidence against every label): each bound passes N.
+    scores, canaries = np.linspace(0.0, 1.0, 100), np.linspace(-2.0, -1.0, 50)
+    estimate, bounds = estimate_count(scores, canaries)
+    assert min(bounds.values()) > 100
+    assert estimate == 100
+
+
 def test_the_canaries_count_and_its_interval():
     rng = np.random.default_rng(0)
     scores, canaries = np.r_[rng.normal(0, 1, 9000), rng.normal(3, 1, 1000)], rng.normal(3, 1, 1000)

@@ -75,6 +75,22 @@ def test_the_count_can_be_scored_on_the_features_neighbours(digits_evidence):
         int((labels != truth).sum()), rel=0.25)
 
 
+def test_label_names_count_in_the_order_of_classes(digits_evidence):
+    labels, probabilities, x, truth = digits_evidence
+    names = np.array(["zero", "one", "two", "three", "four", "five", "six", "seven", "eight",
+                      "nine"])
+    by_codes = noisefind.rank_label_issues(labels, pred_probs=probabilities, features=x)
+    by_names = noisefind.rank_label_issues(names[labels], pred_probs=probabilities, features=x,
+                                           classes=list(names))
+    np.testing.assert_array_equal(by_names.table["index"], by_codes.table["index"])
+    assert (by_names.table["given_label"] == names[labels[by_names.table["index"]]]).all()
+    assert "warnings" not in by_names.summary
+    # Columns out of the labels' order (names sorted, the columns as numbered): said, not hidden.
+    shuffled = noisefind.rank_label_issues(np.searchsorted(np.sort(names), names[labels]),
+                                           pred_probs=probabilities)
+    assert "are its columns in the labels' order?" in shuffled.summary["warnings"][0]
+
+
 def test_a_scan_s_own_fold_evidence_reproduces_its_witness_columns(noisy_digits, tmp_path):
     from noisefind.signals.neighbours import embeddings
     from noisefind.signals.out_of_sample import OutOfSample
@@ -127,13 +143,15 @@ def test_the_files_are_written_and_a_used_folder_is_refused(digits_evidence, tmp
     (lambda e: {**e, "pred_probs": e["pred_probs"][:-1]}, "pred_probs"),
     (lambda e: {**e, "pred_probs": e["pred_probs"] * 2}, "pred_probs"),
     (lambda e: {**e, "pred_probs": np.log(e["pred_probs"] + 1e-9)}, "pred_probs"),
-    (lambda e: {**e, "labels": e["labels"].astype(str)}, "labels"),
+    (lambda e: {**e, "labels": e["labels"].astype(str)}, ("labels", "classes")),
     (lambda e: {**e, "labels": e["labels"] + 10}, "labels"),
     (lambda e: {**e, "features": e["features"][:, :, None]}, "features"),
     (lambda e: {**e, "features": np.full_like(e["features"], np.nan)}, "features"),
-    (lambda e: {**e, "classes": ["a", "b"]}, "labels"),
+    (lambda e: {**e, "classes": ["a", "b"]}, ("pred_probs", "classes")),
     (lambda e: {**e, "k": 0}, "k"),
     (lambda e: {**e, "count_from": "neighbours"}, "count_from"),
+    (lambda e: {**e, "labels": e["labels"].astype(str), "classes": list("012345678")},
+     ("labels", "classes")),
     (lambda e: {"labels": e["labels"], "features": e["features"], "count_from": "pred_probs"},
      ("count_from", "pred_probs")),
 ])
