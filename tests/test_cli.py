@@ -294,6 +294,7 @@ def test_rank_reads_label_names_in_the_order_of_classes(digits_rank_files, tmp_p
     assert unordered.exit_code == 0, unordered.output
     assert "warning: for 9 of 10 classes" in unordered.output
     assert "--classes gives the columns' order" in unordered.output
+    assert "scanned examples" not in unordered.output  # --top 0: no table of suspects
     named = runner.invoke(app, [*args, "--classes", ",".join(DIGIT_NAMES),
                                 "--out", str(tmp_path / "named")])
     assert named.exit_code == 0, named.output

@@ -120,5 +120,6 @@ def suspects_table(table: pd.DataFrame, top: int = 10, rank_by: str = "flip") ->
 
 
 def print_suspects(table: pd.DataFrame, top: int = 10, rank_by: str = "flip") -> None:
-    """Print :func:`suspects_table` on stdout (the results console)."""
-    report.print(suspects_table(table, top, rank_by))
+    """Print :func:`suspects_table` on stdout (the results console); nothing for ``top`` 0."""
+    if top > 0:
+        report.print(suspects_table(table, top, rank_by))
