@@ -36,6 +36,7 @@ from noisefind.data.load import class_codes
 from noisefind.decide.calibration import margin_judge
 from noisefind.decide.consensus import SIGNALS, consensus_score, flag_top, witnesses_voting
 from noisefind.decide.count import (
+    CountEstimate,
     agreed_classes,
     confident_classes,
     confident_count,
@@ -83,16 +84,10 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
     signals = {name: judge(rows, labels) for name, judge in judges.items()}
     score = consensus_score(signals, without=tuple(s for s in SIGNALS if s not in signals))
     began = time.perf_counter()
-    probabilities = pred_probs if pred_probs is not None else vote
-    guesses = confident_classes(labels, probabilities)
-    drawn_from = guesses
-    if pred_probs is not None and vote is not None:
-        drawn_from = agreed_classes(guesses, confident_classes(labels, vote))
     count_from = count_from or ("pred_probs" if pred_probs is not None else "features")
     counted = COUNTED_SIGNAL[count_from]
-    count, canaries = count_with_canaries(labels, drawn_from, probabilities.shape[1],
-                                          signals[counted], judges[counted], seed=seed)
-    learning = confident_count(labels, probabilities, guesses=guesses, resamples=0)
+    count, canaries, learning = evidence_count(labels, signals[counted], judges[counted],
+                                               pred_probs=pred_probs, vote=vote, seed=seed)
     seconds["count"] = time.perf_counter() - began
     table = pd.DataFrame({"index": rows, "path": "" if paths is None else list(paths),
                           "given_label": names[labels],
@@ -116,20 +111,50 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
                "feature_spaces": 0 if features is None else len(features),
                "count_from": count_from,
                **count.as_dict(), "canaries": canaries,
-               "confident_joint_estimate": round(learning.estimate, 1),
+               "confident_joint_estimate": round(learning, 1),
                "flagged": int(table["suspected"].sum()),
                "seconds": {name: round(value, 3) for name, value in seconds.items()}}
     if pred_probs is not None:
         summary["held_out_agreement"] = round(held_out_agreement(labels, pred_probs), 4)
-        elsewhere, present = classes_given_elsewhere(labels, pred_probs)
-        if elsewhere > present / 2:  # a model that learned anything puts most of a class home
-            summary["warnings"] = [
-                f"for {elsewhere} of {present} classes the likeliest class in pred_probs is "
-                "mostly another than the label: are its columns in the labels' order? (label "
-                "names are sorted unless classes gives the columns' order)"]
+        summary.update(column_order_warnings(labels, pred_probs))
     if "is_noisy" in table:
         summary.update(truth_figures(table))
     return table, summary
+
+
+def evidence_count(labels: np.ndarray, signal: np.ndarray, judge, *,
+                   pred_probs: np.ndarray | None, vote: np.ndarray | None,
+                   seed: int) -> tuple[CountEstimate, int, float]:
+    """The canaries' count of one witness (its ``signal`` under the given labels, ``judge``
+    to score canaries), how many canaries, and confident learning's count of the
+    probabilities (the neighbours' ``vote`` without them).
+
+    The canaries' labels follow the confusions confident learning sees in the probabilities;
+    with a ``vote`` too, only those it also sees (:func:`noisefind.decide.count.agreed_classes`).
+    """
+    probabilities = pred_probs if pred_probs is not None else vote
+    guesses = confident_classes(labels, probabilities)
+    drawn_from = guesses
+    if pred_probs is not None and vote is not None:
+        drawn_from = agreed_classes(guesses, confident_classes(labels, vote))
+    count, canaries = count_with_canaries(labels, drawn_from, probabilities.shape[1], signal,
+                                          judge, seed=seed)
+    learning = confident_count(labels, probabilities, guesses=guesses, resamples=0)
+    return count, canaries, learning.estimate
+
+
+def column_order_warnings(labels: np.ndarray, pred_probs: np.ndarray) -> dict:
+    """``{"warnings": [...]}`` when for most classes the probabilities' likeliest class is
+    mostly another than the label (:func:`classes_given_elsewhere`), else ``{}``: a model that
+    learned anything puts most of a class's rows in it, so the columns are likely out of the
+    labels' order."""
+    elsewhere, present = classes_given_elsewhere(labels, pred_probs)
+    if elsewhere <= present / 2:
+        return {}
+    return {"warnings": [f"for {elsewhere} of {present} classes the likeliest class in "
+                         "pred_probs is mostly another than the label: are its columns in the "
+                         "labels' order? (label names are sorted unless classes gives the "
+                         "columns' order)"]}
 
 
 def witness_judges(labels: np.ndarray, names: np.ndarray, *, pred_probs: np.ndarray | None,
