@@ -139,8 +139,13 @@ def flag_message(error: NoisefindError, names: dict[str, str] | None = None) -> 
     cutoff; leave out cutoff none`` -> ``--rank-by cutoff needs the cutoff; leave out --cutoff
     none``).
     """
-    text = str(error)
-    parameters = getattr(error, "parameter", None)
+    return said_as_flags(str(error), getattr(error, "parameter", None), names)
+
+
+def said_as_flags(text: str, parameters: str | tuple[str, ...] | None,
+                  names: dict[str, str] | None = None) -> str:
+    """``text`` with the library's ``parameters`` said as the command's flags, as
+    :func:`flag_message` says an error's (a warning's too)."""
     if not parameters:
         return text
     if isinstance(parameters, str):

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from noisefind.base.console import console, report
 from noisefind.cli.app import (
@@ -16,6 +17,7 @@ from noisefind.cli.app import (
     print_count,
     print_truth,
     print_written,
+    said_as_flags,
 )
 from noisefind.signals.neighbours import NEIGHBOURS
 
@@ -69,8 +71,9 @@ def rank(
     if quiet:
         return
     summary = result.summary
-    for warning in summary.get("warnings", []):
-        console.print(f"[yellow]warning:[/] {warning.replace('classes gives', '--classes gives')}",
+    for warning in summary.get("warnings", []):  # the column-order warning names these
+        console.print(f"[yellow]warning:[/] "
+                      f"{escape(said_as_flags(warning, ('pred_probs', 'classes')))}",
                       highlight=False, soft_wrap=True)
     print_suspects(result.table, top, "consensus")
     report.print(f"witnesses: {', '.join(summary['witnesses'])}; counted on "
