@@ -206,10 +206,6 @@ def checked_evidence(labels, *, pred_probs=None, features=None, classes=None, k:
     if np.issubdtype(labels.dtype, np.integer):
         count = int(labels.max()) + 1 if pred_probs is None else pred_probs.shape[1]
         names = [str(c) for c in range(count)] if classes is None else [str(c) for c in classes]
-        _check_columns(pred_probs, names)
-        if labels.min() < 0 or labels.max() >= len(names):
-            raise NoisefindError(f"labels must lie in 0..{len(names) - 1} (one per class), got "
-                                 f"{labels.min()}..{labels.max()}", parameter="labels")
         codes = labels.astype(np.int64)
     elif classes is not None:
         names = [str(c) for c in classes]
@@ -221,18 +217,17 @@ def checked_evidence(labels, *, pred_probs=None, features=None, classes=None, k:
     else:
         found, codes = np.unique(labels.astype(str), return_inverse=True)
         names = list(found)
-    _check_columns(pred_probs, names)
+    if pred_probs is not None and pred_probs.shape[1] != len(names):
+        raise NoisefindError(f"pred_probs has {pred_probs.shape[1]} columns for "
+                             f"{len(names)} classes", parameter=("pred_probs", "classes"))
+    if codes.min() < 0 or codes.max() >= len(names):  # names map inside; numbers may not
+        raise NoisefindError(f"labels must lie in 0..{len(names) - 1} (one per class), got "
+                             f"{codes.min()}..{codes.max()}", parameter="labels")
     if features is not None:
         features = _checked_features(features, len(labels))
         if not 1 <= k:
             raise NoisefindError(f"k must be 1 or more, got {k}", parameter="k")
     return codes, names, pred_probs, features
-
-
-def _check_columns(pred_probs: np.ndarray | None, names: list[str]) -> None:
-    if pred_probs is not None and pred_probs.shape[1] != len(names):
-        raise NoisefindError(f"pred_probs has {pred_probs.shape[1]} columns for "
-                             f"{len(names)} classes", parameter=("pred_probs", "classes"))
 
 
 def _checked_probabilities(pred_probs, n: int) -> np.ndarray:
