@@ -261,13 +261,19 @@ def unexplained_misses(agreement: float, estimated_fraction: float) -> float:
     return max(0.0, (1.0 - agreement) - estimated_fraction)
 
 
-def held_out_agreement(labels: np.ndarray, probabilities: np.ndarray) -> float:
-    """The share of rows whose given label is the held-out models' likeliest class."""
-    labels = np.asarray(labels, dtype=np.int64)
-    agree = sum(int((np.asarray(probabilities[start:start + BLOCK]).argmax(1)
-                     == labels[start:start + BLOCK]).sum())
-                for start in range(0, len(labels), BLOCK))
-    return agree / len(labels)
+def likeliest_classes(probabilities: np.ndarray) -> np.ndarray:
+    """Each row's likeliest class (read :data:`BLOCK` rows at a time)."""
+    return np.concatenate([np.asarray(probabilities[start:start + BLOCK]).argmax(1)
+                           for start in range(0, len(probabilities), BLOCK)])
+
+
+def held_out_agreement(labels: np.ndarray, probabilities: np.ndarray, *,
+                       likeliest: np.ndarray | None = None) -> float:
+    """The share of rows whose given label is the held-out models' likeliest class
+    (``likeliest``: :func:`likeliest_classes` of ``probabilities``, when already at hand)."""
+    if likeliest is None:
+        likeliest = likeliest_classes(probabilities)
+    return float((likeliest == np.asarray(labels, dtype=np.int64)).mean())
 
 
 def out_of_sample_count(labels: np.ndarray, probabilities: np.ndarray, *,

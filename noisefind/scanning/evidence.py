@@ -42,6 +42,7 @@ from noisefind.decide.count import (
     confident_count,
     count_with_canaries,
     held_out_agreement,
+    likeliest_classes,
 )
 from noisefind.scanning.export import TrainingSet, write_training_set
 from noisefind.scanning.outputs import write_summary, write_suspects
@@ -115,8 +116,10 @@ def rank_evidence(labels: np.ndarray, classes: list[str], *,
                "flagged": int(table["suspected"].sum()),
                "seconds": {name: round(value, 3) for name, value in seconds.items()}}
     if pred_probs is not None:
-        summary["held_out_agreement"] = round(held_out_agreement(labels, pred_probs), 4)
-        summary.update(column_order_warnings(labels, pred_probs))
+        likeliest = likeliest_classes(pred_probs)
+        summary["held_out_agreement"] = round(
+            held_out_agreement(labels, pred_probs, likeliest=likeliest), 4)
+        summary.update(column_order_warnings(labels, likeliest))
     if "is_noisy" in table:
         summary.update(truth_figures(table))
     return table, summary
@@ -143,12 +146,12 @@ def evidence_count(labels: np.ndarray, signal: np.ndarray, judge, *,
     return count, canaries, learning.estimate
 
 
-def column_order_warnings(labels: np.ndarray, pred_probs: np.ndarray) -> dict:
-    """``{"warnings": [...]}`` when for most classes the probabilities' likeliest class is
-    mostly another than the label (:func:`classes_given_elsewhere`), else ``{}``: a model that
-    learned anything puts most of a class's rows in it, so the columns are likely out of the
-    labels' order."""
-    elsewhere, present = classes_given_elsewhere(labels, pred_probs)
+def column_order_warnings(labels: np.ndarray, likeliest: np.ndarray) -> dict:
+    """``{"warnings": [...]}`` when for most classes the probabilities' ``likeliest`` class
+    (:func:`noisefind.decide.count.likeliest_classes`) is mostly another than the label
+    (:func:`classes_given_elsewhere`), else ``{}``: a model that learned anything puts most of
+    a class's rows in it, so the columns are likely out of the labels' order."""
+    elsewhere, present = classes_given_elsewhere(labels, likeliest)
     if elsewhere <= present / 2:
         return {}
     return {"warnings": [f"for {elsewhere} of {present} classes the likeliest class in "
@@ -270,14 +273,11 @@ def _checked_features(features, n: int) -> list[np.ndarray]:
     return checked
 
 
-def classes_given_elsewhere(labels: np.ndarray, pred_probs: np.ndarray,
-                            block: int = 8192) -> tuple[int, int]:
-    """How many classes' rows ``pred_probs`` most often give to another class, of how many
-    classes have rows. Most of them at once means the columns are likely not in the labels'
-    order rather than a weak model."""
-    classes = pred_probs.shape[1]
-    likeliest = np.concatenate([np.asarray(pred_probs[start:start + block]).argmax(1)
-                                for start in range(0, len(labels), block)])
+def classes_given_elsewhere(labels: np.ndarray, likeliest: np.ndarray) -> tuple[int, int]:
+    """How many classes' rows most often have another ``likeliest`` class than their label, of
+    how many classes have rows. Most of them at once means the probabilities' columns are
+    likely not in the labels' order rather than a weak model."""
+    classes = int(max(labels.max(), likeliest.max())) + 1
     pairs, counts = np.unique(labels * classes + likeliest, return_counts=True)
     given, guessed = pairs // classes, pairs % classes
     order = np.lexsort((-counts, given))  # each label's commonest guess first
