@@ -27,8 +27,6 @@ from sklearn.metrics import roc_auc_score
 import noisefind
 from noisefind.bench.detectors import cleanlab_scores
 from noisefind.scanning.export import load_training_set
-from noisefind.signals.neighbours import embeddings
-from noisefind.training.config import starting_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from decisions import markdown, scan_evidence, true_labels, write_results  # noqa: E402
@@ -44,10 +42,8 @@ def backbone_embeddings(scan: Path) -> np.ndarray:
     evidence = scan_evidence(scan)
     if evidence is None:
         raise SystemExit(f"{scan}: not a scan with a backbone (--backbone, --weights)")
-    model = starting_model(evidence.config, evidence.data)
     with torch.no_grad():
-        return embeddings(model, evidence.data.x, evidence.data.index,
-                          views=evidence.config.recipe == "fast").numpy()
+        return evidence.backbone_embeddings().numpy()
 
 
 def evaluate(scan: Path) -> dict:

@@ -359,13 +359,17 @@ class OutOfSample:
         example); None without pretrained weights."""
         if self.config.backbone_weights is None:
             return None
+        return self._vote("backbone_neighbour_probabilities", "backbone_neighbours", k,
+                          lambda: [self.backbone_embeddings()])
 
-        def space():
-            model = starting_model(self.config, self.data).to(resolve_device(self.config.device))
-            yield embeddings(model, self.data.x, self.data.index,
-                             views=self.config.recipe == "fast")
-
-        return self._vote("backbone_neighbour_probabilities", "backbone_neighbours", k, space)
+    def backbone_embeddings(self) -> torch.Tensor | None:
+        """(N, D) features of every example in the pretrained backbone, as the fold models
+        start from it (no label of the data has trained it); None without pretrained
+        weights."""
+        if self.config.backbone_weights is None:
+            return None
+        model = starting_model(self.config, self.data).to(resolve_device(self.config.device))
+        return embeddings(model, self.data.x, self.data.index, views=self.config.recipe == "fast")
 
     def backbone_neighbours(self, rows: np.ndarray, k: int = NEIGHBOURS) -> np.ndarray | None:
         """The ``backbone_neighbours`` signal of ``rows``: as :meth:`neighbours`, on
