@@ -28,6 +28,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_predict
 
+from noisefind.data.labeled import NoiseSpec, inject_noise
 from noisefind.decide.calibration import margin_judge
 from noisefind.decide.count import agreed_classes, confident_classes, count_with_canaries
 from noisefind.signals.neighbours import NEIGHBOURS, neighbour_probabilities
@@ -46,10 +47,15 @@ def data_sets() -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def noisy(truth: np.ndarray, kind: str, seed: int, share: float = 0.1) -> np.ndarray:
+    """``share`` of the labels wrong: ``symmetric`` as ``--noise symmetric:SHARE`` makes them
+    (:func:`noisefind.data.labeled.inject_noise`), ``pairs`` each to the next class (c -> c+1,
+    every class a systematic confusion, which noisefind's own noise kinds do not make)."""
+    if kind == "symmetric":
+        return inject_noise(truth, [str(c) for c in range(10)], NoiseSpec("symmetric", share),
+                            seed)
     rng = np.random.default_rng(seed)
     labels, flip = truth.copy(), rng.random(len(truth)) < share
-    step = rng.integers(1, 10, flip.sum()) if kind == "symmetric" else 1
-    labels[flip] = (truth[flip] + step) % 10
+    labels[flip] = (truth[flip] + 1) % 10
     return labels
 
 
