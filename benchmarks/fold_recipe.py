@@ -22,6 +22,9 @@ fold), how well the area under the margin ranks the wrong labels among the 4,000
 - ``fast:e30``, ``fast:w0.75``, ``fast:e30:w0.75``: the fast recipe at another epoch count or
   width (the other variants train the recipe's epochs at its width); ``fast:s3``: three
   models of the fold, seeded apart, their probabilities averaged (seconds: all three);
+  ``fast:c12``: a 12-pixel cutout in every training view; ``fast:g0.7``: the generalised
+  cross-entropy at q = 0.7 instead of the cross-entropy; ``fast:t``: trained on the true
+  labels (the recipe's ceiling on the fold);
 - ``pretrained``: noisefind's fold network started from ``--weights`` (``scan --backbone
   noisefind:fast``: the fast recipe, its 15 epochs; ``pretrained:e30`` for 30).
 
@@ -38,7 +41,7 @@ import platform
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +54,7 @@ from noisefind.models import whitened
 from noisefind.models.predict import predict_logits
 from noisefind.signals.out_of_sample import cv_folds, out_of_sample_config
 from noisefind.training import fast_recipe
+from noisefind.training import views as views_module
 from noisefind.training.config import TrainConfig
 from noisefind.training.fast_recipe import OWN_BACKBONE
 from noisefind.training.fit import fit
@@ -84,50 +88,118 @@ def without(ingredient: str):
         whitened.Whitening.fit, fast_recipe.LOOKAHEAD_START, fast_recipe.BIAS_SCALE = saved
 
 
-def variant_config(variant: str, scanned: TrainConfig,
-                   data) -> tuple[TrainConfig, bool, str, int]:
-    """(fold config, predict through views, ingredient left out, models averaged) of
-    ``variant`` (``pretrained``: from ``scanned``'s backbone weights)."""
-    variant, *sizes = variant.split(":")
-    seeds = 1
-    if sizes:
-        config, views, left_out, _ = variant_config(variant, scanned, data)
-        for size in sizes:
-            if size[0] == "s":
-                seeds = int(size[1:])
+@contextmanager
+def cutout(size: int):
+    """Training views with a ``size``-pixel square of each image (at a random place, partly
+    off the image at the borders) set to the batch's mean colour (DeVries & Taylor 2017), for
+    the duration of the block; 0 leaves the views as they are."""
+    original = views_module.ImageViews.__call__
+
+    def with_cutout(self, x):
+        x = original(self, x)
+        n, side = len(x), x.shape[-1]
+        corner = torch.randint(-size // 2, side - size // 2 + 1, (2, n), generator=self.generator)
+        grid = torch.arange(side)
+        rows, columns = ((grid[None] >= c[:, None]) & (grid[None] < c[:, None] + size)
+                         for c in corner)
+        hole = (rows[:, :, None] & columns[:, None, :])[:, None].to(x.device)
+        fill = x.float().mean((0, 2, 3), keepdim=True).to(x.dtype)
+        return torch.where(hole, fill, x)
+
+    if size:
+        views_module.ImageViews.__call__ = with_cutout
+    try:
+        yield
+    finally:
+        views_module.ImageViews.__call__ = original
+
+
+class GeneralizedCrossEntropy:
+    """A step hook that learns from the generalised cross-entropy ``(1 - p**q) / q`` of the
+    given label's probability ``p`` (Zhang & Sabuncu 2018), a loss bounded for the rows a
+    model cannot fit (wrong labels), instead of the cross-entropy ``-log p``."""
+
+    def __init__(self, q: float):
+        self.q = q
+
+    def __call__(self, model, data, epochs):
+        return self
+
+    def backward(self, losses: torch.Tensor, rows: torch.Tensor, epoch: int) -> None:
+        ((1 - torch.exp(-self.q * losses)) / self.q).mean().backward()  # p**q = exp(-q * CE)
+
+    def result(self) -> dict:
+        return {}
+
+
+@dataclass
+class Variant:
+    """How one variant trains and predicts."""
+
+    config: TrainConfig
+    views: bool = True  # predict through the test-time views
+    left_out: str = ""  # the fast recipe's ingredient left out
+    seeds: int = 1  # models of the fold, seeded apart, their probabilities averaged
+    cutout: int = 0  # side of the square cut out of each training view
+    gce: float = 0.0  # q of the generalised cross-entropy (0: the cross-entropy)
+    truth: bool = False  # trained on the true labels: the recipe's ceiling on this fold
+
+
+SUFFIXES = {"e": "epochs", "w": "width", "s": "seeds", "c": "cutout", "g": "gce"}
+
+
+def variant_of(name: str, scanned: TrainConfig, data) -> Variant:
+    """The :class:`Variant` named ``name`` (``pretrained``: from ``scanned``'s backbone
+    weights); suffixes ``:e30``, ``:w0.75`` (epochs, width), ``:s3`` (seeds), ``:c12``
+    (cutout), ``:g0.7`` (generalised cross-entropy), ``:t`` (the true labels)."""
+    name, *suffixes = name.split(":")
+    if suffixes:
+        variant = variant_of(name, scanned, data)
+        for suffix in suffixes:
+            if suffix == "t":
+                variant.truth = True
                 continue
-            field = {"e": "epochs", "w": "width"}[size[0]]
-            config = replace(config, **{field: type(getattr(config, field))(size[1:])})
-        return config, views, left_out, seeds
-    if variant == "pretrained":
+            field, value = SUFFIXES[suffix[0]], suffix[1:]
+            if field in ("epochs", "width"):
+                config = variant.config
+                variant.config = replace(config, **{field: type(getattr(config, field))(value)})
+            else:
+                setattr(variant, field, type(getattr(variant, field))(value))
+        return variant
+    if name == "pretrained":
         if scanned.backbone_weights is None:
             raise SystemExit("the pretrained variant needs --weights")
-        return out_of_sample_config(replace(scanned, backbone=OWN_BACKBONE), data), True, "", 1
+        return Variant(out_of_sample_config(replace(scanned, backbone=OWN_BACKBONE), data))
     scanned = replace(scanned, backbone_weights=None)  # the other variants start from scratch
-    if variant == "paper":
-        return out_of_sample_config(replace(scanned, fold_recipe="paper"), data), False, "", 1
+    if name == "paper":
+        return Variant(out_of_sample_config(replace(scanned, fold_recipe="paper"), data),
+                       views=False)
     config = out_of_sample_config(scanned, data)
-    if variant == "fast-smoothing":
-        return replace(config, label_smoothing=0.2), True, "", 1
-    left_out = variant.removeprefix("fast-no-") if variant != "fast" else ""
-    return config, left_out != "views", left_out, 1
+    if name == "fast-smoothing":
+        return Variant(replace(config, label_smoothing=0.2))
+    left_out = name.removeprefix("fast-no-") if name != "fast" else ""
+    return Variant(config, views=left_out != "views", left_out=left_out)
 
 
-def measure(data, kept: np.ndarray, held: np.ndarray, config: TrainConfig, views: bool,
-            left_out: str, test=None, seeds: int = 1) -> dict:
-    """Train on ``kept`` (``seeds`` models, seeded apart, their probabilities averaged);
-    accuracy (and AUROC) on ``held`` or on ``test`` (x, y)."""
+def measure(data, kept: np.ndarray, held: np.ndarray, variant: Variant, test=None) -> dict:
+    """Train ``variant`` on ``kept`` (its models' probabilities averaged); accuracy (and
+    AUROC) on ``held`` or on ``test`` (x, y)."""
     x, truth, given = (data.x[held], data.true_y.numpy()[held], data.y.numpy()[held]) \
         if test is None else (test.x, test.y.numpy(), test.y.numpy())
+    trained = data.subset(torch.from_numpy(kept))
+    if variant.truth:
+        trained = replace(trained, y=trained.true_y.clone())
+    config, seeds = variant.config, variant.seeds
+    hook = GeneralizedCrossEntropy(variant.gce) if variant.gce else None
     seconds, probabilities, margins = 0.0, 0.0, 0.0
     for seed in range(seeds):
-        with without(left_out):
+        with without(variant.left_out), cutout(variant.cutout):
             start = time.perf_counter()
-            run = fit(data.subset(torch.from_numpy(kept)),
-                      replace(config, seed=config.seed + 100 * seed), progress=False)
+            run = fit(trained, replace(config, seed=config.seed + 100 * seed), progress=False,
+                      step_hook=hook)
             seconds += time.perf_counter() - start
         probabilities = probabilities + torch.softmax(
-            predict_logits(run.model, x, views=views), 1).cpu().numpy() / seeds
+            predict_logits(run.model, x, views=variant.views), 1).cpu().numpy() / seeds
         margins = margins + run.history.margin.astype(np.float64).mean(0) / seeds
     predicted = probabilities.argmax(1)
     record = {"train_seconds": round(seconds, 1), "epochs": config.epochs, "examples": len(kept),
@@ -193,8 +265,8 @@ def main() -> None:
                        load_data(subset_manifest(images / split, args.subset, args.work))
                        for split in ("train", "test"))
         kept = np.arange(len(train))
-        config, views, _, _ = variant_config("fast", scanned, train)
-        results = {"fast": measure(train, kept, kept, config, views, "", test=test)}
+        results = {"fast": measure(train, kept, kept, variant_of("fast", scanned, train),
+                                   test=test)}
         name = "cifar10"
     else:
         shuffle = f"-shuffle{args.subset_seed}" if args.subset_seed else ""
@@ -207,8 +279,7 @@ def main() -> None:
         kept = np.setdiff1d(np.arange(len(data)), held)
         results = {}
         for variant in args.variants.split(","):
-            config, views, left_out, seeds = variant_config(variant, scanned, data)
-            results[variant] = measure(data, kept, held, config, views, left_out, seeds=seeds)
+            results[variant] = measure(data, kept, held, variant_of(variant, scanned, data))
             print(variant, results[variant], flush=True)
     print(f"{'variant':<22} {'seconds':>8} {'accuracy':>9} {'given':>6} {'auroc':>6}")
     for variant, r in results.items():
