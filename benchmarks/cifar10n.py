@@ -6,7 +6,8 @@
 Builds an image manifest (``path,label,true_label``) from the CIFAR-10N label file and the
 unpacked CIFAR-10 JPEG archive, for one label set (``aggre``, ``random1`` .. ``random3``,
 ``worst``) and one part of a seeded shuffle of the 40,000 labelled images (parts never
-overlap), then runs ``noisefind bench MANIFEST --noise none`` on it. Results go to
+overlap), then runs ``noisefind bench MANIFEST --noise none`` on it (``--manifest-only``: writes the
+manifest, prints its path and stops). Results go to
 ``benchmarks/results/cifar10n-<labels>-part<k>/`` in the bench's own format; its ``cache/`` is
 kept outside the repository (``--work``) so a rerun resumes from the trained models. Another
 shuffle (``--subset-seed``) draws fresh parts, named ``cifar10n-<labels>-shuffle<seed>-part<k>``:
@@ -147,6 +148,9 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/noisefind-cifar10n"),
                         help="unpacked images, manifests and the bench cache")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--manifest-only", action="store_true",
+                        help="write the part's manifest, print its path and stop (for a "
+                             "whole `noisefind scan` of it)")
     parser.add_argument("--table", action="store_true",
                         help="print the AUROC / AUPRC table of every stored result and stop")
     parser.add_argument("--rescore", action="store_true",
@@ -188,6 +192,9 @@ def main() -> None:
     images = unpack(args.archive, args.work)
     manifest = write_manifest(args.labels_csv, images, args.labels, args.size, args.part,
                               args.subset_seed, args.work / f"{name}.csv")
+    if args.manifest_only:
+        print(manifest)
+        return
     data = load_data(manifest, progress=True)
     out = args.out or REPO / "benchmarks" / "results" / name
     work_out = args.work / name  # results and the cache; results are copied into the repo
