@@ -71,6 +71,9 @@ FoldRecipe = Annotated[str, typer.Option(
 FoldEpochs = Annotated[int | None, typer.Option(
     help="Epochs of the K models " + default_is("30 with the fast recipe, --epochs with paper")
          + ".")]
+FoldModels = Annotated[int, typer.Option(
+    help="Models each fold trains, seeded apart, their probabilities averaged: more accurate "
+         "evidence for that many times the fold models' training.")]
 RunFolder = Annotated[Path, typer.Argument(help="A run folder written by noisefind train.")]
 RunData = Annotated[str | None, typer.Option(
     help="Load the run's data from here " + default_is("where the run recorded it") + ".")]

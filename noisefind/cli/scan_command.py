@@ -19,6 +19,7 @@ from noisefind.cli.app import (
     Device,
     Epochs,
     FoldEpochs,
+    FoldModels,
     FoldRecipe,
     Folds,
     ImageSize,
@@ -121,6 +122,7 @@ def scan(
     folds: Folds = 5,
     fold_recipe: FoldRecipe = "fast",
     fold_epochs: FoldEpochs = None,
+    fold_models: FoldModels = 1,
     image_size: ImageSize = None,
     memory_budget: MemoryBudget = None,
     quiet: Quiet = False,
@@ -143,7 +145,8 @@ def scan(
         noise_copies=noise_copies, reference_size=reference_size, reference=reference,
         scan_batch_size=scan_batch_size, cutoff=cutoff, canary_fraction=canary_fraction,
         canary_recall=canary_recall, canary_labels=canary_labels, rank_by=rank_by, folds=folds,
-        fold_recipe=fold_recipe, fold_epochs=fold_epochs, progress=not quiet, **training)
+        fold_recipe=fold_recipe, fold_epochs=fold_epochs, fold_models=fold_models,
+        progress=not quiet, **training)
     if quiet:
         return  # also every torchrun rank but the first
     table, summary = result.table, result.summary

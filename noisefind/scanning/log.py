@@ -129,7 +129,7 @@ class Stages:
 
 
 RESUMED_TRAINING = ("arch", "width", "epochs", "batch_size", "lr", "seed")
-RESUMED_FOLDS = ("folds", "fold_recipe", "fold_epochs", *RESUMED_TRAINING)
+RESUMED_FOLDS = ("folds", "fold_recipe", "fold_epochs", "fold_models", *RESUMED_TRAINING)
 
 
 def check_same_fold_models(out: Path, fold_models: dict) -> None:
@@ -137,8 +137,9 @@ def check_same_fold_models(out: Path, fold_models: dict) -> None:
     made others (the state file records the earlier ones)."""
     state_file = out / STATE_FILE
     if state_file.is_file():  # else nothing to resume: the log says so
-        refuse_other_training(json.loads(state_file.read_text()).get("fold_models", {}),
-                              fold_models, RESUMED_FOLDS, f"the fold models in {out}")
+        earlier = {"fold_models": 1,  # scans from before the option had one model a fold
+                   **json.loads(state_file.read_text()).get("fold_models", {})}
+        refuse_other_training(earlier, fold_models, RESUMED_FOLDS, f"the fold models in {out}")
 
 
 def check_same_training(run: Run, config: TrainConfig) -> None:

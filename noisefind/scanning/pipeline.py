@@ -196,7 +196,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     stages = Stages(plan_stages(trains=model is None, own=own, folds=folds, cutoff=cutoff,
                                 rank_by=rank_by, writes=out is not None), progress)
     if progress:
-        trained = (model is None) + (FOLDS_STAGE in stages.names) * folds + (
+        fold_models = folds * (train_config or TrainConfig()).fold_models
+        trained = (model is None) + (FOLDS_STAGE in stages.names) * fold_models + (
             CUTOFF_STAGE in stages.names)
         console.print(plan_line(data.x, len(rows), stages.names, trained), highlight=False)
     started = time.perf_counter()
@@ -268,7 +269,8 @@ def _scan_fold_models(data: LabeledData, rows: np.ndarray, *, out: Path | None,
                              "flip or cutoff, or leave them out", parameter=(*given, "rank_by"))
     stages = Stages([FOLDS_STAGE, ORDER_STAGE] + [WRITE_STAGE] * (out is not None), progress)
     if progress:
-        console.print(plan_line(data.x, len(rows), stages.names, folds, "ranked"),
+        console.print(plan_line(data.x, len(rows), stages.names, folds * config.fold_models,
+                                "ranked"),
                       highlight=False)
     state = {"rows": digest(rows), "labels": digest(data.y),
              "fold_models": {"folds": folds, **dataclasses.asdict(config)}}
@@ -401,8 +403,8 @@ def _say_trainings_to_come(run: Run, data: LabeledData, stages: Stages, folds: i
     fold_share = 0.0
     if FOLDS_STAGE in stages.names:
         fold_epochs = out_of_sample_config(config, data).epochs
-        # K models, each on (K - 1) / K of the data
-        fold_share = (folds - 1) * fold_epochs / config.epochs
+        # K models (times the models of a fold), each on (K - 1) / K of the data
+        fold_share = (folds - 1) * config.fold_models * fold_epochs / config.epochs
     replica_share = 1.0 if CUTOFF_STAGE in stages.names else 0.0
     if fold_share + replica_share:
         names = " and ".join(name for name, share in (("fold models", fold_share),
@@ -438,8 +440,9 @@ def _out_of_sample(data: LabeledData, run: Run, folds: int, settings: FlipSettin
     oos = OutOfSample(data, recipe, folds, flip_settings=settings, progress=progress,
                       cache=cache)
     if progress:
-        console.print(f"out-of-sample evidence: {folds} models, each trained without "
-                      f"1/{folds} of the examples", highlight=False)
+        each = f"{recipe.fold_models} models" if recipe.fold_models > 1 else "one model"
+        console.print(f"out-of-sample evidence: {folds} folds, {each} each, trained without "
+                      f"that 1/{folds} of the examples", highlight=False)
     oos.probabilities()
     return oos
 

@@ -47,6 +47,7 @@ from noisefind.training.fast_recipe import FAST, OWN_BACKBONE, WARM_EPOCHS
 from noisefind.training.runs import Run
 
 DEFAULT_FOLDS = 5  # K of the K-fold models: each trains on 4/5 and judges the other 1/5
+FOLD_MODEL_SEEDS = 100  # seed step between the models of one fold (TrainConfig.fold_models)
 
 
 def out_of_sample_config(config: TrainConfig, data: LabeledData) -> TrainConfig:
@@ -103,39 +104,50 @@ def cv_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
 def cross_validated_runs(data: LabeledData, config: TrainConfig, folds: int = DEFAULT_FOLDS,
                          progress: bool = False,
                          cache: ResultCache | None = None) -> list[tuple[Run, np.ndarray]]:
-    """``folds`` models trained with :func:`fit`, each with the rows it held out.
+    """``folds`` models (``config.fold_models`` per fold) trained with :func:`fit`, each with
+    the rows it held out.
 
-    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, no
-    checkpoints, no holdout of its own). ``cache`` keeps them. With ``progress``, the first
-    model's time says how long the others will take.
+    Each model trains on the other folds with ``config`` (seed ``config.seed + fold + 1``, and
+    ``FOLD_MODEL_SEEDS`` more for each further model of the fold; no checkpoints, no holdout
+    of its own). The list runs through the folds once per model of a fold, so the runs of
+    one pass are the K models a single model per fold would give (and the cache shares them).
+    ``cache`` keeps them. With ``progress``, the first model's time says how long the others
+    will take.
     """
     cache = cache or ResultCache(None)
     runs = []
-    for fold, held in enumerate(cv_folds(data.y.numpy(), folds, config.seed)):
-        kept = np.setdiff1d(np.arange(len(data)), held)
-        fold_config = replace(config, seed=config.seed + fold + 1, checkpoint_every=0,
-                              holdout=0.0)
-        started = time.perf_counter()
-        run = cache.fit(data.subset(torch.from_numpy(kept)), fold_config, progress=progress)
-        runs.append((run, held))
-        took = time.perf_counter() - started
-        # A model read back from the cache took a fraction of the training it records.
-        if progress and fold == 0 and folds > 1 and took >= 0.5 * run.config["seconds"]:
-            console.print(f"fold model 1 of {folds} trained in {took:.0f} s; the other "
-                          f"{folds - 1} take about {took * (folds - 1):.0f} s", highlight=False)
+    splits = cv_folds(data.y.numpy(), folds, config.seed)
+    total = folds * config.fold_models
+    for repeat in range(config.fold_models):
+        for fold, held in enumerate(splits):
+            kept = np.setdiff1d(np.arange(len(data)), held)
+            fold_config = replace(config, seed=config.seed + fold + 1 + FOLD_MODEL_SEEDS * repeat,
+                                  checkpoint_every=0, holdout=0.0, fold_models=1)
+            started = time.perf_counter()
+            run = cache.fit(data.subset(torch.from_numpy(kept)), fold_config, progress=progress)
+            runs.append((run, held))
+            took = time.perf_counter() - started
+            # A model read back from the cache took a fraction of the training it records.
+            if progress and len(runs) == 1 and total > 1 and took >= 0.5 * run.config["seconds"]:
+                console.print(f"fold model 1 of {total} trained in {took:.0f} s; the other "
+                              f"{total - 1} take about {took * (total - 1):.0f} s",
+                              highlight=False)
     return runs
 
 
 def held_out_probabilities(data: LabeledData,
                            fold_runs: list[tuple[Run, np.ndarray]]) -> np.ndarray:
-    """(N, C) softmax of every row by the fold model that held it out."""
+    """(N, C) softmax of every row by the fold model that held it out, averaged over the
+    models that did when a fold has several."""
     probabilities = np.zeros((len(data), data.num_classes), dtype=np.float64)
+    models = np.zeros(len(data))
     for run, held in fold_runs:
         held_rows = torch.from_numpy(held)
         logits = predict_logits(run.model, data.x_at(held_rows), data.index[held_rows],
                                 views=uses_views(run))
-        probabilities[held] = torch.softmax(logits, 1).cpu().numpy()
-    return probabilities
+        probabilities[held] += torch.softmax(logits, 1).cpu().numpy()
+        models[held] += 1
+    return probabilities / models[:, None]
 
 
 def fold_margins(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
@@ -156,7 +168,8 @@ def fold_margins(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
 
 
 def held_by(fold_runs: list[tuple[Run, np.ndarray]], n: int) -> np.ndarray:
-    """The fold that held out each of ``n`` rows."""
+    """The position in ``fold_runs`` of a model that held out each of ``n`` rows (the last
+    one, when a fold has several models)."""
     fold_of = np.empty(n, dtype=np.int64)
     for fold, (_, held) in enumerate(fold_runs):
         fold_of[held] = fold

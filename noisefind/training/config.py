@@ -42,7 +42,9 @@ class TrainConfig:
     lookahead average of the weights. ``label_smoothing`` applies to either recipe.
     ``fold_recipe`` is how the out-of-sample models train and ``fold_epochs`` how long (None:
     the fast recipe's own count, the paper recipe the scanned model's ``epochs``;
-    :func:`noisefind.signals.out_of_sample.out_of_sample_config`).
+    :func:`noisefind.signals.out_of_sample.out_of_sample_config`). ``fold_models`` is how many
+    models each fold trains, seeded apart, their held-out probabilities averaged (more
+    accurate fold models for that many times their training; docs/benchmarks.md).
     """
 
     arch: str = "auto"
@@ -68,6 +70,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     fold_recipe: str = "fast"
     fold_epochs: int | None = None
+    fold_models: int = 1
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainConfig:
@@ -116,6 +119,9 @@ class TrainConfig:
         if self.fold_epochs is not None and self.fold_epochs < 1:
             raise NoisefindError(f"fold_epochs must be at least 1, got {self.fold_epochs}",
                                  parameter="fold_epochs")
+        if self.fold_models < 1:
+            raise NoisefindError(f"fold_models must be at least 1, got {self.fold_models}",
+                                 parameter="fold_models")
         if self.checkpoint_every < 0:
             raise NoisefindError(f"checkpoint_every must be 0 or more, got "
                                  f"{self.checkpoint_every}", parameter="checkpoint_every")
