@@ -52,7 +52,7 @@ from noisefind.base.device import resolve_device
 from noisefind.data.load import load_data
 from noisefind.models import whitened
 from noisefind.models.predict import predict_logits
-from noisefind.signals.out_of_sample import cv_folds, out_of_sample_config
+from noisefind.signals.out_of_sample import FOLD_MODEL_SEEDS, cv_folds, out_of_sample_config
 from noisefind.training import fast_recipe
 from noisefind.training import views as views_module
 from noisefind.training.config import TrainConfig
@@ -195,8 +195,8 @@ def measure(data, kept: np.ndarray, held: np.ndarray, variant: Variant, test=Non
     for seed in range(seeds):
         with without(variant.left_out), cutout(variant.cutout):
             start = time.perf_counter()
-            run = fit(trained, replace(config, seed=config.seed + 100 * seed), progress=False,
-                      step_hook=hook)
+            seeded = replace(config, seed=config.seed + FOLD_MODEL_SEEDS * seed)  # as a scan's
+            run = fit(trained, seeded, progress=False, step_hook=hook)
             seconds += time.perf_counter() - start
         probabilities = probabilities + torch.softmax(
             predict_logits(run.model, x, views=variant.views), 1).cpu().numpy() / seeds
