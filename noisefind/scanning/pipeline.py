@@ -88,6 +88,7 @@ NO_CUTOFF = ("the model was not trained by noisefind: the cutoff's replica has n
 SCAN_FILES = ("suspects.csv", "summary.json", "top_suspects.png", "report.html",
               "training_set.npz", "pred_probs.npy", STATE_FILE)
 SCAN_FOLDERS = ("run", CACHE_DIR)
+FOLD_OPTIONS = ("fold_recipe", "fold_epochs", "fold_models")  # the scan's, not the model's
 OWN_FIT_MINIMUM = 0.8  # an own model predicting fewer of its given labels gets a warning
 
 
@@ -179,7 +180,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     settings.validate()
     cutoff = cutoff or CutoffSettings(seed=settings.seed)
     cutoff.validate()
-    if model is None and train_config is not None:
+    if train_config is not None:  # a given model still takes its fold options (FOLD_OPTIONS)
         train_config.validate()  # before anything is written
     if folds == 1 or folds < 0:
         raise NoisefindError(f"folds must be 0 (none) or at least 2, got {folds}",
@@ -196,8 +197,8 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     stages = Stages(plan_stages(trains=model is None, own=own, folds=folds, cutoff=cutoff,
                                 rank_by=rank_by, writes=out is not None), progress)
     if progress:
-        fold_models = folds * (train_config or TrainConfig()).fold_models
-        trained = (model is None) + (FOLDS_STAGE in stages.names) * fold_models + (
+        each_fold = (train_config or TrainConfig()).fold_models
+        trained = (model is None) + (FOLDS_STAGE in stages.names) * folds * each_fold + (
             CUTOFF_STAGE in stages.names)
         console.print(plan_line(data.x, len(rows), stages.names, trained), highlight=False)
     started = time.perf_counter()
@@ -229,7 +230,7 @@ def scan(data: LabeledData, model: Run | str | Path | None = None, *,
     oos = None
     if folds and not is_own(run):
         stages.start(FOLDS_STAGE)
-        oos = _out_of_sample(data, run, folds, settings, cache, progress)
+        oos = _out_of_sample(data, run, folds, settings, cache, progress, train_config)
         table = with_out_of_sample(table, oos.probabilities(), data)
     decision = _decide(data, run, results, cutoff, settings, cache, oos, rank_by, progress,
                        stages)
@@ -434,9 +435,14 @@ def estimating(append, total: int, started: float):
 
 
 def _out_of_sample(data: LabeledData, run: Run, folds: int, settings: FlipSettings,
-                   cache: ResultCache, progress: bool) -> OutOfSample:
-    """The K fold models, trained with the scanned model's recipe (augmented for images)."""
+                   cache: ResultCache, progress: bool,
+                   asked: TrainConfig | None = None) -> OutOfSample:
+    """The K fold models, trained with the scanned model's recipe (augmented for images) and
+    the fold models' own options the scan was ``asked`` (:data:`FOLD_OPTIONS`: a model given
+    to scan records those it was trained beside, not those of this scan)."""
     recipe = replace(TrainConfig.from_dict(run.config["train"]), device=str(run.device))
+    if asked is not None:
+        recipe = replace(recipe, **{name: getattr(asked, name) for name in FOLD_OPTIONS})
     oos = OutOfSample(data, recipe, folds, flip_settings=settings, progress=progress,
                       cache=cache)
     if progress:

@@ -114,6 +114,22 @@ def test_a_default_scan_killed_midway_resumes_from_its_fold_models(tmp_path):
                                   pd.read_csv(killed / "suspects.csv"))
 
 
+def test_a_given_model_takes_the_scans_fold_options(noisy_digits_run, tmp_path):
+    # The run records the fold options it was trained beside; the scan's own are the ones asked.
+    args = [sys.executable, "-m", "noisefind", "scan", "digits", "--model",
+            str(noisy_digits_run.path), "--rank-by", "flip", "--cutoff", "none", "--folds", "2",
+            "--fold-epochs", "1", "--limit", "20"]
+    done = subprocess.run(args + ["--fold-models", "2", "--out", str(tmp_path / "scan")],
+                          capture_output=True, text=True, check=True)
+    assert "4 models to train" in done.stderr
+    assert done.stderr.count("training: started") == 4  # two models for each of two folds
+    refused = subprocess.run(args + ["--fold-models", "0", "--out", str(tmp_path / "no")],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2
+    assert "--fold-models must be at least 1" in refused.stderr
+    assert not (tmp_path / "no").exists()  # refused before anything is written
+
+
 def test_cli_scan_on_an_image_folder(image_folder, tmp_path):
     out = tmp_path / "out"
     result = runner.invoke(app, ["scan", str(image_folder), "--epochs", "3", "--width", "0.25",
